@@ -1,0 +1,72 @@
+"""The `eva` command line: sub-commands exist, the safety demo and soak run end to end, file checks report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from eva_runtime.cli import app
+from eva_runtime.safety import Check, SafetyLimits
+from eva_runtime.safety.demo import FAULT_WINDOWS, run_demo
+
+from .conftest import CALIBRATION
+
+runner = CliRunner()
+
+
+def test_help_lists_the_sub_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("safety", "embodiment", "version"):
+        assert command in result.output
+    safety = runner.invoke(app, ["safety", "--help"])
+    assert "demo" in safety.output and "soak" in safety.output
+
+
+def test_safety_demo_writes_a_png(tmp_path: Path) -> None:
+    out = tmp_path / "demo.png"
+    result = runner.invoke(app, ["safety", "demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "applied commands all finite: True" in result.output
+
+
+def test_demo_faults_each_trigger_their_check_and_output_stays_in_range(limits: SafetyLimits) -> None:
+    run = run_demo(limits)
+    assert np.all(np.isfinite(run.applied))
+    assert np.all(run.applied >= limits.soft_low - 1e-9) and np.all(run.applied <= limits.soft_high + 1e-9)
+    windows = {label: (start, end) for start, end, label in FAULT_WINDOWS}
+    expected = {
+        "teleport": Check.VELOCITY,
+        "NaN burst": Check.NON_FINITE_TARGET,
+        "beyond limit": Check.POSITION_LIMIT,
+        "jitter": Check.ACCELERATION,
+        "stale plan": Check.STALE_INPUT,
+    }
+    for label, check in expected.items():
+        start, end = windows[label]
+        inside = {item.check for time, item in run.interventions if start <= time < end + 0.2}
+        assert check in inside, (label, inside)
+    # Before the first fault the stream is smooth and within limits: nothing to do.
+    assert all(time >= FAULT_WINDOWS[0][0] for time, _ in run.interventions)
+
+
+def test_soak_reports_zero_violations_as_json() -> None:
+    result = runner.invoke(app, ["safety", "soak", "--sequences", "300", "--workers", "1", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["sequences"] == 300 and report["violations"] == 0 and report["ticks"] > 300
+
+
+def test_embodiment_check_passes_good_files_and_names_problems(tmp_path: Path) -> None:
+    good = runner.invoke(app, ["embodiment", "check", *map(str, sorted(CALIBRATION.glob("*.yaml")))])
+    assert good.exit_code == 0, good.output
+    assert "left_gripper" in good.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CALIBRATION / "aloha_sim.yaml").read_text().replace("control_rate_hz: 50.0", "control_rate_hz: -5"))
+    result = runner.invoke(app, ["embodiment", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "control_rate_hz" in result.output and "bad.yaml" in result.output
