@@ -41,6 +41,10 @@ class SafetyFilter:
         """Re-seed from the measured state; clears a latched fault (an operator decision, never automatic)."""
         self._state = reset_state(self.limits, time, measured, measured_velocity)
 
+    def restore(self, state: FilterState) -> None:
+        """Continue from a state saved earlier (e.g. a simulation copy that must behave like the live loop)."""
+        self._state = state
+
     def step(
         self,
         time: float,
