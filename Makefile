@@ -1,8 +1,9 @@
 # The two set-up commands of the README. Each creates the virtual environment (.venv) when it is missing or
 # when pyproject.toml changed since it was made, then runs its job.
 PYTHON ?= python3.11
+export MUJOCO_GL ?= egl
 VENV := .venv
-EXTRAS := runtime,dev
+EXTRAS := runtime,sim,dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: run test lint clean-venv
@@ -13,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The main job on the embedded default (for now the safety-filter demo; the simulated robot loop replaces it).
+# The main job on the embedded default: the simulated robot, scripted experts driving it through the safety
+# filter (the learned policy loop replaces the experts when the runtime lands), and the safety-filter demo.
 run: $(STAMP)
+	$(VENV)/bin/eva sim eval --task transfer_cube --episodes 5
+	$(VENV)/bin/eva sim eval --task insertion --episodes 5
 	$(VENV)/bin/eva safety demo --out artifacts/safety_demo.png
 
 # The whole test suite, plus lint (ruff) so a style error fails like a test.

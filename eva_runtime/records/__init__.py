@@ -1,0 +1,1 @@
+"""Episode records: demonstration files, dataset exports, outcome logs."""

@@ -1,0 +1,301 @@
+"""Demonstration episodes on disk: the vendor-style HDF5 layout, one file per episode, and its validation.
+
+Layout (``format`` attribute ``eva-runtime/hdf5-episode-v1``)::
+
+    /observations/images/<camera>   (N, H, W, 3) uint8, one frame per chunk
+    /observations/qpos              (N, J) float64, measured follower joints
+    /observations/qvel              (N, J) float64, optional
+    /action                         (N, J) float64, commanded (leader) joints
+    root attributes: fps, embodiment, task, instruction, joint_names (JSON), seed (-1 = none),
+                     success (-1 = unknown, 0, 1), format
+
+Every problem found while reading raises :class:`EpisodeFileError` naming the file and the dataset or attribute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "Episode",
+    "EpisodeError",
+    "EpisodeFileError",
+    "camera_shapes",
+    "dataset_digest",
+    "episode_path",
+    "list_episodes",
+    "read_episode",
+    "read_frames",
+    "write_episode",
+]
+
+FORMAT = "eva-runtime/hdf5-episode-v1"
+IMAGES = "/observations/images"
+_FIELD_KEYS = {"qpos": "/observations/qpos", "qvel": "/observations/qvel", "action": "/action"}
+_REQUIRED_ATTRS = ("format", "fps", "embodiment", "task", "instruction", "joint_names", "seed", "success")
+_EPISODE_NAME = re.compile(r"^episode_(\d+)\.hdf5$")
+_COMPRESSIONS = (None, "gzip", "lzf")
+
+
+class EpisodeError(ValueError):
+    """An in-memory episode is inconsistent; ``field`` names the offending field (``images/<camera>`` for images)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"episode field {field!r}: {message}")
+
+
+class EpisodeFileError(ValueError):
+    """An episode file is missing a dataset or attribute, or holds invalid data."""
+
+    def __init__(self, path: Path | str, key: str, message: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        super().__init__(f"{path}: {key}: {message}")
+
+
+def _storable_text(value: object) -> bool:
+    # HDF5 strings are UTF-8 and cannot hold NUL (names are even truncated at it silently): refuse, don't lose text.
+    if not isinstance(value, str) or "\0" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, eq=False)
+class Episode:
+    """One demonstration: N synchronised frames of images, measured joints and commanded joints."""
+
+    images: dict[str, np.ndarray]
+    qpos: np.ndarray
+    action: np.ndarray
+    qvel: np.ndarray | None
+    fps: float
+    embodiment: str
+    task: str
+    instruction: str
+    joint_names: tuple[str, ...]
+    seed: int | None = None
+    success: bool | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "joint_names", tuple(self.joint_names))
+        if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
+            raise EpisodeError("joint_names", f"must be non-empty and unique, got {self.joint_names}")
+        for name in ("embodiment", "task", "instruction", "joint_names"):
+            value = getattr(self, name)
+            if not all(_storable_text(v) for v in ([value] if name != "joint_names" else value)):
+                raise EpisodeError(name, f"must be UTF-8 text without NUL characters, got {value!r}")
+        if not isinstance(self.fps, int | float | np.number) or not (np.isfinite(self.fps) and self.fps > 0):
+            raise EpisodeError("fps", f"must be a finite number > 0, got {self.fps}")
+        width = len(self.joint_names)
+        n = None
+        for name in ("qpos", "action", "qvel"):
+            value = getattr(self, name)
+            if value is None and name == "qvel":
+                continue
+            arr = np.asarray(value)
+            if arr.ndim != 2 or arr.shape[1] != width or not np.issubdtype(arr.dtype, np.number):
+                raise EpisodeError(name, f"expected a numeric (N, {width}) array, got {arr.dtype} {arr.shape}")
+            arr = arr.astype(np.float64, copy=False)
+            if not np.all(np.isfinite(arr)):
+                raise EpisodeError(name, "contains NaN or infinite values")
+            n = arr.shape[0] if n is None else n
+            if arr.shape[0] != n:
+                raise EpisodeError(name, f"has {arr.shape[0]} frames, qpos has {n}")
+            object.__setattr__(self, name, arr)
+        if n is None or n < 1:
+            raise EpisodeError("qpos", "an episode needs at least one frame")
+        for camera, frames in self.images.items():
+            key = f"images/{camera}"
+            if not camera or not _storable_text(camera) or "/" in camera:
+                raise EpisodeError(key, "camera names must be non-empty UTF-8 text without '/' or NUL")
+            if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+                raise EpisodeError(key, f"must be a uint8 array, got {getattr(frames, 'dtype', type(frames))}")
+            if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] != n:
+                raise EpisodeError(key, f"expected shape ({n}, H, W, 3), got {frames.shape}")
+
+    @property
+    def length(self) -> int:
+        """Number of frames N."""
+        return int(self.qpos.shape[0])
+
+
+def write_episode(path: Path | str, episode: Episode, compression: str | None = None) -> Path:
+    """Write ``episode`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+    if compression not in _COMPRESSIONS:
+        raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory as the target so os.replace stays a same-filesystem (atomic) rename.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.require_group(IMAGES)  # present even without cameras: readers treat its absence as corruption
+            for camera, frames in episode.images.items():
+                f.create_dataset(
+                    f"{IMAGES}/{camera}", data=frames, chunks=(1, *frames.shape[1:]), compression=compression
+                )
+            for name, key in _FIELD_KEYS.items():
+                value = getattr(episode, name)
+                if value is not None:
+                    f.create_dataset(key, data=value, compression=compression)
+            f.attrs["format"] = FORMAT
+            f.attrs["fps"] = float(episode.fps)
+            f.attrs["embodiment"] = episode.embodiment
+            f.attrs["task"] = episode.task
+            f.attrs["instruction"] = episode.instruction
+            f.attrs["joint_names"] = json.dumps(list(episode.joint_names))
+            f.attrs["seed"] = -1 if episode.seed is None else int(episode.seed)
+            f.attrs["success"] = -1 if episode.success is None else int(bool(episode.success))
+        # Flush to the device before the rename: otherwise a power cut can leave the new name on empty data.
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        # mkstemp creates 0600; a data file gets the permissions a plain open() would have given it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _attr(f: h5py.File, path: Path, name: str) -> object:
+    if name not in f.attrs:
+        raise EpisodeFileError(path, f"attribute {name!r}", "missing")
+    value = f.attrs[name]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _int_attr(path: Path, name: str, value: object) -> int:
+    if not isinstance(value, int | np.integer):
+        raise EpisodeFileError(path, f"attribute {name!r}", f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
+    item = f.get(key)
+    if not isinstance(item, h5py.Dataset):
+        raise EpisodeFileError(path, key, "missing dataset")
+    return item
+
+
+def _open(path: Path | str) -> tuple[Path, h5py.File]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"episode file not found: {path}")
+    try:
+        return path, h5py.File(path, "r")
+    except OSError as exc:
+        raise EpisodeFileError(path, "/", f"not a readable HDF5 file ({exc})") from exc
+
+
+def _cameras(f: h5py.File, path: Path) -> dict[str, h5py.Dataset]:
+    group = f.get(IMAGES)
+    if not isinstance(group, h5py.Group):
+        raise EpisodeFileError(path, IMAGES, "missing group")
+    return {name: ds for name, ds in group.items() if isinstance(ds, h5py.Dataset)}
+
+
+def camera_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
+    """Camera name -> image dataset shape, without reading any pixels."""
+    path, f = _open(path)
+    with f:
+        return {name: tuple(ds.shape) for name, ds in _cameras(f, path).items()}
+
+
+def read_episode(path: Path | str, load_images: bool = True) -> Episode:
+    """Read and validate one episode; ``load_images=False`` leaves ``images`` empty (metadata and joints only)."""
+    path, f = _open(path)
+    with f:
+        attrs = {name: _attr(f, path, name) for name in _REQUIRED_ATTRS}
+        if attrs["format"] != FORMAT:
+            raise EpisodeFileError(path, "attribute 'format'", f"expected {FORMAT!r}, got {attrs['format']!r}")
+        try:
+            joint_names = tuple(json.loads(str(attrs["joint_names"])))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise EpisodeFileError(path, "attribute 'joint_names'", f"not a JSON list ({exc})") from exc
+        arrays = {name: _dataset(f, path, key)[()] for name, key in _FIELD_KEYS.items() if name != "qvel"}
+        arrays["qvel"] = _dataset(f, path, _FIELD_KEYS["qvel"])[()] if _FIELD_KEYS["qvel"] in f else None
+        cameras = _cameras(f, path)
+        images = {name: ds[()] for name, ds in cameras.items()} if load_images else {}
+        seed, success = _int_attr(path, "seed", attrs["seed"]), _int_attr(path, "success", attrs["success"])
+        try:
+            return Episode(
+                images=images,
+                qpos=arrays["qpos"],
+                action=arrays["action"],
+                qvel=arrays["qvel"],
+                fps=float(attrs["fps"]),
+                embodiment=str(attrs["embodiment"]),
+                task=str(attrs["task"]),
+                instruction=str(attrs["instruction"]),
+                joint_names=joint_names,
+                seed=None if seed < 0 else seed,
+                success=None if success < 0 else bool(success),
+            )
+        except EpisodeError as exc:
+            key = _FIELD_KEYS.get(exc.field) or (
+                f"/observations/{exc.field}" if exc.field.startswith("images/") else f"attribute {exc.field!r}"
+            )
+            raise EpisodeFileError(path, key, str(exc)) from exc
+
+
+def read_frames(path: Path | str, camera: str, start: int, stop: int) -> np.ndarray:
+    """Frames ``start:stop`` of one camera, reading only those chunks from disk."""
+    path, f = _open(path)
+    key = f"{IMAGES}/{camera}"
+    with f:
+        ds = _dataset(f, path, key)
+        if not 0 <= start <= stop <= ds.shape[0]:
+            raise EpisodeFileError(path, key, f"frame range [{start}, {stop}) outside [0, {ds.shape[0]})")
+        return ds[start:stop]
+
+
+def episode_path(directory: Path | str, index: int) -> Path:
+    """The canonical file name of episode ``index`` in ``directory``."""
+    if index < 0:
+        raise ValueError(f"episode index must be >= 0, got {index}")
+    return Path(directory) / f"episode_{index:04d}.hdf5"
+
+
+def list_episodes(directory: Path | str) -> list[Path]:
+    """Episode files in ``directory``, ordered by episode index (numerically, so 9999 precedes 10000)."""
+    found = [(int(m.group(1)), p) for p in Path(directory).iterdir() if (m := _EPISODE_NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def dataset_digest(paths: Iterable[Path | str]) -> str:
+    """SHA-256 over the files in sorted-name order; each file's name and size frame its bytes.
+
+    The framing makes the digest unambiguous (moving bytes from one file to the next changes it); directories are
+    not hashed, so a copied dataset keeps its digest.
+    """
+    files = sorted((Path(p) for p in paths), key=lambda p: (p.name, str(p)))
+    if not files:
+        raise ValueError("dataset_digest needs at least one file")
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(f"{p.name}\0{p.stat().st_size}\0".encode())
+        with open(p, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Robot backends behind one small interface: MuJoCo simulation now; ROS topics and Piper CAN later."""

@@ -1,0 +1,78 @@
+"""MujocoRobot: the simulated bimanual robot behind RobotInterface, plus the episode controls only a simulation has.
+
+`send` advances the simulation by one control period (20 ms) while holding the command, so the robot clock is
+simulation time and runs as fast as the machine allows. Cameras render at the sizes in the embodiment file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eva_runtime.embodiment import Embodiment
+from eva_runtime.robots.interface import CameraFrame, Observation, RobotError, RobotInterface, check_command
+from eva_runtime.safety import FilterResult
+
+__all__ = ["MujocoRobot"]
+
+
+class MujocoRobot(RobotInterface):
+    def __init__(self, embodiment: Embodiment, task: str) -> None:
+        self.embodiment = embodiment
+        self.task_name = task
+        self._sim = None
+        self._task = None
+
+    def connect(self) -> None:
+        from eva_runtime.sim.bimanual_sim import BimanualSim
+        from eva_runtime.sim.tasks import task_spec
+
+        self._task = task_spec(self.task_name)
+        self._sim = BimanualSim(self.task_name)
+        period = self._sim.control_period_s
+        if abs(period - self.embodiment.control_period_s) > 1e-9:
+            raise RobotError(
+                f"embodiment {self.embodiment.name!r} runs at {self.embodiment.control_rate_hz} Hz but the simulation "
+                f"steps {1 / period:g} Hz"
+            )
+
+    @property
+    def sim(self):
+        """The simulation itself, for privileged users only (scripted experts, the oracle world model, tests)."""
+        if self._sim is None:
+            raise RobotError("the simulated robot is not connected")
+        return self._sim
+
+    @property
+    def instruction(self) -> str:
+        return self._task.instruction if self._task else ""
+
+    def reset_episode(self, seed: int, pose: np.ndarray | None = None) -> None:
+        from eva_runtime.sim.bimanual_sim import START_POSE
+
+        self.sim.reset(START_POSE if pose is None else pose, self._task.sample_objects(seed))
+
+    def success(self) -> bool:
+        return self._task.success(self.sim)
+
+    def now(self) -> float:
+        return self.sim.time
+
+    def observe(self, cameras: bool = True) -> Observation:
+        sim = self.sim
+        stamp = sim.time
+        frames = {}
+        if cameras:
+            for spec in self.embodiment.cameras:
+                image = sim.render((spec.name,), spec.height, spec.width)[spec.name]
+                frames[spec.name] = CameraFrame(image, stamp)
+        return Observation(stamp, sim.joint_positions(), sim.joint_velocities(), frames)
+
+    def send(self, result: FilterResult) -> np.ndarray:
+        command = check_command(self.embodiment, result)
+        self.sim.apply(command)
+        return command.copy()
+
+    def disconnect(self) -> None:
+        if self._sim is not None:
+            self._sim.close()
+        self._sim = None

@@ -1,0 +1,1 @@
+"""MuJoCo bimanual simulation: scenes, physics, scripted experts, success checks, demonstrations."""

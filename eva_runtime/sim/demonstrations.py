@@ -1,0 +1,98 @@
+"""Demonstration recording: scripted-expert episodes in the simulation, written as vendor-layout HDF5 files.
+
+Each episode runs the expert through the safety filter exactly as evaluation does. Recorded per frame: the
+three cameras at the embodiment's size, the measured joints (`qpos`, `qvel`) and the command actually sent
+(`action`, what the leader arms would command on the real robot). Frames are kept every `control_rate / fps`
+control steps; episode i uses seed `first_seed + i`, so the same command regenerates the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.records.hdf5_episodes import Episode, episode_path, write_episode
+from eva_runtime.robots.interface import Observation
+from eva_runtime.robots.mujoco_robot import MujocoRobot
+from eva_runtime.sim.evaluation import EpisodeResult, ExpertPolicy, run_episode
+
+__all__ = ["RecordedEpisode", "record_demonstrations", "record_stride"]
+
+
+@dataclass(frozen=True)
+class RecordedEpisode:
+    path: Path
+    result: EpisodeResult
+    frames: int
+
+
+def record_stride(control_rate_hz: float, fps: float) -> int:
+    stride = control_rate_hz / fps
+    if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
+        raise ValueError(f"recording fps {fps} must divide the control rate {control_rate_hz} Hz")
+    return round(stride)
+
+
+class _EpisodeBuffer:
+    """Collects every `stride`-th tick of one episode."""
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self.images: dict[str, list[np.ndarray]] = {}
+        self.qpos: list[np.ndarray] = []
+        self.qvel: list[np.ndarray] = []
+        self.action: list[np.ndarray] = []
+
+    def keep(self, step: int, observation: Observation, applied: np.ndarray) -> None:
+        if step % self.stride:
+            return
+        for name, frame in observation.frames.items():
+            self.images.setdefault(name, []).append(frame.image)
+        self.qpos.append(observation.joint_position)
+        self.qvel.append(observation.joint_velocity)
+        self.action.append(applied)
+
+
+def record_demonstrations(
+    robot: MujocoRobot,
+    episodes: int,
+    out_dir: Path,
+    fps: float = 25.0,
+    first_seed: int = 0,
+    max_steps: int | None = None,
+    compression: str | None = "gzip",
+    on_episode: Callable[[RecordedEpisode], None] | None = None,
+) -> list[RecordedEpisode]:
+    from eva_runtime.sim.tasks import task_spec
+
+    spec = task_spec(robot.task_name)
+    stride = record_stride(robot.embodiment.control_rate_hz, fps)
+    steps = max_steps or spec.episode_steps
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recorded = []
+    for index in range(episodes):
+        seed = first_seed + index
+        buffer = _EpisodeBuffer(stride)
+        result = run_episode(robot, ExpertPolicy(), seed, steps, on_step=buffer.keep, frames_every=stride)
+        episode = Episode(
+            images={name: np.stack(frames) for name, frames in buffer.images.items()},
+            qpos=np.stack(buffer.qpos),
+            action=np.stack(buffer.action),
+            qvel=np.stack(buffer.qvel),
+            fps=fps,
+            embodiment=robot.embodiment.name,
+            task=robot.task_name,
+            instruction=spec.instruction,
+            joint_names=robot.embodiment.joint_names,
+            seed=seed,
+            success=result.success,
+        )
+        path = write_episode(episode_path(out_dir, index), episode, compression=compression)
+        item = RecordedEpisode(path, result, episode.length)
+        recorded.append(item)
+        if on_episode is not None:
+            on_episode(item)
+    return recorded

@@ -1,0 +1,92 @@
+"""Simulated tasks: seeded initial object placement, the instruction text, episode length and the success check.
+
+Success is judged on the final state, stricter than gym-aloha's reward (which counts the first instant of a
+touch; FACTS section 5):
+- transfer_cube: the cube is in the air, touched by the left (receiving) gripper and not by the right one;
+- insertion: the peg's end is at least 1.5 cm inside the socket's opening, centred in its hollow and aligned
+  with it, and neither object touches the table. This is geometric, not the peg-pin contact of gym-aloha: a peg
+  pressed onto the pin bounces on and off it, so a contact test on one instant flickers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eva_runtime.sim.bimanual_sim import BimanualSim
+
+__all__ = ["TASKS", "TaskSpec", "task_spec"]
+
+LEFT_FINGERS = ("vx300s_left/10_left_gripper_finger", "vx300s_left/10_right_gripper_finger")
+RIGHT_FINGERS = ("vx300s_right/10_left_gripper_finger", "vx300s_right/10_right_gripper_finger")
+SOCKET_WALLS = ("socket-1", "socket-2", "socket-3", "socket-4")
+UPRIGHT = np.array([1.0, 0.0, 0.0, 0.0])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    instruction: str
+    episode_steps: int  # at 50 Hz
+
+    def sample_objects(self, seed: int) -> dict[str, np.ndarray]:
+        """Object placements for a seed (same ranges as gym-aloha, resting on the table)."""
+        rng = np.random.default_rng(seed)
+        if self.name == "transfer_cube":
+            return {"box": np.r_[rng.uniform([0.0, 0.4], [0.2, 0.6]), 0.02, UPRIGHT]}
+        peg = np.r_[rng.uniform([0.1, 0.4], [0.2, 0.6]), 0.01, UPRIGHT]
+        socket = np.r_[rng.uniform([-0.2, 0.4], [-0.1, 0.6]), 0.022, UPRIGHT]
+        return {"peg": peg, "socket": socket}
+
+    def success(self, sim: BimanualSim) -> bool:
+        contacts = sim.contacts()
+        if self.name == "transfer_cube":
+            lifted = sim.body_pose("box")[2] > 0.05
+            held_left = any(("red_box", finger) in contacts for finger in LEFT_FINGERS)
+            released_right = not any(("red_box", finger) in contacts for finger in RIGHT_FINGERS)
+            return bool(lifted and held_left and released_right and ("red_box", "table") not in contacts)
+        on_table = ("red_peg", "table") in contacts or any((wall, "table") in contacts for wall in SOCKET_WALLS)
+        return bool(peg_inserted(sim.body_pose("peg"), sim.body_pose("socket")) and not on_table)
+
+
+PEG_HALF_LENGTH, SOCKET_HALF_LENGTH, SOCKET_HOLLOW_HALF = 0.06, 0.06, 0.018
+MIN_DEPTH, MAX_OFFSET, MAX_TILT_DEG = 0.015, 0.012, 15.0
+
+
+def _rotation(quaternion: np.ndarray) -> np.ndarray:
+    w, x, y, z = quaternion / np.linalg.norm(quaternion)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def peg_inserted(peg: np.ndarray, socket: np.ndarray) -> bool:
+    """peg, socket: [x y z qw qx qy qz]. The peg enters the socket's +x opening along the socket's x axis."""
+    to_socket = _rotation(socket[3:]).T
+    offset = to_socket @ (peg[:3] - socket[:3])
+    peg_axis = to_socket @ _rotation(peg[3:])[:, 0]
+    aligned = abs(peg_axis[0]) >= np.cos(np.radians(MAX_TILT_DEG))
+    peg_end = offset[0] - PEG_HALF_LENGTH * abs(peg_axis[0])  # the end nearer the socket (toward -x)
+    deep = peg_end <= SOCKET_HALF_LENGTH - MIN_DEPTH and offset[0] > 0
+    centred = abs(offset[1]) <= MAX_OFFSET and abs(offset[2]) <= MAX_OFFSET
+    return bool(aligned and deep and centred)
+
+
+TASKS = {
+    "transfer_cube": TaskSpec(
+        "transfer_cube", "pick up the red cube with the right arm and hand it over to the left arm", 400
+    ),
+    "insertion": TaskSpec("insertion", "pick up the peg and the socket and insert the peg into the socket", 400),
+}
+
+
+def task_spec(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown simulated task {name!r}; known: {sorted(TASKS)}") from None

@@ -1,0 +1,115 @@
+"""OracleWorldModel: a TEST INSTRUMENT, not a model. It cheats by reading the simulator state.
+
+Given the live simulation's state (a snapshot, the episode step and the safety filter's state), it restores a
+private copy of the simulation and runs the scripted expert forward through the same safety filter, rendering
+the true future frames at the world-model fps. It is the upper bound a learned world model is compared against,
+and, with :class:`~eva_runtime.world_model.artifacts.ArtifactConfig`, a fault injector that emulates an
+unaligned generator (jitter, dropped/repeated frames, temporal jumps, pixel noise).
+
+It also returns the commands the expert sent at each frame time, the ground truth an IDM should decode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from eva_runtime.embodiment import Embodiment
+from eva_runtime.safety import FilterState, SafetyFilter
+from eva_runtime.sim.bimanual_sim import BimanualSim, SimSnapshot
+from eva_runtime.world_model.artifacts import ArtifactConfig, inject_artifacts
+from eva_runtime.world_model.protocol import Rollout, RolloutRequest
+
+__all__ = ["OracleRollout", "OracleState", "OracleWorldModel"]
+
+
+@dataclass(frozen=True)
+class OracleState:
+    """What the oracle needs to know about the live episode (the control loop has all of it)."""
+
+    snapshot: SimSnapshot
+    step: int  # control steps since the episode started
+    filter_state: FilterState
+
+
+@dataclass(frozen=True)
+class OracleRollout(Rollout):
+    actions: np.ndarray | None = None  # (horizon, dof) command in force at each frame (frame 0: the last one)
+
+
+class OracleWorldModel:
+    def __init__(
+        self,
+        task: str,
+        embodiment: Embodiment,
+        fps: float,
+        cameras: tuple[str, ...] = ("cam_high",),
+        image_size: tuple[int, int] = (64, 64),
+        artifacts: ArtifactConfig | None = None,
+    ) -> None:
+        stride = embodiment.control_rate_hz / fps
+        if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
+            raise ValueError(
+                f"oracle fps {fps} must divide the control rate {embodiment.control_rate_hz} Hz "
+                "(frames are rendered at control steps, never interpolated)"
+            )
+        self.task = task
+        self.embodiment = embodiment
+        self.fps = float(fps)
+        self.stride = round(stride)
+        self.cameras = cameras
+        self.image_size = image_size
+        self.artifacts = artifacts or ArtifactConfig()
+        self.model_id = f"oracle:{task}" + (":artifacts" if self.artifacts.active else "")
+        self._sim: BimanualSim | None = None
+
+    def _simulation(self) -> BimanualSim:
+        if self._sim is None:
+            self._sim = BimanualSim(self.task)
+        return self._sim
+
+    def imagine(self, state: OracleState, horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """True future frames (camera -> (horizon, h, w, 3)) and commands (horizon, dof), no artifacts."""
+        from eva_runtime.sim.experts import make_expert
+
+        sim = self._simulation()
+        sim.restore(state.snapshot)
+        safety = SafetyFilter.for_embodiment(self.embodiment)
+        safety.restore(state.filter_state)  # continue the live filter exactly, velocity included
+        expert = make_expert(self.task, sim, start_step=state.step, start_command=state.filter_state.command)
+        height, width = self.image_size
+        frames = {name: np.empty((horizon, height, width, 3), dtype=np.uint8) for name in self.cameras}
+        actions = np.empty((horizon, self.embodiment.dof))
+        step = state.step
+        for k in range(horizon):
+            if k > 0:
+                for _ in range(self.stride):
+                    result = safety.step(sim.time + sim.control_period_s, expert(sim, step), sim.joint_positions())
+                    sim.apply(result.command)
+                    step += 1
+            actions[k] = safety.state.command
+            for name, image in sim.render(self.cameras, height, width).items():
+                frames[name][k] = image
+        return frames, actions
+
+    def rollout(self, request: RolloutRequest) -> OracleRollout:
+        if not isinstance(request.privileged_state, OracleState):
+            raise TypeError("the oracle world model needs RolloutRequest.privileged_state = OracleState(...)")
+        began = time.perf_counter()
+        clean, actions = self.imagine(request.privileged_state, request.horizon)
+        frames = {}
+        for name, video in clean.items():
+            samples = []
+            for g in range(request.samples):
+                # Seeded by (request, sample) only, so every camera of a sample shows the same glitches.
+                rng = np.random.default_rng([request.seed, g])
+                samples.append(inject_artifacts(video, self.artifacts, rng))
+            frames[name] = np.stack(samples)
+        return OracleRollout(frames, self.fps, time.perf_counter() - began, self.model_id, actions)
+
+    def close(self) -> None:
+        if self._sim is not None:
+            self._sim.close()
+            self._sim = None

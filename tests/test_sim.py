@@ -1,0 +1,163 @@
+"""The simulated bimanual robot: determinism, cameras, joint layout, the filter-only send path, experts, records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eva_runtime.embodiment import Embodiment, load_embodiment
+from eva_runtime.records.hdf5_episodes import read_episode
+from eva_runtime.robots.interface import RobotError
+from eva_runtime.robots.mujoco_robot import MujocoRobot
+from eva_runtime.safety import FilterResult, FilterState, SafetyFilter
+from eva_runtime.sim.bimanual_sim import ARM_JOINTS, START_POSE
+from eva_runtime.sim.demonstrations import record_demonstrations
+from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
+from eva_runtime.sim.experts import make_expert
+
+from .conftest import CALIBRATION
+
+
+@pytest.fixture(scope="module")
+def sim_embodiment() -> Embodiment:
+    return load_embodiment(CALIBRATION / "aloha_sim.yaml")
+
+
+@pytest.fixture(scope="module")
+def cube_robot(sim_embodiment: Embodiment):
+    robot = MujocoRobot(sim_embodiment, "transfer_cube")
+    robot.connect()
+    yield robot
+    robot.disconnect()
+
+
+def test_reset_is_deterministic_per_seed(cube_robot: MujocoRobot) -> None:
+    cube_robot.reset_episode(7)
+    first = cube_robot.observe()
+    cube_pose = cube_robot.sim.body_pose("box")
+    cube_robot.reset_episode(8)
+    assert not np.allclose(cube_robot.sim.body_pose("box"), cube_pose)
+    cube_robot.reset_episode(7)
+    again = cube_robot.observe()
+    assert np.array_equal(cube_robot.sim.body_pose("box"), cube_pose)
+    assert np.array_equal(again.joint_position, first.joint_position)
+    for name, frame in first.frames.items():
+        assert np.array_equal(again.frames[name].image, frame.image)
+
+
+def test_cameras_are_named_and_sized_like_the_embodiment(cube_robot: MujocoRobot) -> None:
+    cube_robot.reset_episode(0)
+    observation = cube_robot.observe()
+    assert list(observation.frames) == [camera.name for camera in cube_robot.embodiment.cameras]
+    assert list(observation.frames) == ["cam_high", "cam_left_wrist", "cam_right_wrist"]
+    for camera in cube_robot.embodiment.cameras:
+        frame = observation.frames[camera.name]
+        assert frame.image.shape == (camera.height, camera.width, 3) and frame.image.dtype == np.uint8
+        assert frame.stamp == observation.stamp == cube_robot.now()
+        assert frame.image.std() > 5  # a real picture, not a blank buffer
+    # The widened wrist cameras see the table and the other arm, not only their own gripper.
+    assert not np.array_equal(observation.frames["cam_left_wrist"].image, observation.frames["cam_right_wrist"].image)
+    assert not cube_robot.observe(cameras=False).frames
+
+
+def test_joint_order_matches_the_embodiment_file(cube_robot: MujocoRobot) -> None:
+    names = cube_robot.embodiment.joint_names
+    expected = [f"{side}_{joint}" for side in ("left", "right") for joint in (*ARM_JOINTS, "gripper")]
+    assert list(names) == expected
+    pose = START_POSE.copy()
+    pose[:6] += np.linspace(0.05, 0.3, 6)  # a distinct value for each joint
+    pose[7:13] -= np.linspace(0.05, 0.3, 6)
+    pose[[6, 13]] = [0.3, 0.8]
+    cube_robot.sim.reset(pose, {})
+    assert np.allclose(cube_robot.observe(cameras=False).joint_position, pose, atol=1e-12)
+
+
+def test_send_accepts_only_filter_results_and_returns_what_it_applied(cube_robot: MujocoRobot) -> None:
+    cube_robot.reset_episode(0)
+    observation = cube_robot.observe(cameras=False)
+    safety = SafetyFilter.for_embodiment(cube_robot.embodiment)
+    safety.reset(observation.stamp, observation.joint_position)
+    target = observation.joint_position + 0.01
+    result = safety.step(cube_robot.now() + 0.02, target, observation.joint_position)
+    before = cube_robot.now()
+    applied = cube_robot.send(result)
+    assert np.array_equal(applied, result.command)
+    assert cube_robot.now() == pytest.approx(before + 0.02)
+    with pytest.raises(TypeError, match="safety-filter results only"):
+        cube_robot.send(target)  # type: ignore[arg-type]
+    bad = np.full(14, np.nan)
+    forged = FilterResult(FilterState(0.0, bad, bad, bad), (), ())
+    with pytest.raises(RobotError, match="malformed"):
+        cube_robot.send(forged)
+
+
+def test_robot_refuses_an_embodiment_with_another_control_rate(sim_embodiment: Embodiment) -> None:
+    other = sim_embodiment.model_copy(update={"control_rate_hz": 200.0})
+    with pytest.raises(RobotError, match="200"):
+        MujocoRobot(other, "transfer_cube").connect()
+
+
+@pytest.mark.parametrize(("task", "seed"), [("transfer_cube", 101), ("transfer_cube", 102), ("insertion", 101)])
+def test_expert_succeeds_through_the_safety_filter(sim_embodiment: Embodiment, task: str, seed: int) -> None:
+    robot = MujocoRobot(sim_embodiment, task)
+    robot.connect()
+    result = run_episode(robot, ExpertPolicy(), seed, 400)
+    robot.disconnect()
+    assert result.success, result
+    assert result.fault is None and result.steps == 400
+
+
+def test_success_needs_the_handover_finished(cube_robot: MujocoRobot) -> None:
+    cube_robot.reset_episode(3)
+    assert not cube_robot.success()  # cube on the table
+    safety = SafetyFilter.for_embodiment(cube_robot.embodiment)
+    sim = cube_robot.sim
+    safety.reset(sim.time, sim.joint_positions())
+    expert = make_expert("transfer_cube", sim)
+    for step in range(300):  # both grippers hold the cube at step ~300: not yet a success
+        sim.apply(safety.step(sim.time + 0.02, expert(sim, step), sim.joint_positions()).command)
+    assert sim.body_pose("box")[2] > 0.1
+    assert not cube_robot.success()
+
+
+def test_policy_that_returns_nan_is_held_and_counted(cube_robot: MujocoRobot) -> None:
+    class Broken:
+        needs_cameras = False
+
+        def reset(self, robot, seed):
+            pass
+
+        def act(self, observation):
+            return np.full(14, np.nan)
+
+    cube_robot.reset_episode(0)
+    start = cube_robot.observe(cameras=False).joint_position
+    result = run_episode(cube_robot, Broken(), 0, 20)
+    assert not result.success and result.steps == 20
+    assert result.interventions["non_finite_target"] == 20 * 14
+    assert np.allclose(cube_robot.observe(cameras=False).joint_position, start, atol=0.02)
+
+
+def test_wall_clock_limit_ends_the_episode_as_a_failure(cube_robot: MujocoRobot) -> None:
+    result = run_episode(cube_robot, ExpertPolicy(), 0, 400, wall_limit_s=0.0)
+    assert result.timed_out and not result.success and result.steps == 1
+
+
+def test_recorded_demonstration_round_trips(cube_robot: MujocoRobot, tmp_path: Path) -> None:
+    recorded = record_demonstrations(cube_robot, 1, tmp_path, fps=25.0, first_seed=4, max_steps=30)
+    episode = read_episode(recorded[0].path)
+    assert episode.length == 15 and recorded[0].frames == 15
+    assert set(episode.images) == {"cam_high", "cam_left_wrist", "cam_right_wrist"}
+    assert episode.images["cam_high"].shape == (15, 128, 128, 3)
+    assert episode.fps == 25.0 and episode.seed == 4 and episode.task == "transfer_cube"
+    assert episode.joint_names == cube_robot.embodiment.joint_names
+    assert "cube" in episode.instruction
+    # Recording is reproducible from the seed.
+    again = record_demonstrations(cube_robot, 1, tmp_path / "again", fps=25.0, first_seed=4, max_steps=30)
+    repeat = read_episode(again[0].path)
+    assert np.array_equal(repeat.action, episode.action) and np.array_equal(repeat.qpos, episode.qpos)
+    assert np.array_equal(repeat.images["cam_left_wrist"], episode.images["cam_left_wrist"])
+    # action is the command sent, qpos the measurement: the arm lags its command while moving.
+    assert not np.allclose(episode.action, episode.qpos)
