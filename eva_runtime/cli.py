@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -107,8 +108,6 @@ def safety_demo(
     console.print(table)
     faults = ", ".join(label for _, _, label in FAULT_WINDOWS)
     console.print(f"injected faults: {faults}")
-    import numpy as np
-
     finite = bool(np.all(np.isfinite(run.applied)))
     console.print(f"applied commands all finite: {finite}; plot written to [bold]{out}[/bold]")
 
@@ -246,6 +245,240 @@ def sim_export_lerobot(
         raise typer.Exit(2)
     export_lerobot_v3(paths, out, repo_id=repo_id, robot_type="aloha_sim")
     console.print(f"exported {len(paths)} episodes to {out}")
+
+
+calibrate_app = typer.Typer(help="Calibration from data: joint caps and the reward's P0.", no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+
+
+def _calibrate_embodiment(path: Path | None):
+    from eva_runtime.embodiment import EmbodimentError, load_embodiment
+
+    try:
+        return load_embodiment(_embodiment_path(path))
+    except EmbodimentError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+@calibrate_app.command("limits")
+def calibrate_limits_command(
+    data: Annotated[Path, typer.Option(help="Directory of episode_XXXX.hdf5 demonstrations.")],
+    out: Annotated[Path, typer.Option(help="Limits YAML to write.")],
+    embodiment: EmbodimentOption = None,
+    percentile: Annotated[float, typer.Option(help="Percentile of |velocity| etc. over all samples.")] = 99.5,
+    margin: Annotated[float, typer.Option(help="Factor on the percentile (capped at the hard limits).")] = 1.2,
+) -> None:
+    """Estimate per-joint velocity, acceleration and jerk caps from demonstrations; write YAML, print a table."""
+    from eva_runtime.calibration.limits import calibrate_limits, write_limits_yaml
+    from eva_runtime.records.hdf5_episodes import list_episodes
+
+    robot = _calibrate_embodiment(embodiment)
+    paths = list_episodes(data) if data.is_dir() else []
+    if not paths:
+        console.print(f"[red]error:[/red] no episode_XXXX.hdf5 files in {data}")
+        raise typer.Exit(2)
+    try:
+        result = calibrate_limits(paths, robot, percentile=percentile, margin=margin)
+    except (ValueError, OSError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    write_limits_yaml(out, result)
+    table = Table(title=f"{robot.name}: caps from {result['episodes']} episodes (p{percentile:g} x {margin:g})")
+    for column in ("joint", "v max", "v hard", "a max", "a hard", "jerk max", "limited by (v, a, j)"):
+        table.add_column(column)
+    for joint in robot.joints:
+        entry = result["joints"][joint.name]
+        sources = ", ".join(entry["sources"][name] for name in ("velocity", "acceleration", "jerk"))
+        caps = (entry["velocity_max"], joint.velocity_max, entry["acceleration_max"], joint.acceleration_max)
+        table.add_row(joint.name, *(f"{value:.4g}" for value in caps), f"{entry['jerk_max']:.4g}", sources)
+    console.print(table)
+    console.print(f"limits written to [bold]{out}[/bold] (data digest {result['data_digest'][:12]})")
+
+
+@calibrate_app.command("reward")
+def calibrate_reward_command(
+    rollouts: Annotated[
+        list[Path], typer.Option(help="Rollouts: .npy (G, T, D) or HDF5 episode directories/files; repeatable.")
+    ],
+    embodiment: EmbodimentOption = None,
+    fps: Annotated[float | None, typer.Option(help="Rollout rate, sets dt (default: the episodes' fps).")] = None,
+    horizon: Annotated[int, typer.Option(help="Window length, in steps, that episodes are cut into.")] = 49,
+    statistic: Annotated[str, typer.Option(help="P0 statistic of the penalties: mean or median.")] = "mean",
+    out: Annotated[Path | None, typer.Option(help="YAML to write P0 and its provenance to.")] = None,
+) -> None:
+    """Estimate the reward's penalty scale P0 from rollouts of the pre-RL model (or demonstration stand-ins)."""
+    from eva_runtime.calibration.reward_p0 import estimate_p0, load_rollouts, write_p0_yaml
+    from eva_runtime.reward.config import RewardConfig
+
+    robot = _calibrate_embodiment(embodiment)
+    try:
+        loaded = load_rollouts(rollouts, robot, fps=fps, horizon=horizon)
+        config = RewardConfig.from_embodiment(robot, loaded.fps)
+        estimate = estimate_p0(loaded.batches, config, statistic=statistic)
+    except (ValueError, OSError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"P0 from {estimate.n_rollouts} rollouts on {robot.name} at {loaded.fps:g} fps")
+    for column in ("P0", "statistic", "mean", "median", "p10", "p90"):
+        table.add_column(column, justify="right")
+    values = (estimate.p0, estimate.mean, estimate.median, estimate.p10, estimate.p90)
+    table.add_row(f"{values[0]:.6g}", statistic, *(f"{v:.6g}" for v in values[1:]))
+    console.print(table)
+    typer.echo(f"P0 = {estimate.p0:.6g}")
+    if out is not None:
+        write_p0_yaml(out, estimate, config, loaded, extra={"horizon": horizon, "embodiment": robot.name})
+        console.print(f"P0 written to [bold]{out}[/bold]")
+
+
+train_app = typer.Typer(help="Training: the IDM now; the world model and alignment later.", no_args_is_help=True)
+export_app = typer.Typer(help="Export trained models for deployment.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluations that need trained models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(export_app, name="export")
+app.add_typer(eval_app, name="eval")
+
+
+@train_app.command("idm")
+def train_idm_command(
+    data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, metrics.jsonl, split.json).")],
+    steps: Annotated[int, typer.Option(min=1)] = 20_000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: float = 3e-4,
+    cameras: Annotated[str, typer.Option(help="Comma-separated camera names.")] = "cam_high",
+    image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 64,
+    window: Annotated[int, typer.Option(help="k: frames t-k..t+k.")] = 1,
+    fps: Annotated[float, typer.Option(help="IDM frame/action rate (divides the recording fps).")] = 12.5,
+    backbone: Annotated[str, typer.Option(help="small, resnet18 or resnet50.")] = "small",
+    held_out: Annotated[float, typer.Option(help="Fraction of episodes held out for validation.")] = 0.1,
+    eval_every: Annotated[int, typer.Option(min=1)] = 1000,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads (measure: 1 can beat 2 on a shared box).")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.safetensors.")] = False,
+    embodiment: EmbodimentOption = None,
+) -> None:
+    """Train the inverse dynamics model on recorded episodes (safetensors checkpoints, resumable)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from eva_runtime.embodiment import load_embodiment
+    from eva_runtime.idm.config import IdmConfig
+    from eva_runtime.idm.train import TrainSettings, train_idm
+
+    robot = load_embodiment(_embodiment_path(embodiment))
+    config = IdmConfig(
+        cameras=tuple(c.strip() for c in cameras.split(",") if c.strip()),
+        image_size=(image_size, image_size),
+        window=window,
+        fps=fps,
+        joint_names=robot.joint_names,
+        gripper_indices=tuple(int(i) for i in robot.gripper_mask().nonzero()[0]),
+        backbone=backbone,
+    )
+    settings = TrainSettings(
+        data=data,
+        out=out,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        held_out=held_out,
+        eval_every=eval_every,
+        seed=seed,
+        threads=threads,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task("IDM", total=steps)
+
+        def show(step: int, loss: float, report: dict | None) -> None:
+            progress.update(bar, completed=step, description=f"IDM loss {loss:.4f}")
+            if report:
+                v = report["validation"]
+                progress.console.print(
+                    f"step {step}: arm MAE {v['arm_mae']:.4f} rad, gripper MAE {v['gripper_mae']:.4f}, "
+                    f"accuracy {v['accuracy']:.3f}"
+                )
+
+        try:
+            train_idm(settings, config, resume=resume, on_progress=show)
+        except ValueError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from None
+    console.print(f"checkpoints in {out} (last.safetensors, best.safetensors), metrics in {out / 'metrics.jsonl'}")
+
+
+@export_app.command("idm")
+def export_idm_command(
+    checkpoint: Annotated[Path, typer.Option(help="IDM checkpoint (.safetensors with its .sha256).")],
+    out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
+    data: Annotated[Path | None, typer.Option(help="Recorded episodes for real parity inputs.")] = None,
+    tolerance: float = 1e-4,
+) -> None:
+    """Export an IDM checkpoint to one self-contained ONNX file and verify parity against torch."""
+    from eva_runtime.idm.checkpoint import CheckpointError, load_checkpoint
+    from eva_runtime.idm.export import ParityError, export_idm, parity_batch_from_data
+
+    try:
+        inputs = None
+        if data is not None:
+            model, _, _ = load_checkpoint(checkpoint)
+            inputs = parity_batch_from_data(model.config.to_json(), data)
+        report = export_idm(checkpoint, out, inputs, tolerance)
+    except (CheckpointError, ParityError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    typer.echo(
+        json.dumps(
+            {
+                "onnx": str(report.path),
+                "sha256": report.sha256,
+                "max_abs_difference": report.max_abs_difference,
+                "parity_samples": report.samples,
+                "provider": report.provider,
+            }
+        )
+    )
+
+
+@eval_app.command("idm-replay")
+def eval_idm_replay(
+    idm: Annotated[Path, typer.Option(help="Exported IDM (.onnx).")],
+    data: Annotated[Path, typer.Option(help="Held-out recorded episodes (never trained on).")],
+    task: TaskOption = "transfer_cube",
+    episodes: Annotated[int, typer.Option(min=1, help="How many episodes of DATA to replay.")] = 50,
+    embodiment: EmbodimentOption = None,
+) -> None:
+    """Decode held-out ground-truth videos with the IDM and execute them in simulation; success table + JSON."""
+    from rich.progress import Progress
+
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.idm.replay import replay_episode
+    from eva_runtime.records.hdf5_episodes import list_episodes
+    from eva_runtime.sim.evaluation import summarize
+    from eva_runtime.sim.tasks import task_spec
+
+    decoder = IdmDecoder(idm)
+    paths = list_episodes(data)[:episodes]
+    robot = _sim_robot(task, embodiment)
+    results, errors = [], []
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("IDM replay", total=len(paths))
+        for path in paths:
+            result, error = replay_episode(robot, decoder, path, task_spec(task).episode_steps)
+            results.append(result)
+            errors.append(error)
+            progress.update(bar, advance=1)
+    robot.disconnect()
+    summary = summarize(results)
+    low, high = summary["wilson95"]
+    console.print(
+        f"IDM replay on {len(paths)} held-out {task} episodes: {summary['successes']}/{len(paths)} "
+        f"({summary['success_rate']:.0%}, Wilson 95 % [{low:.2f}, {high:.2f}]), "
+        f"arm decoding MAE {np.mean(errors):.4f} rad, provider {decoder.provider}"
+    )
+    typer.echo(
+        json.dumps({"idm": str(idm), "arm_mae": float(np.mean(errors)), "provider": decoder.provider, **summary})
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Inverse dynamics model: frames -> joint commands. Training (torch) and the ONNX decoder used at deployment."""
