@@ -446,6 +446,7 @@ def eval_idm_replay(
     data: Annotated[Path, typer.Option(help="Held-out recorded episodes (never trained on).")],
     task: TaskOption = "transfer_cube",
     episodes: Annotated[int, typer.Option(min=1, help="How many episodes of DATA to replay.")] = 50,
+    smooth: Annotated[int, typer.Option(help="Centred moving average over this many decoded frames (1: none).")] = 3,
     embodiment: EmbodimentOption = None,
 ) -> None:
     """Decode held-out ground-truth videos with the IDM and execute them in simulation; success table + JSON."""
@@ -464,7 +465,7 @@ def eval_idm_replay(
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("IDM replay", total=len(paths))
         for path in paths:
-            result, error = replay_episode(robot, decoder, path, task_spec(task).episode_steps)
+            result, error = replay_episode(robot, decoder, path, task_spec(task).episode_steps, smooth)
             results.append(result)
             errors.append(error)
             progress.update(bar, advance=1)

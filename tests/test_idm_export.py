@@ -259,3 +259,17 @@ def test_replay_policy_reset_starts_again() -> None:
         policy.act(None)
     policy.reset(None, seed=0)
     assert np.array_equal(policy.act(None), actions[0])
+
+
+def test_moving_average_keeps_length_levels_and_removes_alternating_jitter() -> None:
+    from eva_runtime.idm.smoothing import moving_average
+
+    ramp = np.linspace(0.0, 1.0, 9)[:, None] * np.ones((1, 3))
+    assert np.allclose(moving_average(ramp, 3)[1:-1], ramp[1:-1])  # a straight line is unchanged inside
+    jitter = ramp + 0.1 * (-1.0) ** np.arange(9)[:, None]
+    smoothed = moving_average(jitter, 3)
+    assert smoothed.shape == jitter.shape
+    assert np.abs(smoothed - ramp)[1:-1].max() < np.abs(jitter - ramp)[1:-1].max() / 2
+    assert np.array_equal(moving_average(jitter, 1), jitter)
+    with pytest.raises(ValueError, match="odd"):
+        moving_average(jitter, 2)

@@ -161,3 +161,22 @@ def test_recorded_demonstration_round_trips(cube_robot: MujocoRobot, tmp_path: P
     assert np.array_equal(repeat.images["cam_left_wrist"], episode.images["cam_left_wrist"])
     # action is the command sent, qpos the measurement: the arm lags its command while moving.
     assert not np.allclose(episode.action, episode.qpos)
+
+
+def test_missing_gl_backend_gives_a_clear_error() -> None:
+    """With an unusable MUJOCO_GL the first render fails with a message naming the backend and the fix."""
+    import subprocess
+    import sys
+
+    script = (
+        "from eva_runtime.sim.bimanual_sim import BimanualSim\n"
+        "sim = BimanualSim('transfer_cube')\n"
+        "try:\n"
+        "    sim.render(('cam_high',), 32, 32)\n"
+        "except RuntimeError as error:\n"
+        "    print('ERROR:', error)\n"
+    )
+    env = {**__import__("os").environ, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    output = result.stdout + result.stderr
+    assert "MUJOCO_GL=osmesa" in output and "MUJOCO_GL=egl" in output, output[-2000:]

@@ -3,7 +3,9 @@
 The method's own validity check (the EVA paper reports 89.52 % on RoboTwin): if an IDM cannot reproduce a task
 from the true video, no world model can make it succeed. Each held-out episode is reset from its recorded seed;
 its video, at the IDM's fps, is decoded in one batched call; the actions are interpolated linearly to the
-control rate and executed through the safety filter by the same harness as every other policy.
+control rate and executed through the safety filter by the same harness as every other policy. Decoded actions
+may first be smoothed over a few frames (`smooth`, a centred moving average), which removes the per-frame
+decoding jitter.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from eva_runtime.idm.dataset import frame_step, resize_video
 from eva_runtime.idm.decoder import IdmDecoder
+from eva_runtime.idm.smoothing import moving_average
 from eva_runtime.records.hdf5_episodes import read_episode
 from eva_runtime.robots.interface import Observation
 from eva_runtime.robots.mujoco_robot import MujocoRobot
@@ -54,9 +57,12 @@ def decode_episode(decoder: IdmDecoder, path: Path) -> tuple[np.ndarray, np.ndar
     return decoder.decode(frames), episode.action[::step], episode.seed
 
 
-def replay_episode(robot: MujocoRobot, decoder: IdmDecoder, path: Path, max_steps: int) -> tuple[EpisodeResult, float]:
+def replay_episode(
+    robot: MujocoRobot, decoder: IdmDecoder, path: Path, max_steps: int, smooth: int = 1
+) -> tuple[EpisodeResult, float]:
     """Replay one episode; returns the result and the mean absolute decoding error on the arm joints."""
     decoded, recorded, seed = decode_episode(decoder, path)
+    decoded = moving_average(decoded, smooth)
     arm = np.ones(decoded.shape[1], dtype=bool)
     arm[list(decoder.config.gripper_indices)] = False
     error = float(np.abs(decoded - recorded)[:, arm].mean())

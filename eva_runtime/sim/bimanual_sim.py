@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eva_runtime.sim.scene import CAMERA_MAP, build_model, ensure_headless_gl
+from eva_runtime.sim.scene import CAMERA_MAP, build_model, import_mujoco
 
 __all__ = ["ARM_JOINTS", "BimanualSim", "SimSnapshot", "finger_from_gripper", "gripper_from_finger"]
 
@@ -42,13 +42,10 @@ class SimSnapshot:
 
 class BimanualSim:
     def __init__(self, task: str) -> None:
-        ensure_headless_gl()
-        import mujoco
-
-        self._mujoco = mujoco
+        self._mujoco = import_mujoco()
         self.task = task
         self.model = build_model(task)
-        self.data = mujoco.MjData(self.model)
+        self.data = self._mujoco.MjData(self.model)
         model = self.model
         self._arm_qpos: list[int] = []
         self._arm_dof: list[int] = []

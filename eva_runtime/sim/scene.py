@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CAMERA_MAP", "SCENE_FILES", "WRIST_FOVY", "build_model", "ensure_headless_gl"]
+__all__ = ["CAMERA_MAP", "SCENE_FILES", "WRIST_FOVY", "build_model", "ensure_headless_gl", "import_mujoco"]
 
 SCENE_FILES = {
     "transfer_cube": "bimanual_viperx_transfer_cube.xml",
@@ -31,6 +31,21 @@ def ensure_headless_gl() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def import_mujoco():
+    """Import mujoco for headless use; a GL backend that cannot load becomes one clear error, not a traceback
+    from deep inside PyOpenGL."""
+    ensure_headless_gl()
+    try:
+        import mujoco
+    except Exception as error:  # PyOpenGL fails with AttributeError, OSError or ImportError depending on backend
+        backend = os.environ.get("MUJOCO_GL")
+        raise RuntimeError(
+            f"cannot load MuJoCo with MUJOCO_GL={backend} ({type(error).__name__}: {error}). "
+            "Use MUJOCO_GL=egl (the default here) or MUJOCO_GL=osmesa with libosmesa6 installed."
+        ) from error
+    return mujoco
+
+
 def _assets_dir() -> Path:
     try:
         import gym_aloha
@@ -43,8 +58,7 @@ def _assets_dir() -> Path:
 
 def build_model(task: str):
     """Compile the scene of `task` with the edits above; returns a `mujoco.MjModel`."""
-    ensure_headless_gl()
-    import mujoco
+    mujoco = import_mujoco()
 
     if task not in SCENE_FILES:
         raise ValueError(f"unknown simulated task {task!r}; known: {sorted(SCENE_FILES)}")
