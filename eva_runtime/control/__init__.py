@@ -1,0 +1,1 @@
+"""Control: the plan executor, the mode manager and control-loop timing (no ROS, no MuJoCo, no torch)."""

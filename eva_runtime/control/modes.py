@@ -1,0 +1,108 @@
+"""Mode manager: AUTONOMOUS, TELEOP, HOLD, ESTOP, FAULT and the explicit table of what may change them.
+
+Every change goes through :meth:`ModeManager.handle` with a trigger; the result is a :class:`ModeEvent` for the
+episode log whether the change happened or was refused. Rules a robot operator relies on:
+- ESTOP is reachable from every mode and left only by an operator release, which lands in HOLD, never moving;
+- FAULT (tracking error, robot fault status) is left only by an operator reset, also into HOLD;
+- an automatic HOLD (planner timeout, stale input, non-finite plan, rejected plans) returns to AUTONOMOUS by
+  itself when its cause clears; an operator's HOLD never does;
+- going to AUTONOMOUS or TELEOP from anywhere requires the filter to be re-seeded from the measured state
+  (`reseed` in the event), so control changes hands without a jump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["TRANSITIONS", "Mode", "ModeEvent", "ModeManager", "Trigger"]
+
+
+class Mode(StrEnum):
+    AUTONOMOUS = "autonomous"
+    TELEOP = "teleop"
+    HOLD = "hold"
+    ESTOP = "estop"
+    FAULT = "fault"
+
+
+class Trigger(StrEnum):
+    OPERATOR_AUTONOMOUS = "operator_autonomous"
+    OPERATOR_TELEOP = "operator_teleop"
+    OPERATOR_HOLD = "operator_hold"
+    OPERATOR_ESTOP = "operator_estop"
+    OPERATOR_RELEASE = "operator_release"  # releases an ESTOP
+    OPERATOR_RESET = "operator_reset"  # clears a FAULT
+    PLANNER_TIMEOUT = "planner_timeout"
+    PLAN_REJECTED = "plan_rejected"  # executability below threshold after the resample budget
+    NON_FINITE_PLAN = "non_finite_plan"
+    STALE_INPUT = "stale_input"
+    CAUSE_CLEARED = "cause_cleared"  # the reason for an automatic HOLD went away
+    TRACKING_ERROR = "tracking_error"
+    ROBOT_FAULT = "robot_fault"
+
+
+_AUTOMATIC_HOLD = (Trigger.PLANNER_TIMEOUT, Trigger.PLAN_REJECTED, Trigger.NON_FINITE_PLAN, Trigger.STALE_INPUT)
+_FAULTS = (Trigger.TRACKING_ERROR, Trigger.ROBOT_FAULT)
+
+
+def _table() -> dict[tuple[Mode, Trigger], Mode]:
+    table: dict[tuple[Mode, Trigger], Mode] = {}
+    for mode in Mode:
+        table[(mode, Trigger.OPERATOR_ESTOP)] = Mode.ESTOP
+    for mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
+        for trigger in _FAULTS:
+            table[(mode, trigger)] = Mode.FAULT
+        table[(mode, Trigger.OPERATOR_HOLD)] = Mode.HOLD
+    for trigger in _AUTOMATIC_HOLD:
+        table[(Mode.AUTONOMOUS, trigger)] = Mode.HOLD
+    table[(Mode.TELEOP, Trigger.STALE_INPUT)] = Mode.HOLD  # the leader arms stopped reporting
+    table[(Mode.HOLD, Trigger.OPERATOR_AUTONOMOUS)] = Mode.AUTONOMOUS
+    table[(Mode.HOLD, Trigger.OPERATOR_TELEOP)] = Mode.TELEOP
+    table[(Mode.TELEOP, Trigger.OPERATOR_AUTONOMOUS)] = Mode.AUTONOMOUS
+    table[(Mode.AUTONOMOUS, Trigger.OPERATOR_TELEOP)] = Mode.TELEOP
+    table[(Mode.HOLD, Trigger.CAUSE_CLEARED)] = Mode.AUTONOMOUS  # only for an automatic hold (see handle)
+    table[(Mode.ESTOP, Trigger.OPERATOR_RELEASE)] = Mode.HOLD
+    table[(Mode.FAULT, Trigger.OPERATOR_RESET)] = Mode.HOLD
+    return table
+
+
+TRANSITIONS = _table()
+
+
+@dataclass(frozen=True)
+class ModeEvent:
+    time: float
+    trigger: Trigger
+    before: Mode
+    after: Mode
+    accepted: bool
+    reseed: bool  # the safety filter must be re-seeded from the measured state before the next command
+    detail: str = ""
+
+
+class ModeManager:
+    def __init__(self, initial: Mode = Mode.HOLD) -> None:
+        self.mode = initial
+        self._automatic_hold = False
+        self.events: list[ModeEvent] = []
+
+    @property
+    def commands_allowed(self) -> bool:
+        """Whether a non-hold target may be sent at all (AUTONOMOUS plans or TELEOP leader commands)."""
+        return self.mode in (Mode.AUTONOMOUS, Mode.TELEOP)
+
+    def handle(self, trigger: Trigger, time: float, detail: str = "") -> ModeEvent:
+        before = self.mode
+        after = TRANSITIONS.get((before, trigger))
+        if trigger is Trigger.CAUSE_CLEARED and not self._automatic_hold:
+            after = None  # an operator's hold is the operator's to end
+        if after is None:
+            event = ModeEvent(time, trigger, before, before, False, False, detail or f"not allowed in {before}")
+        else:
+            self.mode = after
+            self._automatic_hold = after is Mode.HOLD and trigger in _AUTOMATIC_HOLD
+            reseed = after in (Mode.AUTONOMOUS, Mode.TELEOP) and after is not before
+            event = ModeEvent(time, trigger, before, after, True, reseed, detail)
+        self.events.append(event)
+        return event
