@@ -482,5 +482,200 @@ def eval_idm_replay(
     )
 
 
+bundle_app = typer.Typer(help="Deployment bundles: the IDM, embodiment and settings, hashed.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("create")
+def bundle_create_command(
+    idm: Annotated[Path, typer.Option(help="The exported IDM (.onnx).")],
+    out: Annotated[Path, typer.Option(help="New (or empty) bundle directory.")],
+    embodiment: EmbodimentOption = None,
+    world_model: Annotated[str, typer.Option(help="World model: oracle (wan bundles need adapters).")] = "oracle",
+    horizon: Annotated[int, typer.Option(help="Frames per imagined rollout, frame 0 included.")] = 37,
+    p0: Annotated[float, typer.Option(help="The reward's penalty scale P0.")] = 2000.0,
+    reward_form: Annotated[str, typer.Option(help="Reward form: authors or paper.")] = "authors",
+) -> None:
+    """Write a deployment bundle; the world model's fps is the IDM's (read from the ONNX file)."""
+    from eva_runtime.bundle import BundleError, create_bundle
+
+    if world_model != "oracle":
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: only 'oracle' can be bundled from here")
+        raise typer.Exit(2)
+    try:
+        manifest = create_bundle(
+            out,
+            idm,
+            _embodiment_path(embodiment),
+            world_model={"kind": "oracle", "id": "oracle", "horizon": horizon},  # fps: the IDM's
+            reward={"p0": p0, "form": reward_form},
+        )
+    except (BundleError, OSError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"bundle {out} ({manifest.format})")
+    table.add_column("entry")
+    table.add_column("value")
+    robot, net, wm, reward = manifest.embodiment, manifest.idm, manifest.world_model, manifest.reward
+    table.add_row("embodiment", f"{robot.name} ({len(robot.joint_names)} joints, {robot.control_rate_hz:g} Hz)")
+    size = "x".join(str(n) for n in net.image_size)
+    table.add_row("idm", f"{net.fps:g} fps, window {net.window}, {size}, cameras {', '.join(net.cameras)}")
+    table.add_row("world model", f"{wm.kind} ({wm.id}), {wm.fps:g} fps, horizon {wm.horizon}")
+    table.add_row("reward", f"{reward.form}, p0 {reward.p0:g}, gamma {reward.gamma:g}")
+    for entry in manifest.files:
+        table.add_row(f"file {entry.role}", f"{entry.path} ({entry.bytes} bytes, sha256 {entry.sha256[:12]})")
+    console.print(table)
+
+
+@bundle_app.command("verify")
+def bundle_verify_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    embodiment: Annotated[
+        Path | None, typer.Option("--embodiment", "-e", help="Also check the bundle is for this robot.")
+    ] = None,
+) -> None:
+    """Re-hash every file and check the manifest; print OK and the hashes, or the problem (exit 1)."""
+    from eva_runtime.bundle import BundleError, load_bundle
+    from eva_runtime.embodiment import EmbodimentError, load_embodiment
+
+    try:
+        robot = load_embodiment(embodiment) if embodiment is not None else None
+    except EmbodimentError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        loaded = load_bundle(bundle, robot)
+    except BundleError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"OK {loaded.path} ({loaded.manifest.embodiment.name}, manifest sha256 {loaded.manifest_sha256})")
+    for role, digest in loaded.hashes().items():
+        typer.echo(f"{role}: {digest}")
+
+
+@app.command("report")
+def report_command(
+    log: Annotated[Path, typer.Option(help="Episode outcome log (SQLite .db written by the runtime).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for report.md and PNGs (default: <log stem>_report/).")
+    ] = None,
+    plain: Annotated[bool, typer.Option(help="Print raw Markdown instead of rich tables.")] = False,
+) -> None:
+    """Success tables (Wilson 95 %), model comparison, interventions, latency and executability from an outcome log."""
+    from rich.markdown import Markdown
+
+    from eva_runtime.records.outcome_log import OutcomeLog, OutcomeLogError
+    from eva_runtime.records.report import build_report, render_markdown, write_markdown, write_plots
+
+    if not log.is_file():
+        console.print(f"[red]error:[/red] outcome log {log} does not exist")
+        raise typer.Exit(2)
+    try:
+        # Read-only: a report must never mark a live runtime's running episode as aborted.
+        with OutcomeLog(log, read_only=True) as opened:
+            records = opened.episodes()
+    except OutcomeLogError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if not records:
+        console.print(f"[red]error:[/red] outcome log {log} holds no episodes: nothing to report")
+        raise typer.Exit(2)
+    report = build_report(records)
+    directory = out if out is not None else log.with_name(f"{log.stem}_report")
+    markdown = write_markdown(report, directory / "report.md")
+    pngs = write_plots(report, directory)
+    if plain:
+        typer.echo(render_markdown(report))
+    else:
+        console.print(Markdown(render_markdown(report)))
+    console.print(f"report written to [bold]{markdown}[/bold]; plots: {', '.join(str(p) for p in pngs)}")
+
+
+@app.command("run")
+def run_command(
+    task: TaskOption = "transfer_cube",
+    episodes: Annotated[int, typer.Option(min=1)] = 10,
+    robot: Annotated[str, typer.Option(help="Robot backend: sim (the MuJoCo bimanual robot).")] = "sim",
+    idm: Annotated[Path | None, typer.Option(help="Exported IDM (.onnx); default: the shipped model.")] = None,
+    world_model: Annotated[str, typer.Option(help="World model: oracle (a test instrument).")] = "oracle",
+    sync: Annotated[bool, typer.Option(help="Synchronous: plan, execute, plan again (robot waits).")] = False,
+    first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 1000,
+    pace: Annotated[bool, typer.Option(help="Real-time pacing (off only for quick logic checks).")] = True,
+    embodiment: EmbodimentOption = None,
+) -> None:
+    """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
+    from rich.live import Live
+
+    from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
+    from eva_runtime.control.planner_process import PlannerProcess
+    from eva_runtime.records.success_rate import wilson_interval
+    from eva_runtime.world_model.oracle import OracleState
+
+    if robot != "sim" or world_model != "oracle":
+        console.print("[red]error:[/red] available now: --robot sim --world-model oracle")
+        raise typer.Exit(2)
+    idm_path = idm or Path(__file__).resolve().parents[1] / "models" / f"idm_{task}.onnx"
+    if not idm_path.is_file():
+        console.print(f"[red]error:[/red] no IDM at {idm_path} (train and export one: eva train idm / eva export idm)")
+        raise typer.Exit(2)
+    embodiment_path = _embodiment_path(embodiment)
+    sim = _sim_robot(task, embodiment)
+    spec = {
+        "idm": str(idm_path),
+        "embodiment": str(embodiment_path),
+        "world_model": {"kind": "oracle", "task": task},
+        "settings": {"horizon": 37, "samples": 1, "attempts": 2, "threshold": 0.0, "smooth": 3},
+    }
+    planner = PlannerProcess(spec)
+    planner.start()
+    settings = LoopSettings(synchronous=sync, pace=pace)
+
+    def privileged(step: int, filter_state: object) -> OracleState:
+        return OracleState(sim.sim.snapshot(), step, filter_state)
+
+    results = []
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        for index in range(episodes):
+
+            def show(step: int, modes, stats, index=index) -> None:
+                if step % 10 == 0:
+                    latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
+                    live.update(
+                        f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
+                        f"  planning latency {latency}  filter clamps {sum(stats.interventions.values())}"
+                    )
+
+            results.append(run_autonomous_episode(sim, planner, first_seed + index, settings, privileged, show))
+    planner.close()
+    sim.disconnect()
+    wins = sum(r.success for r in results)
+    low, high = wilson_interval(wins, len(results))
+    latencies = [x for r in results for x in r.latencies_s]
+    table = Table(title=f"eva run: {task}, world model {world_model}, {'sync' if sync else 'async'}")
+    for column in ("episodes", "success", "Wilson 95 %", "plans/ep", "latency p50", "hold ticks/ep", "overruns"):
+        table.add_column(column)
+    table.add_row(
+        str(len(results)),
+        f"{wins} ({wins / len(results):.0%})",
+        f"[{low:.2f}, {high:.2f}]",
+        f"{np.mean([r.plans for r in results]):.1f}",
+        f"{1e3 * np.median(latencies):.0f} ms" if latencies else "-",
+        f"{np.mean([r.hold_ticks for r in results]):.0f}",
+        str(sum(r.overruns for r in results)),
+    )
+    console.print(table)
+    summary = {
+        "task": task,
+        "mode": "sync" if sync else "async",
+        "episodes": len(results),
+        "successes": wins,
+        "wilson95": [round(low, 3), round(high, 3)],
+        "planning_latency_p50_s": float(np.median(latencies)) if latencies else None,
+        "max_command_step": max(r.max_step_change for r in results),
+        "failed_seeds": [first_seed + i for i, r in enumerate(results) if not r.success],
+    }
+    typer.echo(json.dumps(summary))
+
+
 if __name__ == "__main__":
     app()

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from eva_runtime.idm.config import IdmConfig
-from eva_runtime.idm.windows import stack_windows
+from eva_runtime.idm.windows import resize_video, stack_windows
 from eva_runtime.records.hdf5_episodes import read_episode
 
 __all__ = ["EpisodeData", "IdmDataset", "load_episodes", "split_by_episode"]
@@ -33,13 +32,6 @@ def frame_step(recorded_fps: float, idm_fps: float, path: Path | str = "") -> in
     if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-9:
         raise ValueError(f"{path}: recorded at {recorded_fps} fps, which is not a multiple of the IDM's {idm_fps} fps")
     return round(ratio)
-
-
-def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = size
-    if frames.shape[1:3] == (height, width):
-        return frames
-    return np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA) for frame in frames])
 
 
 def load_episodes(paths: list[Path], config: IdmConfig) -> list[EpisodeData]:

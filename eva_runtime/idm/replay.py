@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eva_runtime.idm.dataset import frame_step, resize_video
+from eva_runtime.idm.dataset import frame_step
 from eva_runtime.idm.decoder import IdmDecoder
 from eva_runtime.idm.smoothing import moving_average
+from eva_runtime.idm.windows import resize_video
 from eva_runtime.records.hdf5_episodes import read_episode
 from eva_runtime.robots.interface import Observation
 from eva_runtime.robots.mujoco_robot import MujocoRobot

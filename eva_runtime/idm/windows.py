@@ -7,9 +7,18 @@ time, then RGB, the order the network was trained on.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
-__all__ = ["stack_windows", "window_indices"]
+__all__ = ["resize_video", "stack_windows", "window_indices"]
+
+
+def resize_video(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) -> (T, height, width, 3) with area interpolation (the right filter for shrinking)."""
+    height, width = size
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA) for frame in frames])
 
 
 def window_indices(length: int, window: int, step: int = 1) -> np.ndarray:

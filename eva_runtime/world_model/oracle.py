@@ -70,6 +70,10 @@ class OracleWorldModel:
             self._sim = BimanualSim(self.task)
         return self._sim
 
+    def warm_up(self) -> None:
+        """Build the private simulation and its renderer now (both cost seconds the first time)."""
+        self._simulation().render(self.cameras, *self.image_size)
+
     def imagine(self, state: OracleState, horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """True future frames (camera -> (horizon, h, w, 3)) and commands (horizon, dof), no artifacts."""
         from eva_runtime.sim.experts import make_expert

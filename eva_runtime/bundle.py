@@ -1,0 +1,323 @@
+"""The deployment bundle: a directory of hashed files plus `manifest.yaml`, written once and verified on every load.
+
+A bundle holds the IDM (`idm.onnx`), the embodiment YAML it was trained for (`embodiment.yaml`), any extra files
+by role (LoRA adapters later) and a manifest describing them: each file's SHA-256 and size, the embodiment, the
+IDM's timing read from its ONNX metadata, the world-model reference and the reward constants. The manifest is
+written last and atomically, so a directory without one is an unfinished bundle. Loading re-hashes every file and
+refuses any disagreement (files, embodiment, IDM metadata, fps) with a :class:`BundleError` naming the bundle and
+the field. No torch is imported here: this runs on the robot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from eva_runtime.embodiment import Embodiment, EmbodimentError, load_embodiment
+from eva_runtime.idm.config import IdmConfig
+from eva_runtime.idm.decoder import FORMAT as IDM_FORMAT
+
+__all__ = ["FORMAT", "MANIFEST", "Bundle", "BundleError", "Manifest", "create_bundle", "load_bundle"]
+
+FORMAT = "eva-runtime/bundle-v1"
+MANIFEST = "manifest.yaml"
+IDM_FILE, EMBODIMENT_FILE = "idm.onnx", "embodiment.yaml"
+# Roles of the two files every bundle has; extra files may not take them (nor the manifest's name).
+RESERVED_ROLES = ("idm", "embodiment", "manifest")
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class BundleError(ValueError):
+    """A bundle cannot be created or loaded; the message names the bundle path and the field."""
+
+
+class _Strict(BaseModel):
+    # extra="forbid": an unknown key in a manifest is a typo, and a typo in a deployment file must not pass silently.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileEntry(_Strict):
+    # No dots in a role: extra files are stored as <role><suffix>, which then cannot collide.
+    role: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    path: str = Field(min_length=1)
+    sha256: Sha256
+    bytes: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        # A manifest must not point outside its directory (absolute paths, `..`): it is data, not a file browser.
+        pure = PurePosixPath(value)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in value:
+            raise ValueError(f"must be a relative path inside the bundle, got {value!r}")
+        return value
+
+
+class EmbodimentEntry(_Strict):
+    name: str = Field(min_length=1)
+    joint_names: tuple[str, ...] = Field(min_length=1)
+    control_rate_hz: Positive
+    file: str
+    sha256: Sha256
+
+
+class IdmEntry(_Strict):
+    file: str
+    fps: Positive
+    window: int = Field(ge=0)
+    image_size: tuple[int, int]
+    cameras: tuple[str, ...] = Field(min_length=1)
+    joint_names: tuple[str, ...] = Field(min_length=1)
+    data_digest: str
+    checkpoint_sha256: str
+
+
+class WorldModelEntry(_Strict):
+    kind: Literal["oracle", "wan"]
+    id: str = Field(min_length=1)
+    fps: Positive
+    horizon: int = Field(ge=2)  # frame 0 is the conditioning frame: a horizon of 1 imagines nothing
+    base: str | None = None  # diffusers directory reference of the Wan base model
+    adapters: tuple[str, ...] = ()  # roles of bundled files
+
+    @model_validator(mode="after")
+    def _base_matches_kind(self) -> WorldModelEntry:
+        if self.kind == "wan" and not self.base:
+            raise ValueError("a wan world model needs `base` (the diffusers base model reference)")
+        if self.kind == "oracle" and (self.base is not None or self.adapters):
+            raise ValueError("the oracle world model takes no `base` and no `adapters`")
+        return self
+
+
+class RewardEntry(_Strict):
+    p0: Positive
+    form: Literal["authors", "paper"] = "authors"
+    gamma: Positive = 0.5
+
+
+class Manifest(_Strict):
+    format: Literal["eva-runtime/bundle-v1"]
+    created: datetime
+    software_version: str
+    embodiment: EmbodimentEntry
+    files: tuple[FileEntry, ...]
+    idm: IdmEntry
+    world_model: WorldModelEntry
+    reward: RewardEntry
+
+    @field_validator("created")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.utcoffset() is None or value.utcoffset().total_seconds() != 0:
+            raise ValueError(f"must be a UTC timestamp, got {value.isoformat()}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        roles = [entry.role for entry in self.files]
+        paths = [entry.path for entry in self.files]
+        if len(set(roles)) != len(roles) or len(set(paths)) != len(paths):
+            raise ValueError(f"files: roles and paths must be unique; got roles {roles}, paths {paths}")
+        by_role = {entry.role: entry for entry in self.files}
+        for role, section in (("idm", self.idm), ("embodiment", self.embodiment)):
+            if role not in by_role or by_role[role].path != section.file:
+                raise ValueError(f"{role}.file: {section.file!r} must be listed in files with role {role!r}")
+        if by_role["embodiment"].sha256 != self.embodiment.sha256:
+            raise ValueError("embodiment.sha256 differs from the files entry of role 'embodiment'")
+        unknown = [role for role in self.world_model.adapters if role not in by_role or role in RESERVED_ROLES]
+        if unknown:
+            raise ValueError(f"world_model.adapters: {unknown} are not extra files of the bundle")
+        if self.idm.joint_names != self.embodiment.joint_names:
+            raise ValueError(
+                f"idm.joint_names {list(self.idm.joint_names)} differ from embodiment.joint_names "
+                f"{list(self.embodiment.joint_names)}"
+            )
+        # One source of fps: the world model must imagine frames at the rate the IDM decodes them. The EVA
+        # authors' code set the two separately and they drifted apart.
+        if not math.isclose(self.world_model.fps, self.idm.fps, rel_tol=1e-9, abs_tol=0.0):
+            raise ValueError(f"world_model.fps {self.world_model.fps} differs from idm.fps {self.idm.fps}")
+        return self
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path  # absolute bundle directory
+    manifest: Manifest
+    files: Mapping[str, Path]  # role -> absolute path, every file verified against its SHA-256
+    embodiment: Embodiment  # parsed from the bundle's own embodiment.yaml
+    manifest_sha256: str
+
+    @property
+    def idm_path(self) -> Path:
+        return self.files["idm"]
+
+    def hashes(self) -> dict[str, str]:
+        """role -> SHA-256 of every bundled file, for the episode log."""
+        return {entry.role: entry.sha256 for entry in self.manifest.files}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _validation_message(where: Path, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"])
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        # Errors of the whole manifest (loc empty) already name their fields in the message.
+        problems.append(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+    return "\n".join(problems)
+
+
+def _idm_section(where: Path, idm_path: Path) -> IdmEntry:
+    """The manifest's idm section as the ONNX file's own metadata states it."""
+    # onnx directly rather than eva_runtime.idm.export.read_metadata: that module imports torch, which the
+    # deployment side neither needs nor should pay seconds of start-up for.
+    import onnx
+
+    try:
+        model = onnx.load(str(idm_path), load_external_data=False)
+        metadata = {prop.key: prop.value for prop in model.metadata_props}
+    except Exception as error:  # protobuf raises several unrelated types for a damaged file
+        raise BundleError(f"{where}: idm: {idm_path.name} is not a readable ONNX file ({error})") from None
+    if metadata.get("format") != IDM_FORMAT:
+        raise BundleError(f"{where}: idm: format {metadata.get('format')!r}, expected {IDM_FORMAT!r}")
+    try:
+        config = IdmConfig.from_json(metadata["config"])
+    except (KeyError, ValueError) as error:
+        raise BundleError(f"{where}: idm: configuration missing or invalid in the ONNX metadata ({error})") from None
+    timing = {key: getattr(config, key) for key in ("fps", "window", "image_size", "cameras", "joint_names")}
+    provenance = {key: metadata.get(key, "") for key in ("data_digest", "checkpoint_sha256")}
+    return IdmEntry(file=IDM_FILE, **timing, **provenance)
+
+
+def create_bundle(
+    out_dir: Path,
+    idm_onnx: Path,
+    embodiment_path: Path,
+    world_model: dict[str, Any],
+    reward: dict[str, Any],
+    extra_files: dict[str, Path] | None = None,
+) -> Manifest:
+    """Write a bundle into `out_dir` (absent or empty); everything is validated before the first byte is written.
+
+    `world_model`: kind, id, horizon, optional fps (default and only accepted value: the IDM's), base, adapters
+    (roles in `extra_files`). `reward`: p0, optional form and gamma.
+    """
+    from eva_runtime import __version__
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BundleError(f"{out_dir}: refusing to write a bundle into a non-empty directory (or a file)")
+    sources = {"idm": Path(idm_onnx), "embodiment": Path(embodiment_path)}
+    names = {"idm": IDM_FILE, "embodiment": EMBODIMENT_FILE}
+    for role, source in (extra_files or {}).items():
+        if role in RESERVED_ROLES:
+            raise BundleError(f"{out_dir}: files: role {role!r} is reserved ({', '.join(RESERVED_ROLES)})")
+        sources[role], names[role] = Path(source), f"{role}{Path(source).suffix}"
+    missing = [f"{role} ({path})" for role, path in sources.items() if not path.is_file()]
+    if missing:
+        raise BundleError(f"{out_dir}: files: not found: {', '.join(missing)}")
+    try:
+        robot = load_embodiment(sources["embodiment"])
+    except EmbodimentError as error:
+        raise BundleError(f"{out_dir}: embodiment: {error}") from None
+    # Plain dicts: they are validated (role names, paths) together with the rest of the manifest below.
+    files = {
+        role: {"role": role, "path": names[role], "sha256": _sha256(source), "bytes": source.stat().st_size}
+        for role, source in sources.items()
+    }
+    idm = _idm_section(out_dir, sources["idm"])
+    try:
+        manifest = Manifest(
+            format=FORMAT,
+            created=datetime.now(UTC).replace(microsecond=0),
+            software_version=__version__,
+            embodiment=EmbodimentEntry(
+                name=robot.name,
+                joint_names=robot.joint_names,
+                control_rate_hz=robot.control_rate_hz,
+                file=EMBODIMENT_FILE,
+                sha256=files["embodiment"]["sha256"],
+            ),
+            files=tuple(files.values()),
+            idm=idm,
+            world_model={"fps": idm.fps, **world_model},  # fps defaults to the IDM's: one source of fps
+            reward=reward,
+        )
+    except ValidationError as error:
+        raise BundleError(_validation_message(out_dir, error)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in manifest.files:
+        target = out_dir / entry.path
+        shutil.copyfile(sources[entry.role], target)
+        # The hash in the manifest must describe the copy; a source rewritten meanwhile would make it lie.
+        if _sha256(target) != entry.sha256:
+            raise BundleError(f"{out_dir}: files: {sources[entry.role]} changed while it was being copied")
+    temporary = out_dir / f".{MANIFEST}.tmp"
+    temporary.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    os.replace(temporary, out_dir / MANIFEST)  # last, atomically: a bundle with a manifest is a complete bundle
+    return manifest
+
+
+def load_bundle(path: Path, embodiment: Embodiment | None = None) -> Bundle:
+    """Read and verify a bundle; with `embodiment`, also refuse one built for a different robot."""
+    from eva_runtime.embodiment import _UniqueKeyLoader  # the same repeated-key refusal as embodiment files
+
+    path = Path(path).resolve()
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: no {MANIFEST} (not a bundle, or an unfinished one)")
+    data = manifest_path.read_bytes()
+    try:
+        raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise BundleError(f"{path}: {MANIFEST}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else None
+        raise BundleError(f"{path}: format: {found!r}, expected {FORMAT!r}")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as error:
+        raise BundleError(_validation_message(path, error)) from None
+    files: dict[str, Path] = {}
+    for entry in manifest.files:
+        file = path / entry.path
+        if not file.is_file():
+            raise BundleError(f"{path}: files: {entry.path} (role {entry.role}) is missing")
+        if (actual := _sha256(file)) != (expected := entry.sha256):
+            raise BundleError(f"{path}: files: {entry.path} has SHA-256 {actual}, the manifest says {expected}")
+        files[entry.role] = file
+    try:
+        robot = load_embodiment(files["embodiment"])
+    except EmbodimentError as error:
+        raise BundleError(f"{path}: embodiment: {error}") from None
+    stated = manifest.embodiment
+    for source, other in (("the bundled embodiment.yaml", robot), ("the given embodiment", embodiment)):
+        if other is None:
+            continue
+        for field in ("name", "joint_names", "control_rate_hz"):
+            given, expected = getattr(other, field), getattr(stated, field)
+            if given != expected:
+                raise BundleError(f"{path}: embodiment.{field}: the bundle has {expected!r}, {source} has {given!r}")
+    from_file = _idm_section(path, files["idm"])
+    for field in IdmEntry.model_fields:
+        stated_value, actual = getattr(manifest.idm, field), getattr(from_file, field)
+        if actual != stated_value:
+            raise BundleError(f"{path}: idm.{field}: the manifest says {stated_value!r}, the ONNX file says {actual!r}")
+    return Bundle(path, manifest, MappingProxyType(files), robot, hashlib.sha256(data).hexdigest())

@@ -1,0 +1,161 @@
+"""One autonomous episode: the control loop that ties robot, planner, executor, modes and the safety filter.
+
+Readable top to bottom, once per control tick:
+1. read the robot; take any finished plan from the planner (install it, or hold on a rejection);
+2. watch the planner: no answer within the timeout, or a dead process, is a planner fault (HOLD);
+3. ask for the next plan early enough that it lands before the current one runs out (async), or only when it
+   has run out (sync: plan, execute, plan again);
+4. the mode decides the target (AUTONOMOUS: the executor; anything else: hold), the safety filter makes it
+   safe, the robot gets the filter's result, and nothing else;
+5. pace on a monotonic clock and count every missed deadline.
+Statistics for the episode log are collected on the way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eva_runtime.control.executor import PlanExecutor
+from eva_runtime.control.modes import Mode, ModeManager, Trigger
+from eva_runtime.control.planner import PlanRequest
+from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.robots.mujoco_robot import MujocoRobot
+from eva_runtime.safety import SafetyFilter
+
+__all__ = ["EpisodeStats", "LoopSettings", "run_autonomous_episode"]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    max_steps: int = 400
+    synchronous: bool = False
+    execute_fraction: float = 1.0  # receding horizon: the share of each plan usable before the next one replaces it
+    planner_timeout_s: float = 3.0
+    initial_latency_s: float = 0.8  # first guess of observation-to-plan time, then a running estimate
+    pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
+    cameras: tuple[str, ...] = ("cam_high",)
+
+
+@dataclass
+class EpisodeStats:
+    success: bool = False
+    steps: int = 0
+    plans: int = 0
+    rejected: int = 0
+    planner_faults: int = 0
+    dropped_actions: int = 0
+    overruns: int = 0
+    hold_ticks: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    interventions: Counter = field(default_factory=Counter)
+    mode_events: list = field(default_factory=list)
+    max_step_change: float = 0.0  # largest |command(t) - command(t-1)| seen, rad
+
+
+def run_autonomous_episode(
+    robot: MujocoRobot,
+    planner: PlannerProcess,
+    seed: int,
+    settings: LoopSettings,
+    privileged: Callable[[int, object], object] | None = None,
+    on_tick: Callable[[int, ModeManager, EpisodeStats], None] | None = None,
+    restart_planner: Callable[[], None] | None = None,
+) -> EpisodeStats:
+    """Run one episode from `robot.reset_episode(seed)`; the planner process must already be started."""
+    robot.reset_episode(seed)
+    period = robot.embodiment.control_period_s
+    safety = SafetyFilter.for_embodiment(robot.embodiment)
+    first = robot.observe(cameras=False)
+    safety.reset(first.stamp, first.joint_position, first.joint_velocity)
+    modes = ModeManager(Mode.AUTONOMOUS)
+    executor = PlanExecutor(execute_fraction=settings.execute_fraction)
+    stats = EpisodeStats()
+    latency = settings.initial_latency_s
+    outstanding: tuple[int, float] | None = None  # (request id, wall time sent)
+    request_id = 0
+    previous_command = first.joint_position.copy()
+    progress = 0
+    deadline = time.monotonic()
+    for step in range(settings.max_steps):
+        now = robot.now()
+        observation = robot.observe(cameras=False)
+
+        answer = planner.poll()
+        if answer is not None and outstanding is not None and answer[0] == outstanding[0]:
+            outstanding = None
+            outcome = answer[1]
+            stats.scores.extend(s for s in outcome.scores if np.isfinite(s))
+            if outcome.plan is None:
+                stats.rejected += 1
+                executor.clear()  # an old plan must not resume the robot after a rejection
+                stats.mode_events.append(modes.handle(Trigger.PLAN_REJECTED, now, outcome.reason))
+            elif outcome.plan.end_time > now:
+                stats.plans += 1
+                stats.latencies_s.append(outcome.seconds)
+                latency = 0.7 * latency + 0.3 * (now - outcome.plan.start_time)
+                stats.dropped_actions += executor.install(outcome.plan, now, safety.state.command)
+
+        waited = time.perf_counter() - outstanding[1] if outstanding else 0.0
+        planner_lost = not planner.alive
+        if planner_lost:
+            outstanding = None
+            if restart_planner is not None:
+                restart_planner()  # returns at once; plans flow again when the new process is ready
+        if (waited > settings.planner_timeout_s or planner_lost) and modes.mode is Mode.AUTONOMOUS:
+            # Keep waiting for the late answer (a slow plan is still a plan); the robot holds meanwhile.
+            stats.planner_faults += 1
+            reason = "planner process ended" if planner_lost else f"no plan for {waited:.2f} s"
+            stats.mode_events.append(modes.handle(Trigger.PLANNER_TIMEOUT, now, reason))
+            executor.clear()
+
+        wants_plan = modes.mode is Mode.AUTONOMOUS or (modes.mode is Mode.HOLD and executor.plan is None)
+        due = executor.target(now + period) is None if settings.synchronous else executor.needs_plan(now, latency)
+        if wants_plan and outstanding is None and due and planner.ready:
+            frames = robot.observe(cameras=True).frames if settings.cameras else {}
+            request = PlanRequest(
+                time=now,
+                frames={name: frames[name].image[None] for name in settings.cameras if name in frames},
+                instruction=robot.instruction,
+                seed=seed * 10_000 + request_id,
+                # Task progress, not wall time: ticks actually executed under a plan. A test-instrument world
+                # model (the oracle) continues its script from there, not from where a robot that never waited
+                # would be.
+                privileged_state=privileged(progress, safety.state) if privileged else None,
+            )
+            request_id += 1
+            if planner.submit(request_id, request):
+                outstanding = (request_id, time.perf_counter())
+
+        target = executor.target(now + period)
+        if modes.mode is Mode.HOLD and target is not None:
+            event = modes.handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived")
+            stats.mode_events.append(event)
+            if event.reseed:
+                safety.reset(now, observation.joint_position)
+        if modes.mode is not Mode.AUTONOMOUS:
+            target = None
+        result = safety.step(now + period, target, measured=observation.joint_position)
+        stats.interventions.update(item.check.value for item in result.interventions)
+        stats.hold_ticks += target is None
+        progress += target is not None
+        applied = robot.send(result)
+        stats.max_step_change = max(stats.max_step_change, float(np.max(np.abs(applied - previous_command))))
+        previous_command = applied
+        stats.steps = step + 1
+        if on_tick is not None:
+            on_tick(step, modes, stats)
+        if settings.pace:
+            deadline += period
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+            else:
+                stats.overruns += 1
+    stats.success = robot.success()
+    return stats

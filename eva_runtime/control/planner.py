@@ -1,0 +1,114 @@
+"""Planner: observation -> world-model rollouts -> IDM decode -> executability score -> Plan, or a rejection.
+
+For each request it samples G rollouts of the world model from the current frames and instruction, decodes all
+of them with the IDM in one batched call, smooths the decoded actions, and scores each with the EVA
+executability reward. The best rollout is returned as a :class:`Plan` when its reward reaches the threshold;
+otherwise it samples again with a new seed, up to `attempts`, and then returns a rejection with every score
+(the runtime holds and logs it). Action 0 of a plan belongs to the observation's time stamp, so the executor
+can drop what became due while the plan was being made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from eva_runtime.control.executor import Plan
+from eva_runtime.idm.decoder import IdmDecoder
+from eva_runtime.idm.smoothing import moving_average
+from eva_runtime.idm.windows import resize_video
+from eva_runtime.reward import RewardConfig, executability
+from eva_runtime.world_model.protocol import RolloutRequest, WorldModel
+
+__all__ = ["PlanOutcome", "PlanRequest", "Planner", "PlannerSettings"]
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    horizon: int = 37  # frames per rollout, frame 0 included
+    samples: int = 1  # G rollouts per attempt
+    attempts: int = 3  # resample budget
+    threshold: float = 0.0  # minimum executability reward to execute a plan
+    smooth: int = 3  # centred moving average over decoded frames (1: none)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    time: float  # robot-clock stamp of the observation
+    frames: Mapping[str, np.ndarray]  # camera -> (K, H, W, 3)
+    instruction: str
+    seed: int
+    privileged_state: object | None = None  # only for test-instrument world models (the oracle)
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan | None
+    scores: tuple[float, ...]  # every rollout's reward, in sampling order
+    seconds: float
+    reason: str = ""
+
+
+class Planner:
+    def __init__(
+        self, world_model: WorldModel, decoder: IdmDecoder, reward: RewardConfig, settings: PlannerSettings
+    ) -> None:
+        if abs(world_model.fps - decoder.fps) > 1e-9:
+            raise ValueError(f"world model fps {world_model.fps} differs from the IDM's {decoder.fps}")
+        if abs(reward.dt - 1.0 / decoder.fps) > 1e-9:
+            raise ValueError(f"reward dt {reward.dt} is not 1 / IDM fps ({1.0 / decoder.fps})")
+        self.world_model = world_model
+        self.decoder = decoder
+        self.reward = reward
+        self.settings = settings
+
+    def plan(self, request: PlanRequest) -> PlanOutcome:
+        began = time.perf_counter()
+        scores: list[float] = []
+        best: tuple[float, np.ndarray] | None = None
+        attempt = 0
+        for attempt in range(1, self.settings.attempts + 1):
+            rollout = self.world_model.rollout(
+                RolloutRequest(
+                    frames=request.frames,
+                    instruction=request.instruction,
+                    horizon=self.settings.horizon,
+                    seed=request.seed * 1000 + attempt,
+                    samples=self.settings.samples,
+                    privileged_state=request.privileged_state,
+                )
+            )
+            size = self.decoder.config.image_size
+            videos = {
+                camera: np.stack([resize_video(sample, size) for sample in rollout.frames[camera]])
+                for camera in self.decoder.config.cameras
+            }
+            decoded = self.decoder.decode_batch(videos)
+            for actions in decoded:
+                smoothed = moving_average(actions, self.settings.smooth)
+                if not np.all(np.isfinite(smoothed)):
+                    scores.append(float("nan"))
+                    continue
+                score = executability(smoothed, self.reward).reward
+                scores.append(score)
+                if best is None or score > best[0]:
+                    best = (score, smoothed)
+            if best is not None and best[0] >= self.settings.threshold:
+                break
+        seconds = time.perf_counter() - began
+        if best is None or not best[0] >= self.settings.threshold:
+            reason = "no finite rollout" if best is None else f"best reward {best[0]:.3f} < {self.settings.threshold}"
+            return PlanOutcome(None, tuple(scores), seconds, reason)
+        plan = Plan(
+            start_time=request.time,
+            fps=self.decoder.fps,
+            actions=best[1],
+            model_id=self.world_model.model_id,
+            score=best[0],
+            latency_s=seconds,
+            attempts=attempt,
+        )
+        return PlanOutcome(plan, tuple(scores), seconds)
