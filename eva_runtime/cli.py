@@ -591,88 +591,128 @@ def report_command(
     console.print(f"report written to [bold]{markdown}[/bold]; plots: {', '.join(str(p) for p in pngs)}")
 
 
+def _episode_counters(stats) -> dict:
+    """The episode log's counters from one episode's loop statistics."""
+    latencies = np.array(stats.latencies_s) * 1e3
+    scores = np.array(stats.scores)
+    counters = {"safety_interventions": dict(stats.interventions), "teleop_interventions": 0, "teleop_seconds": 0.0}
+    if latencies.size:
+        counters["planning_latency_ms"] = {
+            "count": int(latencies.size),
+            "mean": float(latencies.mean()),
+            "p50": float(np.percentile(latencies, 50)),
+            "p95": float(np.percentile(latencies, 95)),
+            "max": float(latencies.max()),
+        }
+    if scores.size:
+        counters["executability"] = {
+            "count": int(scores.size),
+            "mean": float(scores.mean()),
+            "min": float(scores.min()),
+            "rejected": int(stats.rejected),
+        }
+    return counters
+
+
 @app.command("run")
 def run_command(
     task: TaskOption = "transfer_cube",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     robot: Annotated[str, typer.Option(help="Robot backend: sim (the MuJoCo bimanual robot).")] = "sim",
-    idm: Annotated[Path | None, typer.Option(help="Exported IDM (.onnx); default: the shipped model.")] = None,
-    world_model: Annotated[str, typer.Option(help="World model: oracle (a test instrument).")] = "oracle",
+    bundle: Annotated[Path | None, typer.Option(help="Deployment bundle; default: models/bundle_<task>.")] = None,
+    log: Annotated[Path, typer.Option(help="SQLite episode outcome log (created if missing).")] = Path(
+        "artifacts/eva_run.db"
+    ),
+    split: Annotated[str, typer.Option(help="seen or unseen (recorded with every episode).")] = "seen",
     sync: Annotated[bool, typer.Option(help="Synchronous: plan, execute, plan again (robot waits).")] = False,
     first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 1000,
     pace: Annotated[bool, typer.Option(help="Real-time pacing (off only for quick logic checks).")] = True,
-    embodiment: EmbodimentOption = None,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     from rich.live import Live
 
+    from eva_runtime import __version__
+    from eva_runtime.bundle import BundleError, load_bundle
     from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
     from eva_runtime.control.planner_process import PlannerProcess
-    from eva_runtime.records.success_rate import wilson_interval
+    from eva_runtime.records.outcome_log import OutcomeLog
+    from eva_runtime.records.report import build_report, render_markdown
     from eva_runtime.world_model.oracle import OracleState
 
-    if robot != "sim" or world_model != "oracle":
-        console.print("[red]error:[/red] available now: --robot sim --world-model oracle")
+    if robot != "sim":
+        console.print("[red]error:[/red] available now: --robot sim")
         raise typer.Exit(2)
-    idm_path = idm or Path(__file__).resolve().parents[1] / "models" / f"idm_{task}.onnx"
-    if not idm_path.is_file():
-        console.print(f"[red]error:[/red] no IDM at {idm_path} (train and export one: eva train idm / eva export idm)")
+    bundle_dir = bundle or Path(__file__).resolve().parents[1] / "models" / f"bundle_{task}"
+    try:
+        deployed = load_bundle(bundle_dir)  # every hash, the embodiment and the timing are checked here
+    except BundleError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if deployed.manifest.world_model.kind != "oracle":
+        console.print("[red]error:[/red] only the oracle world model runs in this version")
         raise typer.Exit(2)
-    embodiment_path = _embodiment_path(embodiment)
-    sim = _sim_robot(task, embodiment)
+    embodiment_path = deployed.files["embodiment"]
+    sim = _sim_robot(task, embodiment_path)
+    reward = deployed.manifest.reward
     spec = {
-        "idm": str(idm_path),
+        "idm": str(deployed.idm_path),
+        "idm_sha256": deployed.hashes()["idm"],
         "embodiment": str(embodiment_path),
         "world_model": {"kind": "oracle", "task": task},
-        "settings": {"horizon": 37, "samples": 1, "attempts": 2, "threshold": 0.0, "smooth": 3},
+        "reward": {"p0": reward.p0, "form": reward.form, "gamma": reward.gamma},
+        "settings": {"horizon": deployed.manifest.world_model.horizon, "attempts": 2, "threshold": 0.0},
     }
     planner = PlannerProcess(spec)
     planner.start()
     settings = LoopSettings(synchronous=sync, pace=pace)
+    model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
 
-    def privileged(step: int, filter_state: object) -> OracleState:
-        return OracleState(sim.sim.snapshot(), step, filter_state)
+    def privileged(progress: int, filter_state: object) -> OracleState:
+        return OracleState(sim.sim.snapshot(), progress, filter_state)
 
+    log.parent.mkdir(parents=True, exist_ok=True)
     results = []
-    with Live(console=console, refresh_per_second=4, transient=True) as live:
+    with OutcomeLog(log) as outcomes, Live(console=console, refresh_per_second=4, transient=True) as live:
+        run_id = outcomes.run_id
         for index in range(episodes):
+            episode_id = outcomes.start_episode(
+                task, sim.instruction, split, sim.embodiment.name, deployed.hashes(), model_id, __version__
+            )
 
-            def show(step: int, modes, stats, index=index) -> None:
-                if step % 10 == 0:
-                    latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
-                    live.update(
-                        f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
-                        f"  planning latency {latency}  filter clamps {sum(stats.interventions.values())}"
-                    )
+            def show(step: int, modes, stats, index=index, episode_id=episode_id) -> None:
+                if step % 10:
+                    return
+                latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
+                live.update(
+                    f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
+                    f"  planning latency {latency}  filter clamps {sum(stats.interventions.values())}"
+                )
+                if step % 100 == 0:
+                    outcomes.update_episode(episode_id, **_episode_counters(stats))
 
-            results.append(run_autonomous_episode(sim, planner, first_seed + index, settings, privileged, show))
+            stats = run_autonomous_episode(
+                sim, planner, first_seed + index, settings, privileged, show, restart_planner=None
+            )
+            results.append(stats)
+            reason = None if stats.success else ("planner faults" if stats.planner_faults else "task not completed")
+            outcome = "success" if stats.success else "failure"
+            outcomes.end_episode(episode_id, outcome, "automatic", reason, **_episode_counters(stats))
+        report = build_report(outcomes.episodes(run_id=run_id))
     planner.close()
     sim.disconnect()
-    wins = sum(r.success for r in results)
-    low, high = wilson_interval(wins, len(results))
+    console.print(render_markdown(report))
     latencies = [x for r in results for x in r.latencies_s]
-    table = Table(title=f"eva run: {task}, world model {world_model}, {'sync' if sync else 'async'}")
-    for column in ("episodes", "success", "Wilson 95 %", "plans/ep", "latency p50", "hold ticks/ep", "overruns"):
-        table.add_column(column)
-    table.add_row(
-        str(len(results)),
-        f"{wins} ({wins / len(results):.0%})",
-        f"[{low:.2f}, {high:.2f}]",
-        f"{np.mean([r.plans for r in results]):.1f}",
-        f"{1e3 * np.median(latencies):.0f} ms" if latencies else "-",
-        f"{np.mean([r.hold_ticks for r in results]):.0f}",
-        str(sum(r.overruns for r in results)),
-    )
-    console.print(table)
     summary = {
         "task": task,
         "mode": "sync" if sync else "async",
         "episodes": len(results),
-        "successes": wins,
-        "wilson95": [round(low, 3), round(high, 3)],
+        "successes": sum(r.success for r in results),
         "planning_latency_p50_s": float(np.median(latencies)) if latencies else None,
+        "hold_ticks_per_episode": float(np.mean([r.hold_ticks for r in results])),
+        "overruns": sum(r.overruns for r in results),
         "max_command_step": max(r.max_step_change for r in results),
-        "failed_seeds": [first_seed + i for i, r in enumerate(results) if not r.success],
+        "log": str(log),
+        "run_id": run_id,
     }
     typer.echo(json.dumps(summary))
 

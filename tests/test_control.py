@@ -44,7 +44,8 @@ def test_automatic_hold_resumes_when_its_cause_clears(cause: Trigger) -> None:
     manager = ModeManager(Mode.AUTONOMOUS)
     assert manager.handle(cause, 0.0).after is Mode.HOLD
     resumed = manager.handle(Trigger.CAUSE_CLEARED, 1.0)
-    assert resumed.accepted and manager.mode is Mode.AUTONOMOUS and resumed.reseed
+    # The runtime held its own command: it continues from it rather than re-seeding from the measurement.
+    assert resumed.accepted and manager.mode is Mode.AUTONOMOUS and not resumed.reseed
 
 
 def test_operator_hold_does_not_resume_by_itself() -> None:

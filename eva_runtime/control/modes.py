@@ -6,8 +6,8 @@ episode log whether the change happened or was refused. Rules a robot operator r
 - FAULT (tracking error, robot fault status) is left only by an operator reset, also into HOLD;
 - an automatic HOLD (planner timeout, stale input, non-finite plan, rejected plans) returns to AUTONOMOUS by
   itself when its cause clears; an operator's HOLD never does;
-- going to AUTONOMOUS or TELEOP from anywhere requires the filter to be re-seeded from the measured state
-  (`reseed` in the event), so control changes hands without a jump.
+- when control changes hands (into AUTONOMOUS or TELEOP, except the end of an automatic hold) the filter is
+  re-seeded from the measured state (`reseed` in the event), so the new commander starts where the arm is.
 """
 
 from __future__ import annotations
@@ -102,7 +102,12 @@ class ModeManager:
         else:
             self.mode = after
             self._automatic_hold = after is Mode.HOLD and trigger in _AUTOMATIC_HOLD
-            reseed = after in (Mode.AUTONOMOUS, Mode.TELEOP) and after is not before
+            # Control changing hands re-seeds from the measured state. The end of an automatic hold does not: the
+            # runtime commanded the hold itself, so its last command is still the right starting point, and
+            # re-seeding would step the command by the arm's steady-state tracking error.
+            reseed = (
+                after in (Mode.AUTONOMOUS, Mode.TELEOP) and after is not before and trigger is not Trigger.CAUSE_CLEARED
+            )
             event = ModeEvent(time, trigger, before, after, True, reseed, detail)
         self.events.append(event)
         return event

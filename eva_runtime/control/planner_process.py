@@ -76,7 +76,25 @@ def build_planner(spec: dict[str, Any]):
         artifacts=ArtifactConfig(**model.get("artifacts", {})),
     )
     reward = RewardConfig.from_embodiment(embodiment, decoder.fps, **spec.get("reward", {}))
-    return Planner(world_model, decoder, reward, PlannerSettings(**spec.get("settings", {})))
+    planner = Planner(world_model, decoder, reward, PlannerSettings(**spec.get("settings", {})))
+    faults = spec.get("fault_injection")
+    return _FaultInjectingPlanner(planner, **faults) if faults else planner
+
+
+class _FaultInjectingPlanner:
+    """Test instrument: a planner that is slow (`delay_s`) or returns rollouts that decode to NaN (`nan`)."""
+
+    def __init__(self, planner, delay_s: float = 0.0, nan: bool = False) -> None:
+        self.planner, self.delay_s, self.nan = planner, delay_s, nan
+        self.world_model = planner.world_model
+
+    def plan(self, request: PlanRequest) -> PlanOutcome:
+        import time
+
+        time.sleep(self.delay_s)
+        if self.nan:
+            return PlanOutcome(None, (float("nan"),), self.delay_s, "no finite rollout (injected NaN)")
+        return self.planner.plan(request)
 
 
 def _serve(connection, spec_json: str) -> None:

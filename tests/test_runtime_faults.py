@@ -1,0 +1,148 @@
+"""Fault injection on the autonomous loop: a killed planner, a planner slower than the horizon, plans that decode to
+NaN, and a tampered bundle. In every case the commands the robot receives stay within the limits and the robot
+holds instead of jumping; a planner that comes back resumes the episode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from eva_runtime.bundle import create_bundle
+from eva_runtime.cli import app
+from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
+from eva_runtime.control.modes import Trigger
+from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.embodiment import load_embodiment
+from eva_runtime.robots.mujoco_robot import MujocoRobot
+from eva_runtime.safety import FilterResult, SafetyLimits
+from eva_runtime.world_model.oracle import OracleState
+from tests.conftest import CALIBRATION
+from tests.test_bundle import idm_onnx  # noqa: F401  (module fixture: a real exported IDM for aloha_sim)
+
+ALOHA = CALIBRATION / "aloha_sim.yaml"
+EMBODIMENT = load_embodiment(ALOHA)
+LIMITS = SafetyLimits.from_embodiment(EMBODIMENT)
+
+
+class RecordingRobot(MujocoRobot):
+    """The real simulated robot, keeping every command it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(EMBODIMENT, "transfer_cube")
+        self.sent: list[np.ndarray] = []
+
+    def send(self, result: FilterResult) -> np.ndarray:
+        applied = super().send(result)
+        self.sent.append(applied)
+        return applied
+
+
+def assert_within_limits(commands: list[np.ndarray]) -> None:
+    sent = np.array(commands)
+    assert np.all(np.isfinite(sent))
+    assert np.all(sent >= LIMITS.hard_low - 1e-9) and np.all(sent <= LIMITS.hard_high + 1e-9)
+    steps = np.abs(np.diff(sent, axis=0))
+    assert np.all(steps <= LIMITS.velocity_max * LIMITS.control_period_s + 1e-9)
+    velocity = np.diff(sent, axis=0) / LIMITS.control_period_s
+    assert np.all(np.abs(np.diff(velocity, axis=0)) <= LIMITS.acceleration_max * LIMITS.control_period_s + 1e-6)
+
+
+def spec(idm: Path, **faults: object) -> dict:
+    result = {
+        "idm": str(idm),
+        "embodiment": str(ALOHA),
+        "world_model": {"kind": "oracle", "task": "transfer_cube"},
+        "settings": {"horizon": 9, "attempts": 1, "threshold": 0.0},
+    }
+    if faults:
+        result["fault_injection"] = faults
+    return result
+
+
+def run(robot: RecordingRobot, planner: PlannerProcess, settings: LoopSettings, **kwargs):
+    def privileged(progress: int, filter_state: object) -> OracleState:
+        return OracleState(robot.sim.snapshot(), progress, filter_state)
+
+    return run_autonomous_episode(robot, planner, 3, settings, privileged, **kwargs)
+
+
+@pytest.fixture
+def robot():
+    simulated = RecordingRobot()
+    simulated.connect()
+    yield simulated
+    simulated.disconnect()
+
+
+def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(robot, idm_onnx) -> None:  # noqa: F811
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    killed_at: list[int] = []
+
+    def kill_once(step: int, modes, stats) -> None:
+        if step == 60:
+            planner.kill()
+            killed_at.append(step)
+
+    try:
+        stats = run(
+            robot,
+            planner,
+            LoopSettings(max_steps=300, pace=True, initial_latency_s=0.3),
+            on_tick=kill_once,
+            restart_planner=lambda: planner.alive or planner.start(wait_s=None),
+        )
+    finally:
+        planner.close()
+    timeouts = [e for e in stats.mode_events if e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted]
+    assert timeouts and "ended" in timeouts[0].detail
+    # The next tick after the kill (60 -> 61 at 50 Hz) already holds.
+    assert timeouts[0].time <= (killed_at[0] + 1) * LIMITS.control_period_s + 1e-9
+    resumed = [e for e in stats.mode_events if e.trigger is Trigger.CAUSE_CLEARED and e.accepted]
+    assert resumed and resumed[-1].time > timeouts[0].time
+    assert stats.plans >= 2
+    assert_within_limits(robot.sent)
+
+
+def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onnx) -> None:  # noqa: F811
+    planner = PlannerProcess(spec(idm_onnx, delay_s=30.0))
+    planner.start()
+    try:
+        stats = run(robot, planner, LoopSettings(max_steps=120, pace=True, planner_timeout_s=1.0))
+    finally:
+        planner.close()
+    assert stats.plans == 0 and stats.hold_ticks == 120
+    assert any(e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted for e in stats.mode_events)
+    start = robot.sent[0]
+    assert np.max(np.abs(np.array(robot.sent) - start)) < 1e-9  # held still: never a jump, never zeros
+    assert_within_limits(robot.sent)
+
+
+def test_plans_that_decode_to_nan_are_rejected_and_the_robot_holds(robot, idm_onnx) -> None:  # noqa: F811
+    planner = PlannerProcess(spec(idm_onnx, nan=True))
+    planner.start()
+    try:
+        stats = run(robot, planner, LoopSettings(max_steps=150, pace=True))
+    finally:
+        planner.close()
+    assert stats.plans == 0 and stats.rejected >= 1
+    assert any(e.trigger is Trigger.PLAN_REJECTED and e.accepted for e in stats.mode_events)
+    assert_within_limits(robot.sent)
+
+
+def test_tampered_bundle_is_refused_before_anything_moves(idm_onnx, tmp_path: Path) -> None:  # noqa: F811
+    bundle = tmp_path / "bundle"
+    world_model = {"kind": "oracle", "id": "oracle:transfer_cube", "fps": 12.5, "horizon": 9}
+    create_bundle(bundle, idm_onnx, ALOHA, world_model, {"p0": 50.0})
+    data = bytearray((bundle / "idm.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "idm.onnx").write_bytes(bytes(data))
+    log = tmp_path / "log.db"
+    result = CliRunner().invoke(app, ["run", "--bundle", str(bundle), "--log", str(log), "--episodes", "1"])
+    assert result.exit_code == 2
+    assert "idm.onnx" in result.output and "SHA-256" in result.output
+    assert not log.exists()  # refused before the log, the planner or the robot were started
