@@ -1,0 +1,81 @@
+"""`eva bundle create|verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from eva_runtime.cli.common import EmbodimentOption, app, console, embodiment_path
+
+bundle_app = typer.Typer(help="Deployment bundles: the IDM, embodiment and settings, hashed.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("create")
+def bundle_create_command(
+    idm: Annotated[Path, typer.Option(help="The exported IDM (.onnx).")],
+    out: Annotated[Path, typer.Option(help="New (or empty) bundle directory.")],
+    embodiment: EmbodimentOption = None,
+    world_model: Annotated[str, typer.Option(help="World model: oracle (wan bundles need adapters).")] = "oracle",
+    horizon: Annotated[int, typer.Option(help="Frames per imagined rollout, frame 0 included.")] = 37,
+    p0: Annotated[float, typer.Option(help="The reward's penalty scale P0.")] = 2000.0,
+    reward_form: Annotated[str, typer.Option(help="Reward form: authors or paper.")] = "authors",
+) -> None:
+    """Write a deployment bundle; the world model's fps is the IDM's (read from the ONNX file)."""
+    from eva_runtime.bundle import BundleError, create_bundle
+
+    if world_model != "oracle":
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: only 'oracle' can be bundled from here")
+        raise typer.Exit(2)
+    try:
+        manifest = create_bundle(
+            out,
+            idm,
+            embodiment_path(embodiment),
+            world_model={"kind": "oracle", "id": "oracle", "horizon": horizon},  # fps: the IDM's
+            reward={"p0": p0, "form": reward_form},
+        )
+    except (BundleError, OSError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"bundle {out} ({manifest.format})")
+    table.add_column("entry")
+    table.add_column("value")
+    robot, net, wm, reward = manifest.embodiment, manifest.idm, manifest.world_model, manifest.reward
+    table.add_row("embodiment", f"{robot.name} ({len(robot.joint_names)} joints, {robot.control_rate_hz:g} Hz)")
+    size = "x".join(str(n) for n in net.image_size)
+    table.add_row("idm", f"{net.fps:g} fps, window {net.window}, {size}, cameras {', '.join(net.cameras)}")
+    table.add_row("world model", f"{wm.kind} ({wm.id}), {wm.fps:g} fps, horizon {wm.horizon}")
+    table.add_row("reward", f"{reward.form}, p0 {reward.p0:g}, gamma {reward.gamma:g}")
+    for entry in manifest.files:
+        table.add_row(f"file {entry.role}", f"{entry.path} ({entry.bytes} bytes, sha256 {entry.sha256[:12]})")
+    console.print(table)
+
+
+@bundle_app.command("verify")
+def bundle_verify_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    embodiment: Annotated[
+        Path | None, typer.Option("--embodiment", "-e", help="Also check the bundle is for this robot.")
+    ] = None,
+) -> None:
+    """Re-hash every file and check the manifest; print OK and the hashes, or the problem (exit 1)."""
+    from eva_runtime.bundle import BundleError, load_bundle
+    from eva_runtime.embodiment import EmbodimentError, load_embodiment
+
+    try:
+        robot = load_embodiment(embodiment) if embodiment is not None else None
+    except EmbodimentError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        loaded = load_bundle(bundle, robot)
+    except BundleError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"OK {loaded.path} ({loaded.manifest.embodiment.name}, manifest sha256 {loaded.manifest_sha256})")
+    for role, digest in loaded.hashes().items():
+        typer.echo(f"{role}: {digest}")

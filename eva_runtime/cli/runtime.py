@@ -1,0 +1,176 @@
+"""`eva run` (the autonomous loop) and `eva report` (the outcome log's tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from eva_runtime.cli.common import TaskOption, app, console, sim_robot
+
+
+@app.command("report")
+def report_command(
+    log: Annotated[Path, typer.Option(help="Episode outcome log (SQLite .db written by the runtime).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for report.md and PNGs (default: <log stem>_report/).")
+    ] = None,
+    plain: Annotated[bool, typer.Option(help="Print raw Markdown instead of rich tables.")] = False,
+) -> None:
+    """Success tables (Wilson 95 %), model comparison, interventions, latency and executability from an outcome log."""
+    from rich.markdown import Markdown
+
+    from eva_runtime.records.outcome_log import OutcomeLog, OutcomeLogError
+    from eva_runtime.records.report import build_report, render_markdown, write_markdown, write_plots
+
+    if not log.is_file():
+        console.print(f"[red]error:[/red] outcome log {log} does not exist")
+        raise typer.Exit(2)
+    try:
+        # Read-only: a report must never mark a live runtime's running episode as aborted.
+        with OutcomeLog(log, read_only=True) as opened:
+            records = opened.episodes()
+    except OutcomeLogError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if not records:
+        console.print(f"[red]error:[/red] outcome log {log} holds no episodes: nothing to report")
+        raise typer.Exit(2)
+    report = build_report(records)
+    directory = out if out is not None else log.with_name(f"{log.stem}_report")
+    markdown = write_markdown(report, directory / "report.md")
+    pngs = write_plots(report, directory)
+    if plain:
+        typer.echo(render_markdown(report))
+    else:
+        console.print(Markdown(render_markdown(report)))
+    console.print(f"report written to [bold]{markdown}[/bold]; plots: {', '.join(str(p) for p in pngs)}")
+
+
+def _episode_counters(stats) -> dict:
+    """The episode log's counters from one episode's loop statistics."""
+    latencies = np.array(stats.latencies_s) * 1e3
+    scores = np.array(stats.scores)
+    counters = {"safety_interventions": dict(stats.interventions), "teleop_interventions": 0, "teleop_seconds": 0.0}
+    if latencies.size:
+        counters["planning_latency_ms"] = {
+            "count": int(latencies.size),
+            "mean": float(latencies.mean()),
+            "p50": float(np.percentile(latencies, 50)),
+            "p95": float(np.percentile(latencies, 95)),
+            "max": float(latencies.max()),
+        }
+    if scores.size:
+        counters["executability"] = {
+            "count": int(scores.size),
+            "mean": float(scores.mean()),
+            "min": float(scores.min()),
+            "rejected": int(stats.rejected),
+        }
+    return counters
+
+
+@app.command("run")
+def run_command(
+    task: TaskOption = "transfer_cube",
+    episodes: Annotated[int, typer.Option(min=1)] = 10,
+    robot: Annotated[str, typer.Option(help="Robot backend: sim (the MuJoCo bimanual robot).")] = "sim",
+    bundle: Annotated[Path | None, typer.Option(help="Deployment bundle; default: models/bundle_<task>.")] = None,
+    log: Annotated[Path, typer.Option(help="SQLite episode outcome log (created if missing).")] = Path(
+        "artifacts/eva_run.db"
+    ),
+    split: Annotated[str, typer.Option(help="seen or unseen (recorded with every episode).")] = "seen",
+    sync: Annotated[bool, typer.Option(help="Synchronous: plan, execute, plan again (robot waits).")] = False,
+    first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 1000,
+    pace: Annotated[bool, typer.Option(help="Real-time pacing (off only for quick logic checks).")] = True,
+) -> None:
+    """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
+    from rich.live import Live
+
+    from eva_runtime import __version__
+    from eva_runtime.bundle import BundleError, load_bundle
+    from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
+    from eva_runtime.control.planner_process import PlannerProcess
+    from eva_runtime.records.outcome_log import OutcomeLog
+    from eva_runtime.records.report import build_report, render_markdown
+    from eva_runtime.world_model.oracle import OracleState
+
+    if robot != "sim":
+        console.print("[red]error:[/red] available now: --robot sim")
+        raise typer.Exit(2)
+    bundle_dir = bundle or Path(__file__).resolve().parents[2] / "models" / f"bundle_{task}"
+    try:
+        deployed = load_bundle(bundle_dir)  # every hash, the embodiment and the timing are checked here
+    except BundleError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if deployed.manifest.world_model.kind != "oracle":
+        console.print("[red]error:[/red] only the oracle world model runs in this version")
+        raise typer.Exit(2)
+    embodiment_path = deployed.files["embodiment"]
+    sim = sim_robot(task, embodiment_path)
+    reward = deployed.manifest.reward
+    spec = {
+        "idm": str(deployed.idm_path),
+        "idm_sha256": deployed.hashes()["idm"],
+        "embodiment": str(embodiment_path),
+        "world_model": {"kind": "oracle", "task": task},
+        "reward": {"p0": reward.p0, "form": reward.form, "gamma": reward.gamma},
+        "settings": {"horizon": deployed.manifest.world_model.horizon, "attempts": 2, "threshold": 0.0},
+    }
+    planner = PlannerProcess(spec)
+    planner.start()
+    settings = LoopSettings(synchronous=sync, pace=pace)
+    model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
+
+    def privileged(progress: int, filter_state: object) -> OracleState:
+        return OracleState(sim.sim.snapshot(), progress, filter_state)
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    with OutcomeLog(log) as outcomes, Live(console=console, refresh_per_second=4, transient=True) as live:
+        run_id = outcomes.run_id
+        for index in range(episodes):
+            episode_id = outcomes.start_episode(
+                task, sim.instruction, split, sim.embodiment.name, deployed.hashes(), model_id, __version__
+            )
+
+            def show(step: int, modes, stats, index=index, episode_id=episode_id) -> None:
+                if step % 10:
+                    return
+                latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
+                live.update(
+                    f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
+                    f"  planning latency {latency}  filter clamps {sum(stats.interventions.values())}"
+                )
+                if step % 100 == 0:
+                    outcomes.update_episode(episode_id, **_episode_counters(stats))
+
+            stats = run_autonomous_episode(
+                sim, planner, first_seed + index, settings, privileged, show, restart_planner=None
+            )
+            results.append(stats)
+            reason = None if stats.success else ("planner faults" if stats.planner_faults else "task not completed")
+            outcome = "success" if stats.success else "failure"
+            outcomes.end_episode(episode_id, outcome, "automatic", reason, **_episode_counters(stats))
+        report = build_report(outcomes.episodes(run_id=run_id))
+    planner.close()
+    sim.disconnect()
+    console.print(render_markdown(report))
+    latencies = [x for r in results for x in r.latencies_s]
+    summary = {
+        "task": task,
+        "mode": "sync" if sync else "async",
+        "episodes": len(results),
+        "successes": sum(r.success for r in results),
+        "planning_latency_p50_s": float(np.median(latencies)) if latencies else None,
+        "hold_ticks_per_episode": float(np.mean([r.hold_ticks for r in results])),
+        "overruns": sum(r.overruns for r in results),
+        "max_command_step": max(r.max_step_change for r in results),
+        "log": str(log),
+        "run_id": run_id,
+    }
+    typer.echo(json.dumps(summary))
