@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The main job on the embedded default: the simulated robot, scripted experts driving it through the safety
-# filter (the learned policy loop replaces the experts when the runtime lands), and the safety-filter demo.
+# The main job on the embedded default: the autonomous policy (oracle world model -> shipped IDM -> executability
+# gate -> executor -> safety filter) driving the simulated robot, every episode logged and reported, then the
+# safety-filter demo picture.
 run: $(STAMP)
-	$(VENV)/bin/eva sim eval --task transfer_cube --episodes 5
-	$(VENV)/bin/eva sim eval --task insertion --episodes 5
+	$(VENV)/bin/eva run --task transfer_cube --episodes 5 --log artifacts/eva_run.db
 	$(VENV)/bin/eva safety demo --out artifacts/safety_demo.png
 
 # The whole test suite, plus lint (ruff) so a style error fails like a test.

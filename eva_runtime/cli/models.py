@@ -21,7 +21,7 @@ app.add_typer(eval_app, name="eval")
 
 @train_app.command("idm")
 def train_idm_command(
-    data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
+    data: Annotated[Path, typer.Option(help="Recorded episode_XXXX.hdf5 files, or a LeRobotDataset v3.0 directory.")],
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, metrics.jsonl, split.json).")],
     steps: Annotated[int, typer.Option(min=1)] = 20_000,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,

@@ -3,6 +3,9 @@
 Deterministic for a seed: batches are drawn by a numpy generator and augmentation by a torch generator seeded
 from it, and both generators' states (and torch's global one, for dropout) are saved in every checkpoint, so a
 run resumed from `last.safetensors` continues exactly as if it had never stopped.
+
+The data is a directory of HDF5 episode files or a LeRobotDataset v3 directory (``meta/info.json`` with a v3
+``codebase_version``); either way the split is over whole episodes and split.json lists episode names.
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ import torch.nn.functional as F  # noqa: N812
 from eva_runtime.idm.augment import Augmentation, augment
 from eva_runtime.idm.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from eva_runtime.idm.config import IdmConfig
-from eva_runtime.idm.dataset import IdmDataset, load_episodes, split_by_episode
+from eva_runtime.idm.dataset import EpisodeSource, IdmDataset, load_episodes, source_name, split_by_episode
 from eva_runtime.idm.network import InverseDynamicsModel
 from eva_runtime.records.hdf5_episodes import dataset_digest, list_episodes
+from eva_runtime.records.lerobot_reader import (
+    is_lerobot_v3,
+    lerobot_codebase_version,
+    lerobot_digest,
+    lerobot_episode_refs,
+)
 
 __all__ = ["TrainSettings", "evaluate_idm", "train_idm"]
 
@@ -81,6 +90,19 @@ def _normalised(config: IdmConfig, actions: np.ndarray) -> IdmConfig:
     return config.model_copy(update={"action_mean": tuple(actions.mean(axis=0)), "action_std": tuple(std)})
 
 
+def _episode_sources(data: Path) -> tuple[list[EpisodeSource], Callable[[], str]]:
+    """The episodes of ``data`` (HDF5 files or LeRobot v3 episodes) and how to digest them."""
+    if is_lerobot_v3(data):
+        return [(data, ref) for ref in lerobot_episode_refs(data)], lambda: lerobot_digest(data)
+    version = lerobot_codebase_version(data)
+    if version is not None:
+        # Say so rather than report "0 episodes": older LeRobot layouts (one file per episode) are not read.
+        raise ValueError(f"{data}: LeRobot dataset version {version}; only v3.x (or HDF5 episodes) can be trained on")
+    paths = list_episodes(data)
+    sources: list[EpisodeSource] = list(paths)
+    return sources, lambda: dataset_digest(paths)
+
+
 def train_idm(
     settings: TrainSettings,
     config: IdmConfig,
@@ -89,11 +111,11 @@ def train_idm(
 ) -> tuple[InverseDynamicsModel, list[dict]]:
     """Train (or resume) into `settings.out`; returns the model and the evaluation history."""
     torch.set_num_threads(settings.threads)
-    paths = list_episodes(settings.data)
+    paths, digest_of = _episode_sources(settings.data)
     if len(paths) < 2:
         raise ValueError(f"{settings.data}: need at least 2 episodes (one held out), found {len(paths)}")
     train_paths, validation_paths = split_by_episode(paths, settings.held_out, settings.seed)
-    digest = dataset_digest(paths)
+    digest = digest_of()
     train_set = IdmDataset(load_episodes(train_paths, config), config)
     validation_set = IdmDataset(load_episodes(validation_paths, config), config)
     last = settings.out / "last.safetensors"
@@ -114,7 +136,12 @@ def train_idm(
         state = TrainingState(data_digest=digest, history=[])
     settings.out.mkdir(parents=True, exist_ok=True)
     (settings.out / "split.json").write_text(
-        json.dumps({"train": [p.name for p in train_paths], "validation": [p.name for p in validation_paths]})
+        json.dumps(
+            {
+                "train": [source_name(p) for p in train_paths],
+                "validation": [source_name(p) for p in validation_paths],
+            }
+        )
     )
     mean, std = model.action_mean, model.action_std
     generator = torch.Generator()
