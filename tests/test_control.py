@@ -25,7 +25,8 @@ def test_estop_is_left_only_by_an_operator_release_into_hold(trigger: Trigger) -
     event = manager.handle(trigger, 1.0)
     assert manager.mode is Mode.ESTOP and (trigger is Trigger.OPERATOR_ESTOP or not event.accepted)
     release = manager.handle(Trigger.OPERATOR_RELEASE, 2.0)
-    assert release.accepted and manager.mode is Mode.HOLD and not release.reseed
+    # The firmware e-stop may have lowered the arm: continue from where it is measured, holding.
+    assert release.accepted and manager.mode is Mode.HOLD and release.reseed
 
 
 def test_fault_needs_an_operator_reset() -> None:
@@ -56,12 +57,18 @@ def test_operator_hold_does_not_resume_by_itself() -> None:
     assert manager.handle(Trigger.OPERATOR_AUTONOMOUS, 2.0).after is Mode.AUTONOMOUS
 
 
-def test_teleop_handover_both_ways_requires_reseeding() -> None:
+def test_teleop_handover_both_ways_continues_from_the_last_command() -> None:
     manager = ModeManager(Mode.AUTONOMOUS)
     to_teleop = manager.handle(Trigger.OPERATOR_TELEOP, 0.0)
-    assert to_teleop.after is Mode.TELEOP and to_teleop.reseed and manager.commands_allowed
+    assert to_teleop.after is Mode.TELEOP and not to_teleop.reseed and manager.commands_allowed
     back = manager.handle(Trigger.OPERATOR_AUTONOMOUS, 1.0)
-    assert back.after is Mode.AUTONOMOUS and back.reseed
+    assert back.after is Mode.AUTONOMOUS and not back.reseed
+
+
+def test_leaving_a_fault_reseeds_from_the_measured_state() -> None:
+    manager = ModeManager(Mode.TELEOP)
+    manager.handle(Trigger.ROBOT_FAULT, 0.0)
+    assert manager.handle(Trigger.OPERATOR_RESET, 1.0).reseed
 
 
 def test_every_event_is_recorded_including_refusals() -> None:

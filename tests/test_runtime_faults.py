@@ -5,6 +5,7 @@ holds instead of jumping; a planner that comes back resumes the episode.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ from eva_runtime.cli import app
 from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
 from eva_runtime.control.modes import Trigger
 from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.control.teleop import ScriptedLeader
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.safety import FilterResult, SafetyLimits
+from eva_runtime.sim.bimanual_sim import START_POSE
 from eva_runtime.world_model.oracle import OracleState
 from tests.conftest import CALIBRATION
 from tests.test_bundle import idm_onnx  # noqa: F401  (module fixture: a real exported IDM for aloha_sim)
@@ -146,3 +149,102 @@ def test_tampered_bundle_is_refused_before_anything_moves(idm_onnx, tmp_path: Pa
     assert result.exit_code == 2
     assert "idm.onnx" in result.output and "SHA-256" in result.output
     assert not log.exists()  # refused before the log, the planner or the robot were started
+
+
+def test_estop_stops_the_robot_and_only_an_operator_release_ends_it(robot, idm_onnx) -> None:  # noqa: F811
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    script = {80: Trigger.OPERATOR_ESTOP, 160: Trigger.CAUSE_CLEARED, 200: Trigger.OPERATOR_RELEASE}
+
+    try:
+        stats = run(
+            robot,
+            planner,
+            LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3),
+            operator=lambda step, now: script.get(step),
+        )
+    finally:
+        planner.close()
+    modes = [(e.trigger, e.after.value, e.accepted) for e in stats.mode_events if e.detail == "operator"]
+    assert modes == [
+        (Trigger.OPERATOR_ESTOP, "estop", True),
+        (Trigger.CAUSE_CLEARED, "estop", False),  # plans keep arriving; ESTOP never ends by itself
+        (Trigger.OPERATOR_RELEASE, "hold", True),  # a release holds: nothing moves without a new command
+    ]
+    sent = np.array(robot.sent)
+    # After the ESTOP the arm comes to rest under the acceleration cap and stays put while plans keep arriving.
+    assert np.abs(np.diff(sent[130:200], axis=0)).max() < 1e-12
+    # The release re-seeds from the measured pose (the firmware e-stop may have lowered the arm) and holds there.
+    assert np.abs(np.diff(sent[202:], axis=0)).max() < 1e-12
+    assert np.abs(sent[-1] - robot.observe(cameras=False).joint_position).max() < 0.05
+    assert_within_limits(robot.sent[:200])  # the re-seed is a new start: check each side of it
+    assert_within_limits(robot.sent[201:])
+
+
+class StaleCameraRobot(RecordingRobot):
+    """The real simulated robot whose camera driver stops delivering new frames for a while (steps 60-140)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen: dict | None = None
+
+    def observe(self, cameras: bool = True):
+        observation = super().observe(cameras)
+        ticks = round(self.now() / LIMITS.control_period_s)
+        if cameras and 60 <= ticks < 140:
+            if self.frozen is None:
+                self.frozen = dict(observation.frames)
+            return dataclasses.replace(observation, frames=self.frozen)
+        return observation
+
+
+def test_stale_camera_holds_and_fresh_frames_resume(idm_onnx) -> None:  # noqa: F811
+    robot = StaleCameraRobot()
+    robot.connect()
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    try:
+        stats = run(robot, planner, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
+    finally:
+        planner.close()
+        robot.disconnect()
+    stale = [e for e in stats.mode_events if e.trigger is Trigger.STALE_INPUT and e.accepted]
+    assert stale and "cam_high" in stale[0].detail
+    assert any(e.trigger is Trigger.CAUSE_CLEARED and e.accepted and e.time > stale[0].time for e in stats.mode_events)
+    assert_within_limits(robot.sent)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits(idm_onnx, seed: int) -> None:  # noqa: F811
+    rng = np.random.default_rng(seed)
+    take, give_back = int(rng.integers(40, 110)), int(rng.integers(150, 210))
+    robot = RecordingRobot()
+    robot.connect()
+    start = robot.observe(cameras=False).joint_position
+    reach = np.where(LIMITS.is_gripper, 0.0, 0.25) * rng.choice([-1.0, 1.0], size=LIMITS.dof)
+    leader = ScriptedLeader(robot.now, lambda now: START_POSE + reach)  # the operator holds the leaders here
+    script = {take: Trigger.OPERATOR_TELEOP, give_back: Trigger.OPERATOR_AUTONOMOUS}
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    try:
+        stats = run(
+            robot,
+            planner,
+            LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3),
+            operator=lambda step, now: script.get(step),
+            leader=leader,
+        )
+    finally:
+        planner.close()
+        robot.disconnect()
+    switches = [(e.trigger, e.after.value, e.reseed) for e in stats.mode_events if e.detail == "operator"]
+    assert switches == [
+        (Trigger.OPERATOR_TELEOP, "teleop", False),
+        (Trigger.OPERATOR_AUTONOMOUS, "autonomous", False),
+    ]
+    assert stats.teleop_interventions == 1 and stats.teleop_ticks == give_back - take
+    sent = np.array(robot.sent)
+    assert np.abs(start - START_POSE).max() < 1e-9
+    # By the hand-back the follower had slid onto the leader under the capped speed.
+    assert np.abs(sent[give_back - 1] - (START_POSE + reach)).max() < 0.02
+    assert_within_limits(robot.sent)

@@ -54,7 +54,11 @@ def _episode_counters(stats) -> dict:
     """The episode log's counters from one episode's loop statistics."""
     latencies = np.array(stats.latencies_s) * 1e3
     scores = np.array(stats.scores)
-    counters = {"safety_interventions": dict(stats.interventions), "teleop_interventions": 0, "teleop_seconds": 0.0}
+    counters = {
+        "safety_interventions": dict(stats.interventions),
+        "teleop_interventions": stats.teleop_interventions,
+        "teleop_seconds": stats.teleop_ticks * 0.02,
+    }
     if latencies.size:
         counters["planning_latency_ms"] = {
             "count": int(latencies.size),

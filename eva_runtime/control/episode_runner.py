@@ -24,6 +24,7 @@ from eva_runtime.control.executor import PlanExecutor
 from eva_runtime.control.modes import Mode, ModeManager, Trigger
 from eva_runtime.control.planner import PlanRequest
 from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.control.teleop import LeaderArms, TeleopHandover
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.safety import SafetyFilter
 
@@ -56,6 +57,8 @@ class EpisodeStats:
     interventions: Counter = field(default_factory=Counter)
     mode_events: list = field(default_factory=list)
     max_step_change: float = 0.0  # largest |command(t) - command(t-1)| seen, rad
+    teleop_interventions: int = 0
+    teleop_ticks: int = 0
 
 
 def run_autonomous_episode(
@@ -66,6 +69,8 @@ def run_autonomous_episode(
     privileged: Callable[[int, object], object] | None = None,
     on_tick: Callable[[int, ModeManager, EpisodeStats], None] | None = None,
     restart_planner: Callable[[], None] | None = None,
+    operator: Callable[[int, float], Trigger | None] | None = None,
+    leader: LeaderArms | None = None,
 ) -> EpisodeStats:
     """Run one episode from `robot.reset_episode(seed)`; the planner process must already be started."""
     robot.reset_episode(seed)
@@ -79,12 +84,25 @@ def run_autonomous_episode(
     latency = settings.initial_latency_s
     outstanding: tuple[int, float] | None = None  # (request id, wall time sent)
     request_id = 0
+    frame_timeout = robot.embodiment.safety.timeouts_s.get("frame", 0.5)
+    teleop_timeout = robot.embodiment.safety.timeouts_s.get("teleop", 0.1)
+    handover = TeleopHandover(safety.limits)
     previous_command = first.joint_position.copy()
     progress = 0
     deadline = time.monotonic()
     for step in range(settings.max_steps):
         now = robot.now()
         observation = robot.observe(cameras=False)
+        command = operator(step, now) if operator is not None else None
+        if command is not None:  # operator input (keys in the CLI, services on ROS) goes through the same table
+            event = modes.handle(command, now, "operator")
+            stats.mode_events.append(event)
+            if event.reseed:
+                safety.reset(now, observation.joint_position)
+            if event.accepted and event.after is Mode.TELEOP and event.before is not Mode.TELEOP:
+                executor.clear()  # the plan belonged to the other commander
+                handover.start(safety.state.command)
+                stats.teleop_interventions += 1
 
         answer = planner.poll()
         if answer is not None and outstanding is not None and answer[0] == outstanding[0]:
@@ -114,10 +132,16 @@ def run_autonomous_episode(
             stats.mode_events.append(modes.handle(Trigger.PLANNER_TIMEOUT, now, reason))
             executor.clear()
 
-        wants_plan = modes.mode is Mode.AUTONOMOUS or (modes.mode is Mode.HOLD and executor.plan is None)
+        wants_plan = modes.mode is Mode.AUTONOMOUS or (modes.holding_automatically and executor.plan is None)
         due = executor.target(now + period) is None if settings.synchronous else executor.needs_plan(now, latency)
-        if wants_plan and outstanding is None and due and planner.ready:
-            frames = robot.observe(cameras=True).frames if settings.cameras else {}
+        asking = wants_plan and outstanding is None and due and planner.ready
+        frames = robot.observe(cameras=True).frames if asking else {}
+        stale = [c for c in settings.cameras if frames and (c not in frames or now - frames[c].stamp > frame_timeout)]
+        if stale and modes.mode is Mode.AUTONOMOUS:
+            # Planning from an old picture would execute a plan for a world that has moved on: hold instead.
+            stats.mode_events.append(modes.handle(Trigger.STALE_INPUT, now, f"stale frames from {stale}"))
+            executor.clear()
+        if frames and not stale:
             request = PlanRequest(
                 time=now,
                 frames={name: frames[name].image[None] for name in settings.cameras if name in frames},
@@ -133,14 +157,26 @@ def run_autonomous_episode(
                 outstanding = (request_id, time.perf_counter())
 
         target = executor.target(now + period)
-        if modes.mode is Mode.HOLD and target is not None:
+        if modes.holding_automatically and target is not None:
             event = modes.handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived")
             stats.mode_events.append(event)
             if event.reseed:
                 safety.reset(now, observation.joint_position)
-        if modes.mode is not Mode.AUTONOMOUS:
+        stamps = {"joint_state": observation.stamp}
+        if modes.mode is Mode.TELEOP:
+            reading = leader.read() if leader is not None else None
+            if reading is None or now - reading[0] > teleop_timeout:
+                stats.mode_events.append(modes.handle(Trigger.STALE_INPUT, now, "leader arms silent"))
+                target = None
+            else:
+                target = handover.target(reading[1], period)
+                stamps["teleop"] = reading[0]
+            stats.teleop_ticks += 1
+        elif modes.mode is not Mode.AUTONOMOUS:
             target = None
-        result = safety.step(now + period, target, measured=observation.joint_position)
+        elif target is not None:
+            stamps["plan"] = executor.plan.start_time  # a plan older than its timeout is not executed
+        result = safety.step(now + period, target, measured=observation.joint_position, input_stamps=stamps)
         stats.interventions.update(item.check.value for item in result.interventions)
         stats.hold_ticks += target is None
         progress += target is not None

@@ -6,8 +6,9 @@ episode log whether the change happened or was refused. Rules a robot operator r
 - FAULT (tracking error, robot fault status) is left only by an operator reset, also into HOLD;
 - an automatic HOLD (planner timeout, stale input, non-finite plan, rejected plans) returns to AUTONOMOUS by
   itself when its cause clears; an operator's HOLD never does;
-- when control changes hands (into AUTONOMOUS or TELEOP, except the end of an automatic hold) the filter is
-  re-seeded from the measured state (`reseed` in the event), so the new commander starts where the arm is.
+- handovers between AUTONOMOUS, TELEOP and HOLD continue from the filter's last command (the new commander's
+  targets start there: teleop slides, the executor blends); leaving ESTOP or FAULT re-seeds from the measured
+  state (`reseed` in the event), because the arm may have moved outside the command stream.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class ModeManager:
         self.events: list[ModeEvent] = []
 
     @property
+    def holding_automatically(self) -> bool:
+        """In a HOLD the runtime entered by itself (and may leave by itself when the cause clears)."""
+        return self.mode is Mode.HOLD and self._automatic_hold
+
+    @property
     def commands_allowed(self) -> bool:
         """Whether a non-hold target may be sent at all (AUTONOMOUS plans or TELEOP leader commands)."""
         return self.mode in (Mode.AUTONOMOUS, Mode.TELEOP)
@@ -102,12 +108,11 @@ class ModeManager:
         else:
             self.mode = after
             self._automatic_hold = after is Mode.HOLD and trigger in _AUTOMATIC_HOLD
-            # Control changing hands re-seeds from the measured state. The end of an automatic hold does not: the
-            # runtime commanded the hold itself, so its last command is still the right starting point, and
-            # re-seeding would step the command by the arm's steady-state tracking error.
-            reseed = (
-                after in (Mode.AUTONOMOUS, Mode.TELEOP) and after is not before and trigger is not Trigger.CAUSE_CLEARED
-            )
+            # Re-seed from the measured state only when the arm may have moved outside this runtime's command
+            # stream: leaving ESTOP (the firmware lowers the arm) or FAULT. Between AUTONOMOUS, TELEOP and HOLD
+            # every command went through the filter, so its last command is the true starting point; re-seeding
+            # there would step the command by the tracking error of a moving arm, the jump a handover must avoid.
+            reseed = before in (Mode.ESTOP, Mode.FAULT) and after is not before
             event = ModeEvent(time, trigger, before, after, True, reseed, detail)
         self.events.append(event)
         return event
