@@ -4,7 +4,7 @@ Decodes one rollout of H frames two ways: one frame window at a time (batch 1, H
 in one call (batch H). Prints one JSON object with the median milliseconds per rollout for each backend and
 each backend's ratio to ONNX Runtime. Uses the shipped model unless --onnx/--checkpoint are given.
 
-    .venv/bin/python bench/idm.py [--onnx models/idm_transfer_cube.onnx] [--checkpoint ...] [--horizon 37]
+    .venv/bin/python bench/idm.py [--onnx models/bundle_transfer_cube/idm.onnx] [--checkpoint ...] [--horizon 37]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def median_ms(function, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", type=Path, default=ROOT / "models/idm_transfer_cube.onnx")
+    parser.add_argument("--onnx", type=Path, default=ROOT / "models/bundle_transfer_cube/idm.onnx")
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "models/idm_transfer_cube.safetensors")
     parser.add_argument("--horizon", type=int, default=37)
     parser.add_argument("--repeats", type=int, default=30)
