@@ -154,3 +154,39 @@ def test_a_plan_that_arrives_after_its_end_is_refused() -> None:
 def test_bad_plans_are_rejected(actions: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Plan(start_time=0.0, fps=10.0, actions=actions)
+
+
+# --- operator keys -----------------------------------------------------------------------------------------------
+
+
+def test_operator_keys_arrive_in_order_without_blocking_and_labels_are_kept() -> None:
+    import io
+
+    from eva_runtime.control.operator_keys import KeyOperator
+
+    operator = KeyOperator(io.StringIO("a\nt h\nz\ns\n"))
+    operator.join(5)
+    assert [operator(step, 0.0) for step in range(4)] == [
+        Trigger.OPERATOR_AUTONOMOUS,
+        Trigger.OPERATOR_TELEOP,
+        Trigger.OPERATOR_HOLD,
+        None,  # nothing pending: the loop goes on
+    ]
+    assert operator.unknown == ["z"]
+    assert operator.take_label() == "success" and operator.take_label() is None
+
+
+def test_operator_keys_from_a_real_pipe() -> None:
+    import os
+
+    from eva_runtime.control.operator_keys import KeyOperator
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as reader, os.fdopen(write_end, "w") as writer:
+        operator = KeyOperator(reader)
+        assert operator(0, 0.0) is None  # no key yet, and no wait
+        writer.write("e\nx\n")
+        writer.flush()
+        writer.close()
+        operator.join(5)
+        assert operator(1, 0.0) is Trigger.OPERATOR_ESTOP and operator.take_label() == "failure"

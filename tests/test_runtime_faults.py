@@ -248,3 +248,27 @@ def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits
     # By the hand-back the follower had slid onto the leader under the capped speed.
     assert np.abs(sent[give_back - 1] - (START_POSE + reach)).max() < 0.02
     assert_within_limits(robot.sent)
+
+
+def test_scripted_operator_on_the_leader_arms_completes_the_task(idm_onnx) -> None:  # noqa: F811
+    """Teleop from the first tick: the virtual leader arms, moved by the task's expert, do the whole handover."""
+    from eva_runtime.sim.virtual_leader import ExpertLeader
+
+    robot = RecordingRobot()
+    robot.connect()
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    try:
+        stats = run(
+            robot,
+            planner,
+            LoopSettings(max_steps=400, pace=True),
+            operator=lambda step, now: Trigger.OPERATOR_TELEOP if step == 0 else None,
+            leader=ExpertLeader(robot),
+        )
+    finally:
+        planner.close()
+        robot.disconnect()
+    assert stats.teleop_ticks == 400 and stats.plans == 0
+    assert stats.success
+    assert_within_limits(robot.sent)

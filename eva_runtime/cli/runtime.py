@@ -90,6 +90,7 @@ def run_command(
     sync: Annotated[bool, typer.Option(help="Synchronous: plan, execute, plan again (robot waits).")] = False,
     first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 1000,
     pace: Annotated[bool, typer.Option(help="Real-time pacing (off only for quick logic checks).")] = True,
+    keys: Annotated[bool, typer.Option(help="Operator keys on stdin (mode switches, ESTOP, outcome labels).")] = False,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     from rich.live import Live
@@ -98,9 +99,9 @@ def run_command(
     from eva_runtime.bundle import BundleError, load_bundle
     from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
     from eva_runtime.control.planner_process import PlannerProcess
+    from eva_runtime.control.sim_runtime import oracle_state_source, planner_spec
     from eva_runtime.records.outcome_log import OutcomeLog
     from eva_runtime.records.report import build_report, render_markdown
-    from eva_runtime.world_model.oracle import OracleState
 
     if robot != "sim":
         console.print("[red]error:[/red] available now: --robot sim")
@@ -114,24 +115,21 @@ def run_command(
     if deployed.manifest.world_model.kind != "oracle":
         console.print("[red]error:[/red] only the oracle world model runs in this version")
         raise typer.Exit(2)
-    embodiment_path = deployed.files["embodiment"]
-    sim = sim_robot(task, embodiment_path)
-    reward = deployed.manifest.reward
-    spec = {
-        "idm": str(deployed.idm_path),
-        "idm_sha256": deployed.hashes()["idm"],
-        "embodiment": str(embodiment_path),
-        "world_model": {"kind": "oracle", "task": task},
-        "reward": {"p0": reward.p0, "form": reward.form, "gamma": reward.gamma},
-        "settings": {"horizon": deployed.manifest.world_model.horizon, "attempts": 2, "threshold": 0.0},
-    }
-    planner = PlannerProcess(spec)
+    sim = sim_robot(task, deployed.files["embodiment"])
+    planner = PlannerProcess(planner_spec(deployed, task))
     planner.start()
     settings = LoopSettings(synchronous=sync, pace=pace)
     model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
+    privileged = oracle_state_source(sim)
+    operator = leader = None
+    if keys:
+        import sys
 
-    def privileged(progress: int, filter_state: object) -> OracleState:
-        return OracleState(sim.sim.snapshot(), progress, filter_state)
+        from eva_runtime.control.operator_keys import HELP, KeyOperator
+        from eva_runtime.sim.virtual_leader import ExpertLeader
+
+        operator, leader = KeyOperator(sys.stdin), ExpertLeader(sim)  # in sim a scripted operator moves the leaders
+        console.print(HELP)
 
     log.parent.mkdir(parents=True, exist_ok=True)
     results = []
@@ -154,12 +152,15 @@ def run_command(
                     outcomes.update_episode(episode_id, **_episode_counters(stats))
 
             stats = run_autonomous_episode(
-                sim, planner, first_seed + index, settings, privileged, show, restart_planner=None
+                sim, planner, first_seed + index, settings, privileged, show, operator=operator, leader=leader
             )
             results.append(stats)
             reason = None if stats.success else ("planner faults" if stats.planner_faults else "task not completed")
             outcome = "success" if stats.success else "failure"
             outcomes.end_episode(episode_id, outcome, "automatic", reason, **_episode_counters(stats))
+            label = operator.take_label() if operator is not None else None
+            if label is not None:  # the operator's judgement overrides the automatic check; both are kept
+                outcomes.label_episode(episode_id, label, "operator")
         report = build_report(outcomes.episodes(run_id=run_id))
     planner.close()
     sim.disconnect()

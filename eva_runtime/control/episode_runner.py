@@ -59,6 +59,9 @@ class EpisodeStats:
     max_step_change: float = 0.0  # largest |command(t) - command(t-1)| seen, rad
     teleop_interventions: int = 0
     teleop_ticks: int = 0
+    periods_s: list[float] = field(default_factory=list)  # monotonic time between tick starts (paced runs)
+    work_s: list[float] = field(default_factory=list)  # time spent working in each tick
+    first_command_s: float | None = None  # first plan request (a camera frame) to the first planned command
 
 
 def run_autonomous_episode(
@@ -89,7 +92,8 @@ def run_autonomous_episode(
     handover = TeleopHandover(safety.limits)
     previous_command = first.joint_position.copy()
     progress = 0
-    deadline = time.monotonic()
+    deadline = tick_started = time.monotonic()
+    first_request: float | None = None
     for step in range(settings.max_steps):
         now = robot.now()
         observation = robot.observe(cameras=False)
@@ -102,6 +106,8 @@ def run_autonomous_episode(
             if event.accepted and event.after is Mode.TELEOP and event.before is not Mode.TELEOP:
                 executor.clear()  # the plan belonged to the other commander
                 handover.start(safety.state.command)
+                if leader is not None:
+                    leader.takeover(progress, safety.state.command)
                 stats.teleop_interventions += 1
 
         answer = planner.poll()
@@ -155,6 +161,7 @@ def run_autonomous_episode(
             request_id += 1
             if planner.submit(request_id, request):
                 outstanding = (request_id, time.perf_counter())
+                first_request = first_request or time.monotonic()
 
         target = executor.target(now + period)
         if modes.holding_automatically and target is not None:
@@ -186,12 +193,18 @@ def run_autonomous_episode(
         stats.steps = step + 1
         if on_tick is not None:
             on_tick(step, modes, stats)
+        if target is not None and stats.first_command_s is None and first_request is not None:
+            stats.first_command_s = time.monotonic() - first_request
         if settings.pace:
+            stats.work_s.append(time.monotonic() - tick_started)
             deadline += period
             remaining = deadline - time.monotonic()
             if remaining > 0:
                 time.sleep(remaining)
             else:
                 stats.overruns += 1
+            ended = time.monotonic()
+            stats.periods_s.append(ended - tick_started)
+            tick_started = ended
     stats.success = robot.success()
     return stats

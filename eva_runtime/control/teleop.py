@@ -23,6 +23,9 @@ class LeaderArms(Protocol):
     def read(self) -> tuple[float, np.ndarray] | None:
         """(stamp on the robot clock, leader joint positions in the embodiment's layout), or None if silent."""
 
+    def takeover(self, progress: int, command: np.ndarray) -> None:
+        """Teleop starts now, with the follower at `command` after `progress` ticks of the task."""
+
 
 class ScriptedLeader:
     """Virtual leader arms moved by a scripted operator (simulation): `pose(now)` gives the leader pose."""
@@ -31,6 +34,9 @@ class ScriptedLeader:
         self.clock = clock
         self.pose = pose
         self.silent = False  # a test switch: the leader stops reporting (a dropped connection)
+
+    def takeover(self, progress: int, command: np.ndarray) -> None:
+        pass  # the scripted pose does not depend on where the follower is
 
     def read(self) -> tuple[float, np.ndarray] | None:
         if self.silent:
