@@ -272,3 +272,31 @@ def test_scripted_operator_on_the_leader_arms_completes_the_task(idm_onnx) -> No
     assert stats.teleop_ticks == 400 and stats.plans == 0
     assert stats.success
     assert_within_limits(robot.sent)
+
+
+class FaultingRobot(RecordingRobot):
+    """The real simulated robot whose status reports a joint communication error from tick 50 (Piper code 0x05)."""
+
+    def observe(self, cameras: bool = True):
+        observation = super().observe(cameras)
+        if round(self.now() / LIMITS.control_period_s) >= 50:
+            return dataclasses.replace(observation, fault="0x05 joint communication error")
+        return observation
+
+
+def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(idm_onnx) -> None:  # noqa: F811
+    robot = FaultingRobot()
+    robot.connect()
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    try:
+        stats = run(robot, planner, LoopSettings(max_steps=150, pace=True, initial_latency_s=0.3))
+    finally:
+        planner.close()
+        robot.disconnect()
+    faults = [e for e in stats.mode_events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
+    assert len(faults) == 1 and "0x05" in faults[0].detail and faults[0].after.value == "fault"
+    assert not any(e.accepted and e.before.value == "fault" for e in stats.mode_events)  # nothing leaves FAULT
+    sent = np.array(robot.sent)
+    assert np.abs(np.diff(sent[110:], axis=0)).max() < 1e-12  # at rest well after the fault
+    assert_within_limits(robot.sent)

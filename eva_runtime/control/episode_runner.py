@@ -185,6 +185,12 @@ def run_autonomous_episode(
             stamps["plan"] = executor.plan.start_time  # a plan older than its timeout is not executed
         result = safety.step(now + period, target, measured=observation.joint_position, input_stamps=stamps)
         stats.interventions.update(item.check.value for item in result.interventions)
+        fault = safety.fault or observation.fault
+        if fault and modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
+            # The filter already holds on a tracking fault; the mode makes it an operator matter (FAULT).
+            trigger = Trigger.TRACKING_ERROR if safety.fault else Trigger.ROBOT_FAULT
+            stats.mode_events.append(modes.handle(trigger, now, fault))
+            executor.clear()
         stats.hold_ticks += target is None
         progress += target is not None
         applied = robot.send(result)
