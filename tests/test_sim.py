@@ -93,10 +93,19 @@ def test_send_accepts_only_filter_results_and_returns_what_it_applied(cube_robot
         cube_robot.send(forged)
 
 
-def test_robot_refuses_an_embodiment_with_another_control_rate(sim_embodiment: Embodiment) -> None:
-    other = sim_embodiment.model_copy(update={"control_rate_hz": 200.0})
-    with pytest.raises(RobotError, match="200"):
-        MujocoRobot(other, "transfer_cube").connect()
+@pytest.mark.parametrize("rate", [100.0, 200.0])
+def test_simulation_steps_at_the_embodiment_control_rate(sim_embodiment: Embodiment, rate: float) -> None:
+    robot = MujocoRobot(sim_embodiment.model_copy(update={"control_rate_hz": rate}), "transfer_cube")
+    robot.connect()
+    robot.reset_episode(0)
+    observation = robot.observe(cameras=False)
+    safety = SafetyFilter.for_embodiment(robot.embodiment)
+    safety.reset(observation.stamp, observation.joint_position)
+    before = robot.now()
+    robot.send(safety.step(before + 1 / rate, observation.joint_position, observation.joint_position))
+    assert robot.now() == pytest.approx(before + 1 / rate)
+    assert robot.sim.model.opt.timestep <= 0.002 + 1e-12  # never a coarser physics step than the scene's
+    robot.disconnect()
 
 
 @pytest.mark.parametrize(("task", "seed"), [("transfer_cube", 101), ("transfer_cube", 102), ("insertion", 101)])

@@ -146,7 +146,8 @@ def run_command(
                 latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
                 live.update(
                     f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
-                    f"  planning latency {latency}  filter clamps {sum(stats.interventions.values())}"
+                    f"  plan age {stats.plan_age_s:.2f} s  planning latency {latency}"
+                    f"  filter clamps {sum(stats.interventions.values())}"
                 )
                 if step % 100 == 0:
                     outcomes.update_episode(episode_id, **_episode_counters(stats))

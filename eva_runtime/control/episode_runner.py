@@ -62,6 +62,7 @@ class EpisodeStats:
     periods_s: list[float] = field(default_factory=list)  # monotonic time between tick starts (paced runs)
     work_s: list[float] = field(default_factory=list)  # time spent working in each tick
     first_command_s: float | None = None  # first plan request (a camera frame) to the first planned command
+    plan_age_s: float = float("nan")  # age of the plan being executed (its observation's time to now)
 
 
 def run_autonomous_episode(
@@ -192,6 +193,7 @@ def run_autonomous_episode(
             stats.mode_events.append(modes.handle(trigger, now, fault))
             executor.clear()
         stats.hold_ticks += target is None
+        stats.plan_age_s = now - executor.plan.start_time if executor.plan is not None else float("nan")
         progress += target is not None
         applied = robot.send(result)
         stats.max_step_change = max(stats.max_step_change, float(np.max(np.abs(applied - previous_command))))

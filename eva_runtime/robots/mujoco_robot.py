@@ -27,7 +27,7 @@ class MujocoRobot(RobotInterface):
         from eva_runtime.sim.tasks import task_spec
 
         self._task = task_spec(self.task_name)
-        self._sim = BimanualSim(self.task_name)
+        self._sim = BimanualSim(self.task_name, self.embodiment.control_rate_hz)
         period = self._sim.control_period_s
         if abs(period - self.embodiment.control_period_s) > 1e-9:
             raise RobotError(

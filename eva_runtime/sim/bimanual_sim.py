@@ -2,8 +2,8 @@
 
 This is the only module that touches `MjData`. Joint vectors use the embodiment layout (14 values, grippers
 normalised 0 = closed .. 1 = open, as the gym-aloha action); the two finger slides of each gripper are driven
-from the one normalised value. Control runs at 50 Hz: each `apply` holds the targets for 10 physics steps of
-2 ms.
+from the one normalised value. Control runs at 50 Hz by default: each `apply` holds the targets for 10 physics
+steps of 2 ms (other rates, e.g. 200 Hz for timing benchmarks, use whole physics steps of at most 2 ms).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["ARM_JOINTS", "BimanualSim", "SimSnapshot", "finger_from_gripper", "g
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 FINGER_CLOSED, FINGER_OPEN = 0.01844, 0.05800  # finger slide (m) at normalised 0 and 1 (gym-aloha constants)
-CONTROL_SUBSTEPS = 10
+SCENE_TIMESTEP = 0.002  # the scenes' physics step (MuJoCo default); 10 of them make gym-aloha's 50 Hz control
 # gym-aloha's start pose, grippers open inside the usable range (0.065 .. 0.975).
 START_POSE = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.95] * 2)
 
@@ -41,10 +41,16 @@ class SimSnapshot:
 
 
 class BimanualSim:
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, control_rate_hz: float = 50.0) -> None:
         self._mujoco = import_mujoco()
         self.task = task
         self.model = build_model(task)
+        # Whole physics steps per control period; where 1/rate is not a multiple of the scene's step (200 Hz),
+        # the physics step shrinks to fit rather than the control period drifting.
+        period = 1.0 / control_rate_hz
+        self.substeps = max(1, int(np.ceil(period / SCENE_TIMESTEP - 1e-9)))
+        if abs(self.substeps * SCENE_TIMESTEP - period) > 1e-12:
+            self.model.opt.timestep = period / self.substeps
         self.data = self._mujoco.MjData(self.model)
         model = self.model
         self._arm_qpos: list[int] = []
@@ -104,7 +110,7 @@ class BimanualSim:
     def apply(self, command: np.ndarray) -> None:
         """Hold `command` (14 joint targets) for one 20 ms control period."""
         self._set_ctrl(command)
-        for _ in range(CONTROL_SUBSTEPS):
+        for _ in range(self.substeps):
             self._mujoco.mj_step(self.model, self.data)
         # mj_step leaves positions, contacts and sensors one substep behind qpos; recompute them so cameras,
         # contacts and a restored snapshot all describe the same instant.
@@ -116,7 +122,7 @@ class BimanualSim:
 
     @property
     def control_period_s(self) -> float:
-        return CONTROL_SUBSTEPS * float(self.model.opt.timestep)
+        return self.substeps * float(self.model.opt.timestep)
 
     def joint_positions(self) -> np.ndarray:
         qpos = self.data.qpos

@@ -216,6 +216,11 @@ def make_expert(
         raise ValueError(f"no scripted expert for task {task!r}; known: {sorted(_SCRIPTS)}")
     expert = ScriptedExpert(sim, start_command)
     _SCRIPTS[task](expert)
+    # Scripts count 50 Hz ticks; at another control rate the same seconds are more (or fewer) ticks.
+    scale = round(1.0 / (50.0 * sim.control_period_s), 6)
+    if scale != 1.0:
+        for arm in (expert.left, expert.right):
+            arm.waypoints = [Waypoint(round(w.step * scale), w.target, w.gripper) for w in arm.waypoints]
     if start_step > 0:
         expert.skip_to(start_step)
     return expert

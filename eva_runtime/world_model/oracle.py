@@ -67,7 +67,7 @@ class OracleWorldModel:
 
     def _simulation(self) -> BimanualSim:
         if self._sim is None:
-            self._sim = BimanualSim(self.task)
+            self._sim = BimanualSim(self.task, self.embodiment.control_rate_hz)
         return self._sim
 
     def warm_up(self) -> None:
