@@ -300,3 +300,35 @@ def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(id
     sent = np.array(robot.sent)
     assert np.abs(np.diff(sent[110:], axis=0)).max() < 1e-12  # at rest well after the fault
     assert_within_limits(robot.sent)
+
+
+class StaleStateRobot(RecordingRobot):
+    """The real simulated robot whose joint-state feed freezes between ticks 60 and 120 (a dropped driver)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = None
+
+    def observe(self, cameras: bool = True):
+        observation = super().observe(cameras)
+        if 60 <= round(self.now() / LIMITS.control_period_s) < 120:
+            self.frozen = self.frozen or observation
+            return dataclasses.replace(self.frozen, frames=observation.frames)
+        return observation
+
+
+def test_stale_joint_state_holds_and_a_fresh_one_resumes(idm_onnx) -> None:  # noqa: F811
+    robot = StaleStateRobot()
+    robot.connect()
+    planner = PlannerProcess(spec(idm_onnx))
+    planner.start()
+    try:
+        stats = run(robot, planner, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
+    finally:
+        planner.close()
+        robot.disconnect()
+    stale = [e for e in stats.mode_events if e.trigger is Trigger.STALE_INPUT and e.accepted]
+    assert stale and "joint state" in stale[0].detail
+    assert stats.interventions["stale_input"] > 0  # the filter held on the stale stamp too
+    assert any(e.trigger is Trigger.CAUSE_CLEARED and e.accepted and e.time > stale[0].time for e in stats.mode_events)
+    assert_within_limits(robot.sent)

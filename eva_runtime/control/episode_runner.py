@@ -90,6 +90,7 @@ def run_autonomous_episode(
     request_id = 0
     frame_timeout = robot.embodiment.safety.timeouts_s.get("frame", 0.5)
     teleop_timeout = robot.embodiment.safety.timeouts_s.get("teleop", 0.1)
+    state_timeout = robot.embodiment.safety.timeouts_s.get("joint_state", 0.1)
     handover = TeleopHandover(safety.limits)
     previous_command = first.joint_position.copy()
     progress = 0
@@ -186,6 +187,10 @@ def run_autonomous_episode(
             stamps["plan"] = executor.plan.start_time  # a plan older than its timeout is not executed
         result = safety.step(now + period, target, measured=observation.joint_position, input_stamps=stamps)
         stats.interventions.update(item.check.value for item in result.interventions)
+        if now - observation.stamp > state_timeout and modes.mode is Mode.AUTONOMOUS:
+            # The filter already holds on the stale stamp; the mode records why and resumes when it is fresh.
+            stats.mode_events.append(modes.handle(Trigger.STALE_INPUT, now, "joint state is stale"))
+            executor.clear()
         fault = safety.fault or observation.fault
         if fault and modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
             # The filter already holds on a tracking fault; the mode makes it an operator matter (FAULT).
