@@ -188,7 +188,7 @@ class StaleCameraRobot(RecordingRobot):
         super().__init__()
         self.frozen: dict | None = None
 
-    def observe(self, cameras: bool = True):
+    def observe(self, cameras=True):
         observation = super().observe(cameras)
         ticks = round(self.now() / LIMITS.control_period_s)
         if cameras and 60 <= ticks < 140:
@@ -277,7 +277,7 @@ def test_scripted_operator_on_the_leader_arms_completes_the_task(idm_onnx) -> No
 class FaultingRobot(RecordingRobot):
     """The real simulated robot whose status reports a joint communication error from tick 50 (Piper code 0x05)."""
 
-    def observe(self, cameras: bool = True):
+    def observe(self, cameras=True):
         observation = super().observe(cameras)
         if round(self.now() / LIMITS.control_period_s) >= 50:
             return dataclasses.replace(observation, fault="0x05 joint communication error")
@@ -309,7 +309,7 @@ class StaleStateRobot(RecordingRobot):
         super().__init__()
         self.frozen = None
 
-    def observe(self, cameras: bool = True):
+    def observe(self, cameras=True):
         observation = super().observe(cameras)
         if 60 <= round(self.now() / LIMITS.control_period_s) < 120:
             self.frozen = self.frozen or observation

@@ -60,6 +60,9 @@ def test_cameras_are_named_and_sized_like_the_embodiment(cube_robot: MujocoRobot
     # The widened wrist cameras see the table and the other arm, not only their own gripper.
     assert not np.array_equal(observation.frames["cam_left_wrist"].image, observation.frames["cam_right_wrist"].image)
     assert not cube_robot.observe(cameras=False).frames
+    assert list(cube_robot.observe(cameras=("cam_high",)).frames) == ["cam_high"]  # only what a loop will use
+    with pytest.raises(RobotError, match="unknown camera"):
+        cube_robot.observe(cameras=("cam_belly",))
 
 
 def test_joint_order_matches_the_embodiment_file(cube_robot: MujocoRobot) -> None:

@@ -143,7 +143,7 @@ def run_autonomous_episode(
         wants_plan = modes.mode is Mode.AUTONOMOUS or (modes.holding_automatically and executor.plan is None)
         due = executor.target(now + period) is None if settings.synchronous else executor.needs_plan(now, latency)
         asking = wants_plan and outstanding is None and due and planner.ready
-        frames = robot.observe(cameras=True).frames if asking else {}
+        frames = robot.observe(cameras=settings.cameras).frames if asking else {}
         stale = [c for c in settings.cameras if frames and (c not in frames or now - frames[c].stamp > frame_timeout)]
         if stale and modes.mode is Mode.AUTONOMOUS:
             # Planning from an old picture would execute a plan for a world that has moved on: hold instead.

@@ -9,7 +9,7 @@ Constructors only store configuration; `connect` does the work. No MuJoCo, ROS o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,8 +56,9 @@ class RobotInterface(ABC):
     def connect(self) -> None: ...
 
     @abstractmethod
-    def observe(self, cameras: bool = True) -> Observation:
-        """Latest state; `cameras=False` skips images for loops that do not need them this tick."""
+    def observe(self, cameras: bool | Sequence[str] = True) -> Observation:
+        """Latest state with frames of every camera (True), none (False), or only the named ones: a loop asks only
+        for the images it will use this tick."""
 
     @abstractmethod
     def send(self, result: FilterResult) -> np.ndarray:

@@ -6,6 +6,8 @@ simulation time and runs as fast as the machine allows. Cameras render at the si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from eva_runtime.embodiment import Embodiment
@@ -57,14 +59,18 @@ class MujocoRobot(RobotInterface):
     def now(self) -> float:
         return self.sim.time
 
-    def observe(self, cameras: bool = True) -> Observation:
+    def observe(self, cameras: bool | Sequence[str] = True) -> Observation:
         sim = self.sim
         stamp = sim.time
+        known = {spec.name: spec for spec in self.embodiment.cameras}
+        wanted = list(known) if cameras is True else [] if cameras is False else list(cameras)
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise RobotError(f"unknown camera(s) {unknown}; this robot has {list(known)}")
         frames = {}
-        if cameras:
-            for spec in self.embodiment.cameras:
-                image = sim.render((spec.name,), spec.height, spec.width)[spec.name]
-                frames[spec.name] = CameraFrame(image, stamp)
+        for name in wanted:
+            spec = known[name]
+            frames[name] = CameraFrame(sim.render((name,), spec.height, spec.width)[name], stamp)
         return Observation(stamp, sim.joint_positions(), sim.joint_velocities(), frames)
 
     def send(self, result: FilterResult) -> np.ndarray:
