@@ -73,34 +73,50 @@ def run(robot: RecordingRobot, planner: PlannerProcess, settings: LoopSettings, 
     return run_autonomous_episode(robot, planner, 3, settings, privileged, **kwargs)
 
 
+def episode(robot: RecordingRobot, idm: Path, settings: LoopSettings, faults: dict | None = None, hooks=None):
+    """One episode on `robot` with a fresh planner process (stopped afterwards, whatever happens).
+    `hooks(planner)` may return extra keyword arguments for the loop (operator, leader, callbacks)."""
+    planner = PlannerProcess(spec(idm, **(faults or {})))
+    planner.start()
+    try:
+        return run(robot, planner, settings, **(hooks(planner) if hooks else {}))
+    finally:
+        planner.close()
+
+
 @pytest.fixture
-def robot():
-    simulated = RecordingRobot()
-    simulated.connect()
-    yield simulated
-    simulated.disconnect()
+def connected():
+    """Connects robots of any RecordingRobot subclass and disconnects them after the test."""
+    robots: list[RecordingRobot] = []
+
+    def connect(kind: type[RecordingRobot] = RecordingRobot) -> RecordingRobot:
+        robot = kind()
+        robot.connect()
+        robots.append(robot)
+        return robot
+
+    yield connect
+    for robot in robots:
+        robot.disconnect()
+
+
+@pytest.fixture
+def robot(connected) -> RecordingRobot:
+    return connected()
 
 
 def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(robot, idm_onnx) -> None:  # noqa: F811
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
     killed_at: list[int] = []
 
-    def kill_once(step: int, modes, stats) -> None:
-        if step == 60:
-            planner.kill()
-            killed_at.append(step)
+    def hooks(planner: PlannerProcess) -> dict:
+        def kill_once(step: int, modes, stats) -> None:
+            if step == 60:
+                planner.kill()
+                killed_at.append(step)
 
-    try:
-        stats = run(
-            robot,
-            planner,
-            LoopSettings(max_steps=300, pace=True, initial_latency_s=0.3),
-            on_tick=kill_once,
-            restart_planner=lambda: planner.alive or planner.start(wait_s=None),
-        )
-    finally:
-        planner.close()
+        return {"on_tick": kill_once, "restart_planner": lambda: planner.alive or planner.start(wait_s=None)}
+
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=300, pace=True, initial_latency_s=0.3), hooks=hooks)
     timeouts = [e for e in stats.mode_events if e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted]
     assert timeouts and "ended" in timeouts[0].detail
     # The next tick after the kill (60 -> 61 at 50 Hz) already holds.
@@ -112,12 +128,7 @@ def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(rob
 
 
 def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onnx) -> None:  # noqa: F811
-    planner = PlannerProcess(spec(idm_onnx, delay_s=30.0))
-    planner.start()
-    try:
-        stats = run(robot, planner, LoopSettings(max_steps=120, pace=True, planner_timeout_s=1.0))
-    finally:
-        planner.close()
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=120, pace=True, planner_timeout_s=1.0), {"delay_s": 30.0})
     assert stats.plans == 0 and stats.hold_ticks == 120
     assert any(e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted for e in stats.mode_events)
     start = robot.sent[0]
@@ -126,12 +137,7 @@ def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onn
 
 
 def test_plans_that_decode_to_nan_are_rejected_and_the_robot_holds(robot, idm_onnx) -> None:  # noqa: F811
-    planner = PlannerProcess(spec(idm_onnx, nan=True))
-    planner.start()
-    try:
-        stats = run(robot, planner, LoopSettings(max_steps=150, pace=True))
-    finally:
-        planner.close()
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=150, pace=True), {"nan": True})
     assert stats.plans == 0 and stats.rejected >= 1
     assert any(e.trigger is Trigger.PLAN_REJECTED and e.accepted for e in stats.mode_events)
     assert_within_limits(robot.sent)
@@ -152,19 +158,9 @@ def test_tampered_bundle_is_refused_before_anything_moves(idm_onnx, tmp_path: Pa
 
 
 def test_estop_stops_the_robot_and_only_an_operator_release_ends_it(robot, idm_onnx) -> None:  # noqa: F811
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
     script = {80: Trigger.OPERATOR_ESTOP, 160: Trigger.CAUSE_CLEARED, 200: Trigger.OPERATOR_RELEASE}
-
-    try:
-        stats = run(
-            robot,
-            planner,
-            LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3),
-            operator=lambda step, now: script.get(step),
-        )
-    finally:
-        planner.close()
+    settings = LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3)
+    stats = episode(robot, idm_onnx, settings, hooks=lambda _: {"operator": lambda step, now: script.get(step)})
     modes = [(e.trigger, e.after.value, e.accepted) for e in stats.mode_events if e.detail == "operator"]
     assert modes == [
         (Trigger.OPERATOR_ESTOP, "estop", True),
@@ -198,16 +194,9 @@ class StaleCameraRobot(RecordingRobot):
         return observation
 
 
-def test_stale_camera_holds_and_fresh_frames_resume(idm_onnx) -> None:  # noqa: F811
-    robot = StaleCameraRobot()
-    robot.connect()
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
-    try:
-        stats = run(robot, planner, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
-    finally:
-        planner.close()
-        robot.disconnect()
+def test_stale_camera_holds_and_fresh_frames_resume(connected, idm_onnx) -> None:  # noqa: F811
+    robot = connected(StaleCameraRobot)
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
     stale = [e for e in stats.mode_events if e.trigger is Trigger.STALE_INPUT and e.accepted]
     assert stale and "cam_high" in stale[0].detail
     assert any(e.trigger is Trigger.CAUSE_CLEARED and e.accepted and e.time > stale[0].time for e in stats.mode_events)
@@ -215,28 +204,17 @@ def test_stale_camera_holds_and_fresh_frames_resume(idm_onnx) -> None:  # noqa: 
 
 
 @pytest.mark.parametrize("seed", [11, 12])
-def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits(idm_onnx, seed: int) -> None:  # noqa: F811
+def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits(robot, idm_onnx, seed: int) -> None:  # noqa: F811
     rng = np.random.default_rng(seed)
     take, give_back = int(rng.integers(40, 110)), int(rng.integers(150, 210))
-    robot = RecordingRobot()
-    robot.connect()
     start = robot.observe(cameras=False).joint_position
     reach = np.where(LIMITS.is_gripper, 0.0, 0.25) * rng.choice([-1.0, 1.0], size=LIMITS.dof)
     leader = ScriptedLeader(robot.now, lambda now: START_POSE + reach)  # the operator holds the leaders here
     script = {take: Trigger.OPERATOR_TELEOP, give_back: Trigger.OPERATOR_AUTONOMOUS}
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
-    try:
-        stats = run(
-            robot,
-            planner,
-            LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3),
-            operator=lambda step, now: script.get(step),
-            leader=leader,
-        )
-    finally:
-        planner.close()
-        robot.disconnect()
+    settings = LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3)
+    stats = episode(
+        robot, idm_onnx, settings, hooks=lambda _: {"operator": lambda step, now: script.get(step), "leader": leader}
+    )
     switches = [(e.trigger, e.after.value, e.reseed) for e in stats.mode_events if e.detail == "operator"]
     assert switches == [
         (Trigger.OPERATOR_TELEOP, "teleop", False),
@@ -250,25 +228,15 @@ def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits
     assert_within_limits(robot.sent)
 
 
-def test_scripted_operator_on_the_leader_arms_completes_the_task(idm_onnx) -> None:  # noqa: F811
+def test_scripted_operator_on_the_leader_arms_completes_the_task(robot, idm_onnx) -> None:  # noqa: F811
     """Teleop from the first tick: the virtual leader arms, moved by the task's expert, do the whole handover."""
     from eva_runtime.sim.virtual_leader import ExpertLeader
 
-    robot = RecordingRobot()
-    robot.connect()
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
-    try:
-        stats = run(
-            robot,
-            planner,
-            LoopSettings(max_steps=400, pace=True),
-            operator=lambda step, now: Trigger.OPERATOR_TELEOP if step == 0 else None,
-            leader=ExpertLeader(robot),
-        )
-    finally:
-        planner.close()
-        robot.disconnect()
+    hooks = {
+        "operator": lambda step, now: Trigger.OPERATOR_TELEOP if step == 0 else None,
+        "leader": ExpertLeader(robot),
+    }
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=400, pace=True), hooks=lambda _: hooks)
     assert stats.teleop_ticks == 400 and stats.plans == 0
     assert stats.success
     assert_within_limits(robot.sent)
@@ -284,16 +252,9 @@ class FaultingRobot(RecordingRobot):
         return observation
 
 
-def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(idm_onnx) -> None:  # noqa: F811
-    robot = FaultingRobot()
-    robot.connect()
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
-    try:
-        stats = run(robot, planner, LoopSettings(max_steps=150, pace=True, initial_latency_s=0.3))
-    finally:
-        planner.close()
-        robot.disconnect()
+def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(connected, idm_onnx) -> None:  # noqa: F811
+    robot = connected(FaultingRobot)
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=150, pace=True, initial_latency_s=0.3))
     faults = [e for e in stats.mode_events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
     assert len(faults) == 1 and "0x05" in faults[0].detail and faults[0].after.value == "fault"
     assert not any(e.accepted and e.before.value == "fault" for e in stats.mode_events)  # nothing leaves FAULT
@@ -317,16 +278,9 @@ class StaleStateRobot(RecordingRobot):
         return observation
 
 
-def test_stale_joint_state_holds_and_a_fresh_one_resumes(idm_onnx) -> None:  # noqa: F811
-    robot = StaleStateRobot()
-    robot.connect()
-    planner = PlannerProcess(spec(idm_onnx))
-    planner.start()
-    try:
-        stats = run(robot, planner, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
-    finally:
-        planner.close()
-        robot.disconnect()
+def test_stale_joint_state_holds_and_a_fresh_one_resumes(connected, idm_onnx) -> None:  # noqa: F811
+    robot = connected(StaleStateRobot)
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
     stale = [e for e in stats.mode_events if e.trigger is Trigger.STALE_INPUT and e.accepted]
     assert stale and "joint state" in stale[0].detail
     assert stats.interventions["stale_input"] > 0  # the filter held on the stale stamp too
