@@ -263,6 +263,23 @@ def test_train_idm_on_a_lerobot_dataset(datasets, tmp_path: Path) -> None:
     assert resumed == history
 
 
+def test_export_parity_inputs_come_from_a_lerobot_dataset_too(datasets, tmp_path: Path) -> None:
+    from eva_runtime.idm.export import export_idm, parity_batch_from_data
+
+    hdf5_dir, root, _ = datasets
+    config = IdmConfig(
+        joint_names=JOINTS, cameras=("cam_high",), image_size=(SIZE, SIZE), fps=FPS, width=8, keypoints=8, hidden=(32,)
+    )
+    settings = TrainSettings(data=root, out=tmp_path / "run", steps=2, eval_every=2, batch_size=4, held_out=0.34)
+    train_idm(settings, config)
+    from_lerobot = parity_batch_from_data(config.to_json(), root, count=6)
+    from_hdf5 = parity_batch_from_data(config.to_json(), hdf5_dir, count=6)
+    assert from_lerobot.shape == from_hdf5.shape == (6, config.input_channels, SIZE, SIZE)
+    assert np.abs(from_lerobot - from_hdf5).mean() < 8  # the same frames, through a lossy video codec
+    report = export_idm(settings.out / "last.safetensors", tmp_path / "idm.onnx", from_lerobot)
+    assert report.max_abs_difference <= 1e-4 and report.samples == 6
+
+
 def test_train_idm_refuses_older_lerobot(tmp_path: Path) -> None:
     (tmp_path / "old" / "meta").mkdir(parents=True)
     (tmp_path / "old" / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v2.1"}))

@@ -91,7 +91,7 @@ def train_idm_command(
 def export_idm_command(
     checkpoint: Annotated[Path, typer.Option(help="IDM checkpoint (.safetensors with its .sha256).")],
     out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
-    data: Annotated[Path | None, typer.Option(help="Recorded episodes for real parity inputs.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Episodes (HDF5 or LeRobot v3) for parity inputs.")] = None,
     tolerance: float = 1e-4,
 ) -> None:
     """Export an IDM checkpoint to one self-contained ONNX file and verify parity against torch."""

@@ -96,12 +96,13 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def parity_batch_from_data(model_config_json: str, data_dir: Path, count: int = 16) -> np.ndarray:
-    """Real inputs for the parity check: windows from the first recorded episodes."""
+    """Real inputs for the parity check: windows from the first recorded episodes (HDF5 or LeRobot v3)."""
     from eva_runtime.idm.config import IdmConfig
     from eva_runtime.idm.dataset import IdmDataset, load_episodes
-    from eva_runtime.records.hdf5_episodes import list_episodes
+    from eva_runtime.idm.train import episode_sources
 
     config = IdmConfig.from_json(model_config_json)
-    dataset = IdmDataset(load_episodes(list_episodes(data_dir)[:2], config), config)
+    sources, _ = episode_sources(data_dir)
+    dataset = IdmDataset(load_episodes(sources[:2], config), config)
     samples = np.linspace(0, len(dataset) - 1, count).astype(int)
     return dataset.batch(samples)[0]

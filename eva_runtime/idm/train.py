@@ -90,7 +90,7 @@ def _normalised(config: IdmConfig, actions: np.ndarray) -> IdmConfig:
     return config.model_copy(update={"action_mean": tuple(actions.mean(axis=0)), "action_std": tuple(std)})
 
 
-def _episode_sources(data: Path) -> tuple[list[EpisodeSource], Callable[[], str]]:
+def episode_sources(data: Path) -> tuple[list[EpisodeSource], Callable[[], str]]:
     """The episodes of ``data`` (HDF5 files or LeRobot v3 episodes) and how to digest them."""
     if is_lerobot_v3(data):
         return [(data, ref) for ref in lerobot_episode_refs(data)], lambda: lerobot_digest(data)
@@ -111,7 +111,7 @@ def train_idm(
 ) -> tuple[InverseDynamicsModel, list[dict]]:
     """Train (or resume) into `settings.out`; returns the model and the evaluation history."""
     torch.set_num_threads(settings.threads)
-    paths, digest_of = _episode_sources(settings.data)
+    paths, digest_of = episode_sources(settings.data)
     if len(paths) < 2:
         raise ValueError(f"{settings.data}: need at least 2 episodes (one held out), found {len(paths)}")
     train_paths, validation_paths = split_by_episode(paths, settings.held_out, settings.seed)
