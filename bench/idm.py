@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_ms
 
 from eva_runtime.idm.checkpoint import load_checkpoint
 from eva_runtime.idm.decoder import IdmDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def median_ms(function, repeats: int) -> float:
-    function()  # warm-up (and compilation for torch.compile)
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - began)
-    return float(np.median(samples) * 1e3)
 
 
 def main() -> None:

@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import numpy as np
+from timing import median_ms
 
 from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim
 from eva_runtime.sim.scene import SCENE_FILES, _assets_dir, ensure_headless_gl
 from eva_runtime.sim.tasks import task_spec
 
 SIZES = ((64, 64), (128, 128), (480, 640))
-
-
-def per_call_ms(function, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - began)
-    return float(np.median(samples) * 1e3)
 
 
 def main() -> None:
@@ -40,8 +30,8 @@ def main() -> None:
 
     sim = BimanualSim("transfer_cube")
     sim.reset(START_POSE, task_spec("transfer_cube").sample_objects(0))
-    physics_ms = per_call_ms(lambda: mujoco.mj_step(sim.model, sim.data), args.repeats * 10)
-    control_ms = per_call_ms(lambda: sim.apply(START_POSE), args.repeats)
+    physics_ms = median_ms(lambda: mujoco.mj_step(sim.model, sim.data), args.repeats * 10)
+    control_ms = median_ms(lambda: sim.apply(START_POSE), args.repeats)
 
     stock_model = mujoco.MjModel.from_xml_path(str(_assets_dir() / SCENE_FILES["transfer_cube"]))
     stock_data = mujoco.MjData(stock_model)
@@ -49,7 +39,7 @@ def main() -> None:
     renders = {}
     for height, width in SIZES:
         sim.render(("cam_high",), height, width)  # create the renderer outside the timing
-        ours = per_call_ms(lambda h=height, w=width: sim.render(("cam_high",), h, w), args.repeats)
+        ours = median_ms(lambda h=height, w=width: sim.render(("cam_high",), h, w), args.repeats)
         stock_renderer = mujoco.Renderer(stock_model, height, width)
 
         def stock(renderer=stock_renderer) -> None:
@@ -57,7 +47,7 @@ def main() -> None:
             renderer.render()
 
         stock()
-        stock_ms = per_call_ms(stock, max(20, args.repeats // 4))
+        stock_ms = median_ms(stock, max(20, args.repeats // 4))
         stock_renderer.close()
         renders[f"{height}x{width}"] = {
             "ours_ms": round(ours, 2),
