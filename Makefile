@@ -3,7 +3,7 @@
 PYTHON ?= python3.11
 export MUJOCO_GL ?= egl
 VENV := .venv
-EXTRAS := runtime,sim,train,dev
+EXTRAS := runtime,sim,train,ros,piper,dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: run test lint clean-venv
