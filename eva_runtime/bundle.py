@@ -85,20 +85,32 @@ class IdmEntry(_Strict):
     checkpoint_sha256: str
 
 
+class WanSampling(_Strict):
+    steps: int = Field(10, ge=1)
+    guidance: float = Field(1.0, ge=1.0, allow_inf_nan=False)
+    history_frames: int = Field(1, ge=1)
+    camera: str = Field("cam_high", min_length=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
 class WorldModelEntry(_Strict):
     kind: Literal["oracle", "wan"]
     id: str = Field(min_length=1)
     fps: Positive
     horizon: int = Field(ge=2)  # frame 0 is the conditioning frame: a horizon of 1 imagines nothing
-    base: str | None = None  # diffusers directory reference of the Wan base model
-    adapters: tuple[str, ...] = ()  # roles of bundled files
+    # Diffusers directory of the Wan base model: relative to the bundle, or absolute (a GPU server's disk).
+    base: str | None = None
+    # SHA-256 of the base directory's eva_hashes.json, which lists every file's hash: pins the exact base.
+    base_sha256: Sha256 | None = None
+    adapters: tuple[str, ...] = ()  # roles of bundled files (LoRA safetensors), applied in order
+    sampling: WanSampling | None = None
 
     @model_validator(mode="after")
     def _base_matches_kind(self) -> WorldModelEntry:
         if self.kind == "wan" and not self.base:
             raise ValueError("a wan world model needs `base` (the diffusers base model reference)")
-        if self.kind == "oracle" and (self.base is not None or self.adapters):
-            raise ValueError("the oracle world model takes no `base` and no `adapters`")
+        if self.kind == "oracle" and (self.base is not None or self.adapters or self.sampling is not None):
+            raise ValueError("the oracle world model takes no `base`, no `adapters` and no `sampling`")
         return self
 
 
@@ -163,6 +175,12 @@ class Bundle:
     @property
     def idm_path(self) -> Path:
         return self.files["idm"]
+
+    @property
+    def world_model_base(self) -> Path | None:
+        """The Wan base directory, resolved against the bundle directory when relative."""
+        base = self.manifest.world_model.base
+        return None if base is None else (self.path / base).resolve()
 
     def hashes(self) -> dict[str, str]:
         """role -> SHA-256 of every bundled file, for the episode log."""
@@ -315,6 +333,16 @@ def load_bundle(path: Path, embodiment: Embodiment | None = None) -> Bundle:
             given, expected = getattr(other, field), getattr(stated, field)
             if given != expected:
                 raise BundleError(f"{path}: embodiment.{field}: the bundle has {expected!r}, {source} has {given!r}")
+    world_model = manifest.world_model
+    if world_model.base_sha256 is not None:
+        listing = (path / world_model.base).resolve() / "eva_hashes.json"
+        if not listing.is_file():
+            raise BundleError(f"{path}: world_model.base: {listing} is missing")
+        if (actual := _sha256(listing)) != world_model.base_sha256:
+            raise BundleError(
+                f"{path}: world_model.base_sha256: {listing} has SHA-256 {actual}, the manifest says "
+                f"{world_model.base_sha256}"
+            )
     from_file = _idm_section(path, files["idm"])
     for field in IdmEntry.model_fields:
         stated_value, actual = getattr(manifest.idm, field), getattr(from_file, field)

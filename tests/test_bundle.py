@@ -84,7 +84,13 @@ def test_bundle_round_trip(idm_onnx: Path, tmp_path: Path) -> None:
     assert (idm.file, idm.fps, idm.window, idm.image_size) == ("idm.onnx", 12.5, 1, (32, 32))
     assert idm.cameras == ("cam_high",)
     assert idm.joint_names == robot.joint_names and len(idm.checkpoint_sha256) == 64 and idm.data_digest
-    assert bundle.manifest.world_model.model_dump() == {**WORLD_MODEL, "base": None, "adapters": ()}
+    assert bundle.manifest.world_model.model_dump() == {
+        **WORLD_MODEL,
+        "base": None,
+        "base_sha256": None,
+        "adapters": (),
+        "sampling": None,
+    }
     assert bundle.manifest.reward.model_dump() == REWARD
     sizes = {entry.role: entry.bytes for entry in bundle.manifest.files}
     assert sizes == {"idm": idm_onnx.stat().st_size, "embodiment": ALOHA.stat().st_size}
@@ -150,7 +156,11 @@ def test_bundle_for_another_robot_is_refused(bundle_dir: Path, change: str, mess
         (WORLD_MODEL, {**REWARD, "form": "papr"}, r"reward\.form: Input should be 'authors' or 'paper'"),
         ({**WORLD_MODEL, "horizn": 37}, REWARD, r"world_model\.horizn: unknown key"),
         ({**WORLD_MODEL, "kind": "wan"}, REWARD, r"a wan world model needs `base`"),
-        ({**WORLD_MODEL, "adapters": ["lora"]}, REWARD, r"oracle world model takes no `base` and no `adapters`"),
+        (
+            {**WORLD_MODEL, "adapters": ["lora"]},
+            REWARD,
+            r"oracle world model takes no `base`, no `adapters` and no `sampling`",
+        ),
     ],
 )
 def test_create_refuses_inconsistent_settings_and_writes_nothing(

@@ -1,7 +1,16 @@
 """The `eva` command: one entry point with a sub-command per job; each group lives in its own module and imports
 its heavy dependencies inside the command, so `eva --help` starts fast and needs no torch, MuJoCo or ROS."""
 
-from eva_runtime.cli import basics, bundles, calibrate, models, runtime, sim  # noqa: F401  (registers commands)
+from eva_runtime.cli import (  # noqa: F401  (registers commands)
+    basics,
+    bundles,
+    calibrate,
+    models,
+    runtime,
+    serve,
+    sim,
+    world_model,
+)
 from eva_runtime.cli.common import app
 
 __all__ = ["app"]

@@ -19,24 +19,54 @@ def bundle_create_command(
     idm: Annotated[Path, typer.Option(help="The exported IDM (.onnx).")],
     out: Annotated[Path, typer.Option(help="New (or empty) bundle directory.")],
     embodiment: EmbodimentOption = None,
-    world_model: Annotated[str, typer.Option(help="World model: oracle (wan bundles need adapters).")] = "oracle",
+    world_model: Annotated[str, typer.Option(help="World model: oracle, or wan (needs --wm-base).")] = "oracle",
     horizon: Annotated[int, typer.Option(help="Frames per imagined rollout, frame 0 included.")] = 37,
+    wm_base: Annotated[
+        Path | None, typer.Option(help="Wan base pipeline directory (with eva_hashes.json); stored relative.")
+    ] = None,
+    wm_adapter: Annotated[
+        list[Path] | None, typer.Option(help="LoRA adapter safetensors (repeatable; bundled, applied in order).")
+    ] = None,
+    wm_id: Annotated[str | None, typer.Option(help="World-model id for the logs (default: the base's name).")] = None,
+    wm_steps: Annotated[int, typer.Option(min=1, help="Wan sampling steps.")] = 10,
+    wm_history_frames: Annotated[int, typer.Option(min=1, help="Observed frames conditioning a rollout.")] = 1,
     p0: Annotated[float, typer.Option(help="The reward's penalty scale P0.")] = 2000.0,
     reward_form: Annotated[str, typer.Option(help="Reward form: authors or paper.")] = "authors",
 ) -> None:
     """Write a deployment bundle; the world model's fps is the IDM's (read from the ONNX file)."""
     from eva_runtime.bundle import BundleError, create_bundle
 
-    if world_model != "oracle":
-        console.print(f"[red]error:[/red] --world-model {world_model!r}: only 'oracle' can be bundled from here")
+    extra_files: dict[str, Path] = {}
+    if world_model == "oracle":
+        entry: dict = {"kind": "oracle", "id": "oracle", "horizon": horizon}  # fps: the IDM's
+    elif world_model == "wan":
+        if wm_base is None or not (wm_base / "eva_hashes.json").is_file():
+            console.print("[red]error:[/red] --world-model wan needs --wm-base DIR holding eva_hashes.json")
+            raise typer.Exit(2)
+        import hashlib
+        import os
+
+        extra_files = {f"adapter{i}": path for i, path in enumerate(wm_adapter or [])}
+        entry = {
+            "kind": "wan",
+            "id": wm_id or wm_base.resolve().name,
+            "horizon": horizon,
+            "base": os.path.relpath(wm_base.resolve(), out.resolve()),
+            "base_sha256": hashlib.sha256((wm_base / "eva_hashes.json").read_bytes()).hexdigest(),
+            "adapters": list(extra_files),
+            "sampling": {"steps": wm_steps, "history_frames": wm_history_frames},
+        }
+    else:
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: use oracle or wan")
         raise typer.Exit(2)
     try:
         manifest = create_bundle(
             out,
             idm,
             embodiment_path(embodiment),
-            world_model={"kind": "oracle", "id": "oracle", "horizon": horizon},  # fps: the IDM's
+            world_model=entry,
             reward={"p0": p0, "form": reward_form},
+            extra_files=extra_files,
         )
     except (BundleError, OSError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)

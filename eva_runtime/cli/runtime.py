@@ -82,7 +82,10 @@ def run_command(
     task: TaskOption = "transfer_cube",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     robot: Annotated[str, typer.Option(help="Robot backend: sim (the MuJoCo bimanual robot).")] = "sim",
-    bundle: Annotated[Path | None, typer.Option(help="Deployment bundle; default: models/bundle_<task>.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Deployment bundle (overrides --world-model).")] = None,
+    world_model: Annotated[
+        str, typer.Option(help="Shipped bundle: oracle (models/bundle_<task>), wan or aligned (bundle_<task>_<name>).")
+    ] = "oracle",
     log: Annotated[Path, typer.Option(help="SQLite episode outcome log (created if missing).")] = Path(
         "artifacts/eva_run.db"
     ),
@@ -106,21 +109,23 @@ def run_command(
     if robot != "sim":
         console.print("[red]error:[/red] available now: --robot sim")
         raise typer.Exit(2)
-    bundle_dir = bundle or Path(__file__).resolve().parents[2] / "models" / f"bundle_{task}"
+    shipped = {"oracle": f"bundle_{task}", "wan": f"bundle_{task}_wan", "aligned": f"bundle_{task}_aligned"}
+    if bundle is None and world_model not in shipped:
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: use one of {', '.join(shipped)}, or --bundle")
+        raise typer.Exit(2)
+    bundle_dir = bundle or Path(__file__).resolve().parents[2] / "models" / shipped[world_model]
     try:
         deployed = load_bundle(bundle_dir)  # every hash, the embodiment and the timing are checked here
     except BundleError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    if deployed.manifest.world_model.kind != "oracle":
-        console.print("[red]error:[/red] only the oracle world model runs in this version")
-        raise typer.Exit(2)
     sim = sim_robot(task, deployed.files["embodiment"])
     planner = PlannerProcess(planner_spec(deployed, task))
     planner.start()
     settings = LoopSettings(synchronous=sync, pace=pace)
     model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
-    privileged = oracle_state_source(sim)
+    # Only the oracle (a test instrument) reads the simulator's state; a learned model sees only the cameras.
+    privileged = oracle_state_source(sim) if deployed.manifest.world_model.kind == "oracle" else None
     operator = leader = None
     if keys:
         import sys

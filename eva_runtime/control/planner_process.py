@@ -61,19 +61,14 @@ def build_planner(spec: dict[str, Any]):
 
     embodiment = load_embodiment(spec["embodiment"])
     decoder = IdmDecoder(spec["idm"], spec.get("idm_sha256"))
-    model = spec["world_model"]
-    if model["kind"] != "oracle":
-        raise ValueError(f"world model kind {model['kind']!r} is not available yet (only 'oracle')")
-    from eva_runtime.world_model.artifacts import ArtifactConfig
-    from eva_runtime.world_model.oracle import OracleWorldModel
+    from eva_runtime.world_model.factory import build_world_model
 
-    world_model = OracleWorldModel(
-        model["task"],
-        embodiment,
+    world_model = build_world_model(
+        spec["world_model"],
+        embodiment=embodiment,
         fps=decoder.fps,
         cameras=decoder.config.cameras,
         image_size=decoder.config.image_size,
-        artifacts=ArtifactConfig(**model.get("artifacts", {})),
     )
     reward = RewardConfig.from_embodiment(embodiment, decoder.fps, **spec.get("reward", {}))
     planner = Planner(world_model, decoder, reward, PlannerSettings(**spec.get("settings", {})))
@@ -98,6 +93,8 @@ class _FaultInjectingPlanner:
 
 
 def _serve(connection, spec_json: str) -> None:
+    import time
+
     planner = build_planner(json.loads(spec_json))
     warm_up = getattr(planner.world_model, "warm_up", None)
     if warm_up is not None:
@@ -117,7 +114,16 @@ def _serve(connection, spec_json: str) -> None:
             seed=message["seed"],
             privileged_state=decode_state(message["state"]),
         )
-        outcome = planner.plan(request)
+        began = time.perf_counter()
+        try:
+            outcome = planner.plan(request)
+        except Exception as error:  # a rejection makes the loop hold; a dead planner would hold it without a reason
+            from eva_runtime.world_model.serving.client import WorldModelUnavailable
+
+            reason = f"planner failed: {type(error).__name__}: {error}"
+            if isinstance(error, WorldModelUnavailable):
+                reason = f"world model unavailable: {error}"
+            outcome = PlanOutcome(None, (), time.perf_counter() - began, reason)
         plan = outcome.plan
         connection.send_bytes(
             pack(

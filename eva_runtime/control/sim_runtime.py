@@ -8,7 +8,7 @@ from __future__ import annotations
 from eva_runtime.bundle import Bundle
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 
-__all__ = ["oracle_state_source", "planner_spec"]
+__all__ = ["oracle_state_source", "planner_spec", "world_model_spec"]
 
 
 def planner_spec(bundle: Bundle, task: str, attempts: int = 2, threshold: float = 0.0) -> dict:
@@ -18,9 +18,30 @@ def planner_spec(bundle: Bundle, task: str, attempts: int = 2, threshold: float 
         "idm": str(bundle.idm_path),
         "idm_sha256": bundle.hashes()["idm"],
         "embodiment": str(bundle.files["embodiment"]),
-        "world_model": {"kind": bundle.manifest.world_model.kind, "task": task},
+        "world_model": world_model_spec(bundle, task),
         "reward": {"p0": reward.p0, "form": reward.form, "gamma": reward.gamma},
         "settings": {"horizon": bundle.manifest.world_model.horizon, "attempts": attempts, "threshold": threshold},
+    }
+
+
+def world_model_spec(bundle: Bundle, task: str, threads: int | None = 1) -> dict:
+    """The factory's spec for the bundle's world model (paths resolved, adapters as verified bundle files).
+
+    `threads`: torch CPU threads for a learned model; 1 when it shares the cores with the control loop.
+    """
+    entry = bundle.manifest.world_model
+    if entry.kind == "oracle":
+        return {"kind": "oracle", "task": task}
+    sampling = entry.sampling.model_dump() if entry.sampling is not None else {}
+    return {
+        "kind": entry.kind,
+        "base": str(bundle.world_model_base),
+        "base_sha256": entry.base_sha256,
+        "adapters": [{"name": role, "path": str(bundle.files[role]), "weight": 1.0} for role in entry.adapters],
+        "fps": entry.fps,
+        "model_id": entry.id,
+        "threads": threads,
+        **sampling,
     }
 
 

@@ -1,0 +1,170 @@
+"""`eva train world-model-base`, `eva train world-model` (SFT), `eva eval world-model` (open loop, held out)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eva_runtime.cli.common import console
+from eva_runtime.cli.models import eval_app, train_app
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@train_app.command("world-model-base")
+def train_world_model_base_command(
+    data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
+    out: Annotated[Path, typer.Option(help="New diffusers pipeline directory.")],
+    vae_steps: Annotated[int, typer.Option(min=1, help="VAE training steps.")] = 1200,
+    camera: str = "cam_high",
+    fps: Annotated[float, typer.Option(help="Video rate: the IDM's fps.")] = 12.5,
+    image_size: Annotated[int, typer.Option(help="Square frame size in pixels.")] = 64,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """The tiny Wan base model: word-level tokenizer, fixed tiny UMT5, VAE trained on DATA, fresh transformer."""
+    from eva_runtime.training.wm_base import make_base_model
+    from eva_runtime.training.wm_vae import VaeSettings
+    from eva_runtime.world_model.wan.components import TinyWanConfig
+
+    _threads(threads)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=vae_steps, desc="VAE")
+
+    def progress(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    metrics = make_base_model(
+        data,
+        out,
+        TinyWanConfig(image_size=(image_size, image_size)),
+        VaeSettings(steps=vae_steps, seed=seed),
+        camera=camera,
+        fps=fps,
+        progress=progress,
+    )
+    bar.close()
+    console.print(
+        f"base model written to {out}: VAE reconstruction PSNR {metrics['vae_psnr_train_db']:.2f} dB (train), "
+        f"{metrics['vae_psnr_heldout_db']:.2f} dB (held-out episodes), {metrics['vae_seconds']:.0f} s"
+    )
+
+
+@train_app.command("world-model")
+def train_world_model_command(
+    base: Annotated[Path, typer.Option(help="Base diffusers pipeline directory (with eva_hashes.json).")],
+    data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
+    out: Annotated[Path, typer.Option(help="Run directory: model/ (or lora/), samples/, metrics.jsonl.")],
+    steps: Annotated[int, typer.Option(min=1)] = 6000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    learning_rate: float = 3e-4,
+    horizon: Annotated[int, typer.Option(help="Frames from the observed one, that one included.")] = 17,
+    history_frames: Annotated[int, typer.Option(help="Observed frames kept clean (1 + k * 4).")] = 1,
+    clip_stride: Annotated[int, typer.Option(min=1)] = 4,
+    lora_rank: Annotated[int, typer.Option(min=0, help="0: full fine-tune (tiny models); > 0: LoRA via peft.")] = 0,
+    gradient_checkpointing: bool = False,
+    sample_every: Annotated[int, typer.Option(min=0, help="Steps between sample GIFs (0: only at the end).")] = 1000,
+    held_out: Annotated[int, typer.Option(min=1, help="Last episodes kept for sample videos.")] = 10,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Flow-matching SFT of the Wan transformer on recorded episodes (run under torchrun for several ranks)."""
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.training.wm_sft import SftSettings, train_world_model
+
+    _threads(threads)
+    described = json.loads((base / "eva_world_model.json").read_text())
+    size = tuple(described["config"]["image_size"])
+    videos = load_videos(data, described["camera"], described["fps"], size)
+    settings = SftSettings(
+        steps=steps,
+        batch=batch_size,
+        lr=learning_rate,
+        horizon=horizon,
+        history_frames=history_frames,
+        clip_stride=clip_stride,
+        lora_rank=lora_rank,
+        gradient_checkpointing=gradient_checkpointing,
+        sample_every=sample_every,
+        held_out=held_out,
+        seed=seed,
+    )
+    train_world_model(base, videos, out, settings, log=console.print)
+
+
+@eval_app.command("world-model")
+def eval_world_model_command(
+    model: Annotated[Path, typer.Option(help="World-model pipeline directory (verified by eva_hashes.json).")],
+    bundle: Annotated[Path, typer.Option(help="Bundle whose IDM and reward score the rollouts.")],
+    data: Annotated[Path, typer.Option(help="Held-out episode directory.")],
+    out: Annotated[Path, typer.Option(help="JSON results file (a Markdown table is written next to it).")],
+    adapter: Annotated[list[Path] | None, typer.Option(help="LoRA adapter directories to load.")] = None,
+    episodes: Annotated[int, typer.Option(min=1)] = 50,
+    starts: Annotated[str, typer.Option(help="Comma-separated start frames (at the model's fps).")] = "0,16,32,48",
+    horizon: int = 17,
+    steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 10,
+    samples: Annotated[int, typer.Option(min=1, help="Rollouts per condition.")] = 1,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Frame PSNR against the recorded future and executability of IDM-decoded rollouts vs the recorded video."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.reward import RewardConfig
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.evaluation import evaluate_world_model, summarise
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    _threads(threads)
+    deployed = load_bundle(bundle)
+    decoder = IdmDecoder(deployed.idm_path, deployed.hashes()["idm"])
+    reward = deployed.manifest.reward
+    config = RewardConfig.from_embodiment(
+        deployed.embodiment, decoder.fps, p0=reward.p0, form=reward.form, gamma=reward.gamma
+    )
+    adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
+    world_model = load_wan_world_model(
+        {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
+    )
+    size = world_model.settings.image_size
+    videos = load_videos(data, world_model.settings.camera, world_model.fps, size)[:episodes]
+    results = evaluate_world_model(
+        world_model, decoder, config, videos, [int(s) for s in starts.split(",")], horizon, samples, seed
+    )
+    summary = summarise(results)
+    summary.update({"model": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "conditions": [r.__dict__ for r in results]}, indent=2))
+    table = _markdown(summary)
+    out.with_suffix(".md").write_text(table)
+    console.print(table)
+
+
+def _markdown(summary: dict) -> str:
+    def cell(triple) -> str:
+        mean, low, high = triple
+        return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+    lines = [
+        f"Conditions: {summary['conditions']}; frame PSNR {cell(summary['psnr_db'])} dB; "
+        f"median rollout {summary['rollout_seconds_median']:.2f} s",
+        "",
+        "| video | reward | kinematically plausible | jerk penalty | motion (rad) |",
+        "|---|---|---|---|---|",
+    ]
+    for source in ("model", "truth"):
+        row = summary[source]
+        lines.append(
+            f"| {source} | {cell(row['reward'])} | {cell(row['plausible'])} | {cell(row['p_jerk'])} "
+            f"| {cell(row['motion_rad'])} |"
+        )
+    return "\n".join(lines) + "\n"

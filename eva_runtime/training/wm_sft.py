@@ -1,0 +1,255 @@
+"""World-model SFT: flow-matching fine-tuning of the Wan transformer on recorded episodes.
+
+Each training example is a clip of the robot's video at the IDM's fps: `history_frames` observed frames (the
+conditioning, kept clean with timestep 0, as at inference) followed by the future, `horizon` frames from the last
+observed one. Latents (VAE means, normalised) and the instruction's text embeddings are computed once before
+training, because the VAE, not the transformer, dominates the cost on CPU (FACTS section 3). The loss is the
+rectified-flow velocity error on the noisy latent frames only: x_s = (1 - s) x0 + s e, target e - x0, with s drawn
+logit-normal and shifted like the sampler's schedule.
+
+Full fine-tuning (the tiny model: there is no pretrained transformer to adapt) or LoRA via peft (large models).
+accelerate runs it on one process, several CPU ranks under torchrun (gloo), or several GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.training.wm_data import EpisodeVideo, clip_starts
+
+__all__ = ["SftSettings", "encode_clips", "flow_matching_loss", "train_world_model"]
+
+
+@dataclass(frozen=True)
+class SftSettings:
+    steps: int = 6000
+    batch: int = 8
+    lr: float = 3e-4
+    warmup: int = 200
+    horizon: int = 17  # frames from the last observed one, that one included
+    history_frames: int = 1
+    clip_stride: int = 4  # start every n-th frame (clips overlap heavily; the VAE encode is the cost)
+    lora_rank: int = 0  # 0: full fine-tune
+    lora_alpha: float | None = None
+    gradient_checkpointing: bool = False
+    sample_every: int = 1000
+    checkpoint_every: int = 2000
+    held_out: int = 10
+    sample_steps: int = 10
+    max_sequence_length: int = 32
+    seed: int = 0
+
+
+def encode_clips(vae, videos: list[EpisodeVideo], clip: int, stride: int, progress=None):
+    """Normalised latents of every clip (episode, start): (N, z, t, h, w) float32 and the (N, 2) index."""
+    import torch
+
+    from eva_runtime.world_model.wan.latents import encode_frames
+
+    pairs = clip_starts([len(v.frames) for v in videos], clip, stride)
+    chunks = []
+    for begin in range(0, len(pairs), 8):
+        chosen = pairs[begin : begin + 8]
+        chunks.append(encode_frames(vae, np.stack([videos[e].frames[s : s + clip] for e, s in chosen])))
+        if progress is not None:
+            progress(min(begin + 8, len(pairs)), len(pairs))
+    return torch.cat(chunks), pairs
+
+
+def shifted_sigmas(uniform, shift: float):
+    return shift * uniform / (1 + (shift - 1) * uniform)
+
+
+def flow_matching_loss(transformer, latents, prompt_embeds, conditioned: int, generator, shift: float):
+    """Velocity MSE on the noisy frames; the first `conditioned` latent frames stay clean (timestep 0)."""
+    import torch
+
+    from eva_runtime.world_model.wan.sampling import token_timesteps
+
+    batch = latents.shape[0]
+    sigma = shifted_sigmas(torch.sigmoid(torch.randn(batch, generator=generator)), shift)
+    noise = torch.randn(latents.shape, generator=generator)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    noisy = (1 - s) * latents + s * noise
+    noisy[:, :, :conditioned] = latents[:, :, :conditioned]
+    timestep = token_timesteps(sigma, tuple(latents.shape), conditioned)
+    prediction = transformer(
+        hidden_states=noisy, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False
+    )[0]
+    target = noise - latents
+    return torch.nn.functional.mse_loss(prediction[:, :, conditioned:].float(), target[:, :, conditioned:])
+
+
+def train_world_model(
+    base: Path,
+    videos: list[EpisodeVideo],
+    out: Path,
+    settings: SftSettings,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Fine-tune the base pipeline's transformer; writes OUT/model (a verified pipeline dir, or OUT/lora)."""
+    import torch
+    from accelerate import Accelerator
+    from diffusers import WanImageToVideoPipeline
+    from tqdm.auto import tqdm
+
+    from eva_runtime.world_model.wan.latents import decode_latents
+    from eva_runtime.world_model.wan.lora import add_lora, save_lora
+    from eva_runtime.world_model.wan.model_files import verify_hashes, write_hashes
+    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    verify_hashes(base)
+    pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
+    described = json.loads((base / "eva_world_model.json").read_text())
+    temporal = int(pipeline.vae.config.scale_factor_temporal)
+    clip = settings.history_frames - 1 + settings.horizon
+    if (clip - 1) % temporal or (settings.history_frames - 1) % temporal:
+        raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of {temporal}")
+    if len(videos) <= settings.held_out:
+        raise ValueError(f"{len(videos)} episodes: need more than the {settings.held_out} held out")
+    train, validation = videos[: len(videos) - settings.held_out], videos[len(videos) - settings.held_out :]
+    conditioned = (settings.history_frames - 1) // temporal + 1
+
+    began = time.perf_counter()
+    bar = tqdm(total=1, desc="encoding clips", disable=not main)
+
+    def encoding(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    latents, pairs = encode_clips(pipeline.vae, train, clip, settings.clip_stride, encoding)
+    bar.close()
+    instructions = sorted({v.instruction for v in videos})
+    with torch.no_grad():
+        embeds = {
+            text: pipeline.encode_prompt(
+                text, do_classifier_free_guidance=False, max_sequence_length=settings.max_sequence_length
+            )[0][0]
+            for text in instructions
+        }
+    clip_embeds = torch.stack([embeds[train[e].instruction] for e, _ in pairs])
+    encode_seconds = time.perf_counter() - began
+
+    transformer = pipeline.transformer
+    transformer.requires_grad_(settings.lora_rank == 0)
+    if settings.lora_rank > 0:
+        add_lora(transformer, "sft", settings.lora_rank, settings.lora_alpha)
+    if settings.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    parameters = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / settings.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))),
+    )
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    rank_seed = settings.seed * 1000 + accelerator.process_index
+    generator = torch.Generator().manual_seed(rank_seed)
+    rng = np.random.default_rng(rank_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    if main:
+        metrics_path.write_text("")
+    shift = float(pipeline.scheduler.config.shift)
+    history: list[float] = []
+    train_began = time.perf_counter()
+    progress = tqdm(range(settings.steps), desc="world-model SFT", disable=not main)
+    for step in progress:
+        chosen = rng.integers(0, len(latents), settings.batch)
+        loss = flow_matching_loss(model, latents[chosen], clip_embeds[chosen], conditioned, generator, shift)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        value = accelerator.reduce(loss.detach(), reduction="mean").item()
+        history.append(value)
+        if main:
+            progress.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
+            if step % 50 == 0 or step == settings.steps - 1:
+                record = {"step": step, "loss": float(np.mean(history[-50:])), "lr": schedule.get_last_lr()[0]}
+                record["seconds"] = round(time.perf_counter() - train_began, 1)
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+        last = step == settings.steps - 1
+        if main and (last or (settings.sample_every and (step + 1) % settings.sample_every == 0)):
+            _write_samples(
+                accelerator.unwrap_model(model),
+                pipeline,
+                validation,
+                embeds,
+                settings,
+                conditioned,
+                out / "samples" / f"step_{step + 1:06d}.gif",
+                Denoiser,
+                euler_sample,
+                flow_sigmas,
+                decode_latents,
+                float(described.get("fps", 12.5)),
+            )
+            model.train()
+    accelerator.wait_for_everyone()
+    summary = {
+        "settings": asdict(settings),
+        "world_size": accelerator.num_processes,
+        "clips": len(latents),
+        "encode_seconds": round(encode_seconds, 1),
+        "train_seconds": round(time.perf_counter() - train_began, 1),
+        "final_loss": float(np.mean(history[-100:])),
+        "base": str(base),
+        "train_episodes": [v.name for v in train],
+        "heldout_episodes": [v.name for v in validation],
+    }
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.eval()
+        if settings.lora_rank > 0:
+            save_lora(unwrapped, "sft", out / "lora")
+        else:
+            pipeline.transformer = unwrapped
+            target = out / "model"
+            pipeline.save_pretrained(target, safe_serialization=True)
+            description = dict(described)
+            description.update({"sft": summary})
+            (target / "eva_world_model.json").write_text(json.dumps(description, indent=2))
+            write_hashes(target)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
+    log(f"SFT done: loss {summary['final_loss']:.4f}, {summary['train_seconds']} s on {summary['world_size']} rank(s)")
+    return summary
+
+
+def _write_samples(
+    model, pipeline, validation, embeds, settings, conditioned, path, denoiser_type, sample, sigmas, decode, fps
+) -> None:
+    """Two held-out conditions: ground truth | generated, one GIF."""
+    import torch
+
+    from eva_runtime.training.wm_samples import side_by_side, write_gif
+    from eva_runtime.world_model.wan.latents import encode_frames
+
+    model.eval()
+    clip = settings.history_frames - 1 + settings.horizon
+    rows = []
+    for index, video in enumerate(validation[:2]):
+        truth = video.frames[:clip]
+        clean = encode_frames(pipeline.vae, truth[None])
+        generator = torch.Generator().manual_seed(index)
+        noise = torch.randn(clean.shape, generator=generator)
+        condition = torch.zeros_like(clean)
+        condition[:, :, :conditioned] = clean[:, :, :conditioned]
+        denoiser = denoiser_type(model, embeds[video.instruction][None], condition, conditioned)
+        generated = decode(pipeline.vae, sample(denoiser, noise, sigmas(pipeline.scheduler, settings.sample_steps)))
+        rows.append(side_by_side(truth, generated[0]))
+    write_gif(path, np.concatenate(rows, axis=1), fps)

@@ -1,0 +1,84 @@
+"""Tiny Wan models and synthetic video episodes for the world-model tests (real diffusers classes, small configs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.records.hdf5_episodes import Episode, episode_path, write_episode
+from eva_runtime.world_model.wan.components import TinyWanConfig, build_pipeline, instruction_vocabulary
+
+INSTRUCTION = "move the red square to the right"
+JOINTS = tuple(f"j{i}" for i in range(14))
+
+
+def tiny_config(size: int = 32) -> TinyWanConfig:
+    return TinyWanConfig(
+        image_size=(size, size),
+        vae_base_dim=4,
+        vae_dim_mult=(1, 1, 1),
+        vae_z_dim=4,
+        heads=2,
+        head_dim=12,
+        layers=1,
+        ffn_dim=32,
+        freq_dim=16,
+        text_dim=16,
+        text_layers=1,
+        text_heads=2,
+        text_ff=32,
+        vocabulary=instruction_vocabulary([INSTRUCTION]),
+    )
+
+
+def tiny_pipeline(seed: int = 0, size: int = 32):
+    import torch
+
+    torch.manual_seed(seed)
+    return build_pipeline(tiny_config(size), seed=seed)
+
+
+def save_tiny_base(directory: Path, seed: int = 0, size: int = 32) -> Path:
+    """A saved, hash-listed tiny base model directory like `eva train world-model-base` writes."""
+    from eva_runtime.world_model.wan.model_files import write_hashes
+
+    pipeline = tiny_pipeline(seed, size)
+    pipeline.save_pretrained(directory, safe_serialization=True)
+    description = {"config": tiny_config(size).as_dict(), "camera": "cam_high", "fps": 12.5}
+    (directory / "eva_world_model.json").write_text(json.dumps(description))
+    write_hashes(directory)
+    return directory
+
+
+def square_video(frames: int, size: int, start: int, speed: int = 1) -> np.ndarray:
+    """A red square moving right over a grey floor: a motion the model can learn."""
+    video = np.full((frames, size, size, 3), 90, np.uint8)
+    for t in range(frames):
+        x = (start + speed * t) % (size - 6)
+        video[t, size // 2 - 3 : size // 2 + 3, x : x + 6] = (220, 30, 30)
+    return video
+
+
+def write_square_episodes(directory: Path, count: int, frames: int = 26, size: int = 32) -> Path:
+    """`count` episodes at 25 fps (the recorder's rate) whose 12.5 fps videos have `frames // 2` frames."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        video = square_video(frames, size, start=index % 7)
+        actions = np.linspace(0, 0.1, frames)[:, None] * np.ones((1, len(JOINTS)))
+        episode = Episode(
+            images={"cam_high": video},
+            qpos=actions,
+            action=actions,
+            qvel=None,
+            fps=25.0,
+            embodiment="aloha_sim",
+            task="transfer_cube",
+            instruction=INSTRUCTION,
+            joint_names=JOINTS,
+            seed=index,
+            success=True,
+        )
+        write_episode(episode_path(directory, index), episode)
+    return directory
