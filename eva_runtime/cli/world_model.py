@@ -168,3 +168,29 @@ def _markdown(summary: dict) -> str:
             f"| {cell(row['motion_rad'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+@train_app.command("align")
+def train_align_command(
+    config: Annotated[Path, typer.Option(help="Alignment YAML (configs/align_tiny.yaml, configs/align_wan14b.yaml).")],
+    out: Annotated[Path, typer.Option(help="Run directory: telemetry.jsonl, samples/, best_lora/, last/.")],
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last/.")] = False,
+    iterations: Annotated[int | None, typer.Option(min=1, help="Override the config's iterations.")] = None,
+    base: Annotated[Path | None, typer.Option(help="Override the config's base (SFT model).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Override the config's episode directory.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Override the config's bundle.")] = None,
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Flow-GRPO with the frozen IDM's executability reward; LoRA on the SFT weights; KL to the SFT model."""
+    from eva_runtime.training.align import train_align
+    from eva_runtime.training.align_config import AlignConfigError, load_align_config
+
+    _threads(threads)
+    overrides = {"iterations": iterations, "base": base, "data": data, "bundle": bundle}
+    try:
+        settings = load_align_config(config, **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()})
+    except AlignConfigError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    summary = train_align(settings, out, resume=resume, log=console.print)
+    console.print(f"alignment finished: {summary['iterations']} iterations; best held-out check {summary['best']}")

@@ -1,0 +1,340 @@
+"""`eva train align`: Flow-GRPO post-training of the SFT world model with the frozen IDM's executability reward.
+
+Per iteration: draw conditions (observed frame(s) + instruction) from the training episodes, sample G rollouts of
+each with the SDE sampler, decode them with the frozen IDM, score them with the batched torch reward, normalise
+within each condition's group and update a LoRA adapter on the SFT weights with the clipped objective and a KL to
+the reference (the same network with the adapter disabled). See `flow_grpo.py` for the update itself.
+
+Guard against the trivial optimum (a motionless video scores the maximal reward): every `guard.eval_every`
+iterations a fixed set of held-out conditions is sampled deterministically and scored for reward, decoded-motion
+magnitude and frame PSNR against the recorded future; training stops early when motion falls below
+`min_motion_ratio` of the SFT model's or PSNR drops by more than `max_psnr_drop_db`, and the adapter kept is the
+best held-out reward among the checks that passed. Everything is logged to `telemetry.jsonl` and plotted.
+Resumable from `OUT/last/` (adapter weights, optimiser state, iteration). accelerate: one process, CPU ranks under
+torchrun, or GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.training.align_config import AlignConfig
+
+__all__ = ["train_align"]
+
+
+def _conditions(videos, starts, horizon: int, history: int):
+    """Every (episode, start) with a full recorded future: Condition objects with the truth attached."""
+    from eva_runtime.training.flow_grpo import Condition
+
+    found = []
+    for video in videos:
+        for start in starts:
+            first = start - (history - 1)
+            if first >= 0 and start + horizon <= len(video.frames):
+                found.append(
+                    Condition(video.frames[first : start + 1], video.instruction, video.frames[start : start + horizon])
+                )
+    if not found:
+        raise ValueError("no condition with a full future: check condition_starts, horizon and the episodes")
+    return found
+
+
+def _batch(conditions, group: int, vae, embeds: dict, latent_count: int):
+    """Condition latents (clean frames first, zeros after), text embeddings and group keys for G each."""
+    import torch
+
+    from eva_runtime.world_model.wan.latents import encode_frames
+
+    latents, texts, keys = [], [], []
+    conditioned = 0
+    for condition in conditions:
+        clean = encode_frames(vae, condition.frames[None])
+        conditioned = clean.shape[2]
+        full = torch.zeros(1, clean.shape[1], latent_count, *clean.shape[-2:])
+        full[:, :, :conditioned] = clean
+        latents.append(full.expand(group, -1, -1, -1, -1))
+        texts.append(embeds[condition.instruction].expand(group, -1, -1))
+        keys += [condition.key] * group
+    return torch.cat(latents), torch.cat(texts), keys, conditioned
+
+
+def _heldout_check(transformer, pipeline, conditions, embeds, reward_fn, config: AlignConfig, latent_count: int):
+    """Deterministic (ODE) rollouts of the held-out conditions: reward, plausibility, motion, frame PSNR."""
+    import torch
+
+    from eva_runtime.world_model.evaluation import frame_psnr
+    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
+
+    condition_latents, texts, _, conditioned = _batch(conditions, 1, pipeline.vae, embeds, latent_count)
+    noise = torch.randn(condition_latents.shape, generator=torch.Generator().manual_seed(config.seed + 7))
+    denoiser = Denoiser(transformer, texts, condition_latents, conditioned)
+    transformer.eval()
+    with torch.no_grad():
+        final = euler_sample(denoiser, noise, flow_sigmas(pipeline.scheduler, config.sampling_steps))
+    rewards, stats = reward_fn(final)
+    frames = reward_fn.last_frames
+    psnr = [float(frame_psnr(c.truth[1:], f[1 : len(c.truth)]).mean()) for c, f in zip(conditions, frames, strict=True)]
+    return {
+        "reward": float(rewards.mean()),
+        "plausible": stats["plausible_fraction"],
+        "motion_rad": stats["motion_rad"],
+        "psnr_db": float(np.mean(psnr)),
+    }
+
+
+def _save_state(directory: Path, unwrapped, optimizer, parameters, state: dict) -> None:
+    import torch
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from eva_runtime.world_model.wan.lora import save_lora
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_lora(unwrapped, "align", directory / "lora")
+    adapter = {
+        k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unwrapped, adapter_name="align").items()
+    }
+    save_file(adapter, directory / "adapter_state.safetensors")
+    tensors = {}
+    for index, parameter in enumerate(parameters):
+        for name, value in optimizer.state.get(parameter, {}).items():
+            tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
+    save_file(tensors, directory / "optimizer.safetensors")
+    (directory / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _load_state(directory: Path, unwrapped, optimizer, parameters) -> dict:
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(unwrapped, load_file(directory / "adapter_state.safetensors"), adapter_name="align")
+    tensors = load_file(directory / "optimizer.safetensors")
+    for index, parameter in enumerate(parameters):
+        entries = {key.split(".", 1)[1]: value for key, value in tensors.items() if key.split(".", 1)[0] == str(index)}
+        if entries:
+            optimizer.state[parameter] = entries
+    return json.loads((directory / "state.json").read_text())
+
+
+def _plots(records: list[dict], checks: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    iterations = [r["iteration"] for r in records]
+    axes[0].plot(iterations, [r["reward_mean"] for r in records], label="train reward (SDE)")
+    if checks:
+        axes[0].plot([c["iteration"] for c in checks], [c["reward"] for c in checks], "o-", label="held-out (ODE)")
+    axes[0].set_title("executability reward")
+    axes[0].legend()
+    axes[1].plot(iterations, [r.get("kl", 0.0) for r in records])
+    axes[1].set_title("KL to reference")
+    if checks:
+        axes[2].plot([c["iteration"] for c in checks], [c["motion_rad"] for c in checks], "o-", label="motion (rad)")
+        twin = axes[2].twinx()
+        twin.plot([c["iteration"] for c in checks], [c["psnr_db"] for c in checks], "s--", color="C3")
+        twin.set_ylabel("PSNR (dB)", color="C3")
+        axes[2].set_title("held-out guard")
+        axes[2].legend(loc="lower left")
+    for axis in axes:
+        axis.set_xlabel("iteration")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _sample_outputs(reward_fn, condition, out: Path, iteration: int, fps: float) -> None:
+    """GIF: truth | two samples of the first condition; PNG: their decoded joint trajectories."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eva_runtime.training.wm_samples import side_by_side, write_gif
+
+    frames, actions = reward_fn.last_frames, reward_fn.last_actions
+    write_gif(out / f"iter_{iteration:05d}.gif", side_by_side(condition.truth, frames[0], frames[1]), fps)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
+    for axis, sample in zip(axes, actions[:2], strict=False):
+        axis.plot(np.arange(len(sample)) / fps, sample)
+        axis.set_xlabel("s")
+    axes[0].set_ylabel("decoded joint (rad)")
+    figure.tight_layout()
+    figure.savefig(out / f"iter_{iteration:05d}_joints.png", dpi=90)
+    plt.close(figure)
+
+
+def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict:
+    import torch
+    from accelerate import Accelerator
+    from diffusers import WanImageToVideoPipeline
+    from tqdm.auto import tqdm
+
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.reward import RewardConfig
+    from eva_runtime.training.flow_grpo import GrpoSettings, grpo_iteration
+    from eva_runtime.training.idm_reward import IdmReward
+    from eva_runtime.training.sde import NoiseSchedule
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.wan.latents import latent_frames
+    from eva_runtime.world_model.wan.lora import add_lora, save_lora
+    from eva_runtime.world_model.wan.model_files import verify_hashes
+    from eva_runtime.world_model.wan.sampling import flow_sigmas
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main, rank = accelerator.is_main_process, accelerator.process_index
+    base = Path(config.base)
+    verify_hashes(base)
+    pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
+    described = json.loads((base / "eva_world_model.json").read_text())
+    fps, camera = float(described["fps"]), described["camera"]
+    bundle = load_bundle(Path(config.bundle))
+    decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
+    if abs(decoder.fps - fps) > 1e-9:
+        raise ValueError(f"the world model runs at {fps} fps, the bundle's IDM at {decoder.fps}")
+    stated = bundle.manifest.reward
+    reward_config = RewardConfig.from_embodiment(
+        bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
+    )
+    reward_fn = IdmReward(pipeline.vae, decoder, reward_config, config.history_frames)
+    videos = load_videos(config.data, camera, fps, tuple(described["config"]["image_size"]))
+    if len(videos) <= config.held_out:
+        raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
+    train_conditions = _conditions(videos[: -config.held_out], config.condition_starts, config.horizon, 1)
+    heldout = _conditions(videos[-config.held_out :], config.condition_starts, config.horizon, 1)
+    picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
+    heldout = [heldout[i] for i in picks]
+    temporal = int(pipeline.vae.config.scale_factor_temporal)
+    latent_count = latent_frames(config.history_frames - 1 + config.horizon, temporal)
+    with torch.no_grad():
+        embeds = {
+            text: pipeline.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
+            for text in sorted({c.instruction for c in train_conditions + heldout})
+        }
+
+    transformer = pipeline.transformer
+    transformer.requires_grad_(False)
+    add_lora(transformer, "align", config.lora_rank, config.lora_alpha)
+    parameters = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"iteration": 0, "best": None, "checks": [], "stopped": None}
+    if resume and (out / "last" / "state.json").is_file():
+        state = _load_state(out / "last", transformer, optimizer, parameters)
+        log(f"resumed at iteration {state['iteration']}")
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    telemetry_path = out / "telemetry.jsonl"
+    if main and not resume:
+        telemetry_path.write_text("")
+    sigmas = flow_sigmas(pipeline.scheduler, config.sampling_steps)
+    schedule = NoiseSchedule(
+        config.schedule.kind, config.schedule.noise_level, config.schedule.sigma_min, config.schedule.sigma_max
+    )
+    settings = GrpoSettings(
+        config.clip_range, config.kl_beta, config.advantage_clip, config.inner_epochs, config.train_last_step
+    )
+    if not state["checks"]:
+        with torch.no_grad():
+            unwrapped.disable_adapters()
+            reference = _heldout_check(unwrapped, pipeline, heldout, embeds, reward_fn, config, latent_count)
+            unwrapped.enable_adapters()
+        state["checks"].append({"iteration": 0, **reference, "passed": True})
+        if main:
+            log(f"SFT model on held-out conditions: {reference}")
+    reference = state["checks"][0]
+    records: list[dict] = []
+    if telemetry_path.is_file():
+        records = [json.loads(line) for line in telemetry_path.read_text().splitlines() if line.strip()]
+    progress = tqdm(range(state["iteration"], config.iterations), desc="Flow-GRPO", disable=not main)
+    for iteration in progress:
+        began = time.perf_counter()
+        rng = np.random.default_rng([config.seed, iteration, rank])
+        chosen = [train_conditions[i] for i in rng.choice(len(train_conditions), config.conditions_per_iteration)]
+        condition_latents, texts, keys, conditioned = _batch(
+            chosen, config.group_size, pipeline.vae, embeds, latent_count
+        )
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        noise = torch.randn(condition_latents.shape, generator=generator)
+        window = None
+        if config.fast.enabled:
+            last = config.sampling_steps - (0 if config.train_last_step else 1)
+            first = int(rng.integers(0, max(1, last - config.fast.window + 1)))
+            window = set(range(first, min(last, first + config.fast.window)))
+        telemetry, _ = grpo_iteration(
+            model,
+            unwrapped,
+            optimizer,
+            accelerator.backward,
+            condition_latents,
+            texts,
+            conditioned,
+            keys,
+            noise,
+            sigmas,
+            schedule,
+            reward_fn,
+            settings,
+            window,
+            generator,
+            parameters,
+        )
+        telemetry.update({"iteration": iteration + 1, "seconds": round(time.perf_counter() - began, 2)})
+        state["iteration"] = iteration + 1
+        records.append(telemetry)
+        if main:
+            with telemetry_path.open("a") as handle:
+                handle.write(json.dumps(telemetry) + "\n")
+            progress.set_postfix(reward=f"{telemetry['reward_mean']:.3f}", kl=f"{telemetry.get('kl', 0):.2e}")
+            if (iteration + 1) % config.sample_every == 0:
+                _sample_outputs(reward_fn, chosen[0], out / "samples", iteration + 1, fps)
+        stop = None
+        if (iteration + 1) % config.guard.eval_every == 0 or iteration + 1 == config.iterations:
+            check = _heldout_check(unwrapped, pipeline, heldout, embeds, reward_fn, config, latent_count)
+            motion_ok = check["motion_rad"] >= config.guard.min_motion_ratio * reference["motion_rad"]
+            psnr_ok = check["psnr_db"] >= reference["psnr_db"] - config.guard.max_psnr_drop_db
+            check.update({"iteration": iteration + 1, "passed": bool(motion_ok and psnr_ok)})
+            state["checks"].append(check)
+            if main:
+                log(f"held-out check {check}")
+            if check["passed"] and (state["best"] is None or check["reward"] > state["best"]["reward"]):
+                state["best"] = check
+                if main:
+                    save_lora(unwrapped, "align", out / "best_lora")
+            if not check["passed"]:
+                stop = "motion collapsed" if not motion_ok else "frames drifted from the recordings (PSNR)"
+        if main and ((iteration + 1) % config.checkpoint_every == 0 or stop or iteration + 1 == config.iterations):
+            _save_state(
+                out / "last",
+                unwrapped,
+                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                parameters,
+                state,
+            )
+        if stop:
+            state["stopped"] = f"early stop at iteration {iteration + 1}: {stop}"
+            log(state["stopped"])
+            break
+    accelerator.wait_for_everyone()
+    summary = {
+        "iterations": state["iteration"],
+        "world_size": accelerator.num_processes,
+        "stopped": state["stopped"],
+        "reference": reference,
+        "best": state["best"],
+        "checks": state["checks"],
+        "config": config.model_dump(mode="json"),
+    }
+    if main:
+        _plots(records, state["checks"], out / "training_curves.png")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

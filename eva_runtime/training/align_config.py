@@ -1,0 +1,93 @@
+"""`eva train align` settings: one YAML file, validated at load with errors naming the file, key and range.
+
+Two presets live in `configs/`: `align_tiny.yaml` (runs on this project's 2-core CPU machine) and
+`align_wan14b.yaml` (the EVA authors' settings for Wan2.1-14B on GPUs, documented, not run here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["AlignConfig", "AlignConfigError", "load_align_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScheduleSection(_Strict):
+    kind: Literal["flow_grpo", "wan"] = "flow_grpo"
+    noise_level: float = Field(0.7, ge=0.0, le=2.0)
+    sigma_min: float = Field(0.0, ge=0.0)
+    sigma_max: float = Field(0.5, ge=0.0)
+
+
+class FastSection(_Strict):
+    enabled: bool = False
+    window: int = Field(2, ge=1)  # consecutive SDE steps trained per iteration; ODE elsewhere
+
+
+class GuardSection(_Strict):
+    """Against the trivial optimum (a motionless video decodes to a perfectly smooth trajectory)."""
+
+    eval_every: int = Field(10, ge=1)
+    eval_conditions: int = Field(16, ge=1)
+    min_motion_ratio: float = Field(0.6, ge=0.0, le=1.0)  # held-out motion / SFT's, below: stop
+    max_psnr_drop_db: float = Field(2.0, ge=0.0)  # held-out PSNR below SFT's by more: stop
+
+
+class AlignConfig(_Strict):
+    base: str  # the SFT model directory (diffusers pipeline with eva_hashes.json)
+    bundle: str  # deployment bundle whose frozen IDM and reward score the rollouts
+    data: str  # recorded episodes the conditions are drawn from
+    p0: float | None = Field(None, gt=0)  # reward scale; None: the bundle's
+    iterations: int = Field(60, ge=1)
+    conditions_per_iteration: int = Field(2, ge=1)
+    group_size: int = Field(8, ge=2)  # G
+    sampling_steps: int = Field(10, ge=2)
+    horizon: int = Field(17, ge=2)
+    history_frames: int = Field(1, ge=1)
+    condition_starts: tuple[int, ...] = (0, 8, 16, 24, 32, 40, 48, 56, 64)  # frames at the model's fps
+    held_out: int = Field(10, ge=1)  # last episodes: the guard's conditions, never trained on
+    schedule: ScheduleSection = ScheduleSection()
+    fast: FastSection = FastSection()
+    guard: GuardSection = GuardSection()
+    learning_rate: float = Field(1e-4, gt=0)
+    inner_epochs: int = Field(1, ge=1)
+    clip_range: float = Field(1e-4, gt=0)
+    advantage_clip: float = Field(5.0, gt=0)
+    kl_beta: float = Field(0.004, ge=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(8.0, gt=0)
+    train_last_step: bool = False  # Flow-GRPO drops the last (least noisy) step
+    sample_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class AlignConfigError(ValueError):
+    pass
+
+
+def load_align_config(path: Path | str, **overrides) -> AlignConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise AlignConfigError(f"{path}: cannot read YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise AlignConfigError(f"{path}: expected a mapping at the top level")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return AlignConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            key = ".".join(str(part) for part in item["loc"])
+            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+            problems.append(f"{path}: {key}: {message}")
+        raise AlignConfigError("\n".join(problems)) from None
