@@ -177,8 +177,9 @@ def test_a_few_iterations_raise_a_reward_with_a_known_direction() -> None:
     """The reward prefers imagined motion in one known direction of latent space (the imagined frames moving away
     from the observed frame along +channel 0); GRPO must learn it from sampled rewards alone, KL to the base on.
 
-    A rank-1 adapter on the output projection keeps the policy-gradient estimate's variance low enough for a CI-sized run
-    (with every layer adapted the same estimator needs hundreds of samples per step to point uphill)."""
+    A rank-1 adapter on the output projection keeps the policy-gradient estimate's variance low enough for a
+    CI-sized run (with every layer adapted the same estimator needs hundreds of samples per step to point uphill).
+    """
     pipeline = tiny_pipeline(seed=4)
     transformer = pipeline.transformer
     add_lora(transformer, "align", rank=1, alpha=4, targets=("proj_out",))
