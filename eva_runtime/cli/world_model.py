@@ -194,3 +194,56 @@ def train_align_command(
         raise typer.Exit(2) from None
     summary = train_align(settings, out, resume=resume, log=console.print)
     console.print(f"alignment finished: {summary['iterations']} iterations; best held-out check {summary['best']}")
+
+
+@eval_app.command("compare")
+def eval_compare_command(
+    bundles: Annotated[str, typer.Option(help="name=bundle_dir pairs, comma-separated, in table order.")],
+    data: Annotated[Path, typer.Option(help="Held-out episode directory (open-loop conditions).")],
+    out: Annotated[Path, typer.Option(help="Directory for compare.md, compare.json, compare.png, run logs.")],
+    task: str = "transfer_cube",
+    episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes for the open-loop conditions.")] = 50,
+    starts: Annotated[str, typer.Option(help="Comma-separated start frames (model fps).")] = "0,16,32,48",
+    horizon: int = 17,
+    closed_loop_episodes: Annotated[int, typer.Option(min=0, help="eva run episodes per bundle (0: skip).")] = 50,
+    first_seed: Annotated[int, typer.Option(help="Closed-loop episode i uses seed first_seed + i.")] = 1000,
+    sync: Annotated[bool, typer.Option(help="Closed loop in synchronous mode.")] = False,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Oracle / SFT / aligned side by side: open-loop executability and PSNR, closed-loop success (Wilson 95 %)."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.comparison import closed_loop, open_loop, plot, render_table
+
+    _threads(threads)
+    pairs = [item.split("=", 1) for item in bundles.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        console.print("[red]error:[/red] --bundles takes name=directory pairs separated by commas")
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    start_frames = [int(s) for s in starts.split(",")]
+    rows: dict[str, dict] = {}
+    videos_cache: dict = {}
+    for name, directory in pairs:
+        deployed = load_bundle(Path(directory))
+        fps = deployed.manifest.world_model.fps
+        size = tuple(deployed.manifest.idm.image_size)
+        camera = deployed.manifest.idm.cameras[0]
+        key = (camera, fps, size)
+        if key not in videos_cache:
+            videos_cache[key] = load_videos(data, camera, fps, size)[:episodes]
+        console.print(f"[bold]{name}[/bold]: open loop on {len(videos_cache[key])} held-out episodes")
+        rows[name] = {"bundle": directory, "open_loop": open_loop(deployed, videos_cache[key], start_frames, horizon)}
+        if closed_loop_episodes:
+            console.print(f"[bold]{name}[/bold]: closed loop, {closed_loop_episodes} episodes through eva run")
+            result = closed_loop(Path(directory), task, closed_loop_episodes, first_seed, out / f"{name}.db", sync)
+            rows[name]["closed_loop"] = {
+                "successes": result.successes,
+                "episodes": result.episodes,
+                "planning_latency_p50_s": result.latency_p50_s,
+            }
+        (out / "compare.json").write_text(json.dumps(rows, indent=2))
+    table = render_table(rows)
+    (out / "compare.md").write_text(table)
+    plot(rows, out / "compare.png")
+    console.print(table)
