@@ -115,6 +115,9 @@ def eval_world_model_command(
     samples: Annotated[int, typer.Option(min=1, help="Rollouts per condition.")] = 1,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=1)] = 2,
+    save_actions: Annotated[
+        Path | None, typer.Option(help="Write the decoded rollout actions (G, T, J) as .npy, for eva calibrate reward.")
+    ] = None,
 ) -> None:
     """Frame PSNR against the recorded future and executability of IDM-decoded rollouts vs the recorded video."""
     from eva_runtime.bundle import load_bundle
@@ -137,9 +140,22 @@ def eval_world_model_command(
     )
     size = world_model.settings.image_size
     videos = load_videos(data, world_model.settings.camera, world_model.fps, size)[:episodes]
+    kept: list = []
     results = evaluate_world_model(
-        world_model, decoder, config, videos, [int(s) for s in starts.split(",")], horizon, samples, seed
+        world_model,
+        decoder,
+        config,
+        videos,
+        [int(s) for s in starts.split(",")],
+        horizon,
+        samples,
+        seed,
+        keep_actions=kept,
     )
+    if save_actions is not None:
+        import numpy as np
+
+        np.save(save_actions, np.stack(kept), allow_pickle=False)
     summary = summarise(results)
     summary.update({"model": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,13 +43,18 @@ def frame_psnr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
 
 
-def decoded_scores(decoder, videos: dict[str, np.ndarray], reward: RewardConfig, smooth: int = 3) -> list[dict]:
-    """IDM-decode (G, T, H, W, 3) videos per camera, smooth like the planner, score each; also motion."""
+def decoded_scores(
+    decoder, videos: dict[str, np.ndarray], reward: RewardConfig, smooth: int = 3, keep: list | None = None
+) -> list[dict]:
+    """IDM-decode (G, T, H, W, 3) videos per camera, smooth like the planner, score each; also motion.
+    With `keep`, the smoothed actions (T, J) are appended to it (for P0 calibration)."""
     size = decoder.config.image_size
     resized = {c: np.stack([resize_video(v, size) for v in videos[c]]) for c in decoder.config.cameras}
     scores = []
     for actions in decoder.decode_batch(resized):
         smoothed = moving_average(actions, smooth)
+        if keep is not None:
+            keep.append(smoothed)
         breakdown = executability(smoothed, reward)
         row = {name: float(getattr(breakdown, name)) for name in ("reward", "p_jerk", "p_acc", "p_vel", "p_alim")}
         row["plausible"] = float(breakdown.kinematically_plausible)
@@ -74,6 +79,7 @@ def evaluate_world_model(
     seed: int = 0,
     history_frames: int = 1,
     smooth: int = 3,
+    keep_actions: list | None = None,
 ) -> list[ConditionResult]:
     """Every (episode, start) with a full future in the recording; `videos` are EpisodeVideo at the model's fps."""
     camera = model.cameras[0]
@@ -96,7 +102,7 @@ def evaluate_world_model(
             generated = rollout.frames[camera]
             size = truth.shape[1:3]
             per_frame = np.mean([frame_psnr(truth[1:], resize_video(sample, size)[1:]) for sample in generated], axis=0)
-            model_rows = decoded_scores(decoder, {camera: generated}, reward, smooth)
+            model_rows = decoded_scores(decoder, {camera: generated}, reward, smooth, keep_actions)
             truth_rows = decoded_scores(decoder, {camera: truth[None]}, reward, smooth)
             results.append(
                 ConditionResult(
