@@ -39,3 +39,25 @@ def test_two_rank_sft_step_writes_a_loadable_model(tmp_path: Path) -> None:
     assert rollout.frames["cam_high"].shape == (1, 9, 32, 32, 3)
     described = json.loads((out / "model" / "eva_world_model.json").read_text())
     assert described["sft"]["world_size"] == 2
+
+
+def test_base_model_command_writes_a_verified_pipeline(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from eva_runtime.cli import app
+    from eva_runtime.world_model.wan.model_files import verify_hashes
+
+    data = write_square_episodes(tmp_path / "data", count=11, frames=36)
+    out = tmp_path / "base"
+    arguments = ["train", "world-model-base", "--data", str(data), "--out", str(out), "--image-size", "32"]
+    result = CliRunner().invoke(app, [*arguments, "--vae-steps", "2", "--vae-finetune-steps", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert verify_hashes(out)
+    described = json.loads((out / "eva_world_model.json").read_text())
+    assert (described["vae_steps"], described["vae_finetune_steps"]) == (2, 1)
+    assert np.isfinite(described["vae_psnr_heldout_db"]) and len(described["heldout_episodes"]) == 10
+    vae_config = json.loads((out / "vae" / "config.json").read_text())
+    assert vae_config["latents_std"] != [1.0] * 8  # the latent statistics were measured and stored
+    model = load_wan_world_model({"base": str(out), "steps": 1})
+    rollout = model.rollout(RolloutRequest({"cam_high": square_video(1, 32, 0)}, INSTRUCTION, 17, seed=0))
+    assert rollout.frames["cam_high"].shape == (1, 17, 32, 32, 3)

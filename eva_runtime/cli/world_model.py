@@ -22,7 +22,8 @@ def _threads(threads: int) -> None:
 def train_world_model_base_command(
     data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
     out: Annotated[Path, typer.Option(help="New diffusers pipeline directory.")],
-    vae_steps: Annotated[int, typer.Option(min=1, help="VAE training steps.")] = 1200,
+    vae_steps: Annotated[int, typer.Option(min=1, help="VAE steps on 5-frame clips (batch 8).")] = 700,
+    vae_finetune_steps: Annotated[int, typer.Option(min=0, help="Then VAE steps on 17-frame clips (batch 4).")] = 250,
     camera: str = "cam_high",
     fps: Annotated[float, typer.Option(help="Video rate: the IDM's fps.")] = 12.5,
     image_size: Annotated[int, typer.Option(help="Square frame size in pixels.")] = 64,
@@ -37,7 +38,7 @@ def train_world_model_base_command(
     _threads(threads)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=vae_steps, desc="VAE")
+    bar = tqdm(total=vae_steps + vae_finetune_steps, desc="VAE")
 
     def progress(step: int, loss: float) -> None:
         bar.update(1)
@@ -47,7 +48,7 @@ def train_world_model_base_command(
         data,
         out,
         TinyWanConfig(image_size=(image_size, image_size)),
-        VaeSettings(steps=vae_steps, seed=seed),
+        VaeSettings(steps=vae_steps, seed=seed, finetune_steps=vae_finetune_steps),
         camera=camera,
         fps=fps,
         progress=progress,

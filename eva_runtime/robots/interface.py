@@ -71,6 +71,20 @@ class RobotInterface(ABC):
     @abstractmethod
     def disconnect(self) -> None: ...
 
+    # Episode hooks with defaults for a real robot, where a person resets the scene and labels the outcome.
+    @property
+    def instruction(self) -> str:
+        """The task's default instruction where the robot knows one (simulation); empty otherwise."""
+        return ""
+
+    def reset_episode(self, seed: int) -> None:
+        """Put the scene back for a new episode where the robot can (simulation); nothing to do on hardware."""
+        return None  # a person resets a real scene
+
+    def success(self) -> bool | None:
+        """The robot's own success check where one exists (simulation); None means unknown: an operator labels."""
+        return None
+
     def __enter__(self) -> RobotInterface:
         self.connect()
         return self

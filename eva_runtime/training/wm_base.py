@@ -28,8 +28,13 @@ def make_base_model(
     fps: float = 12.5,
     held_out: int = 10,
     progress: Callable[[int, float], None] | None = None,
+    phase_one_vae=None,
 ) -> dict:
-    """Train the VAE on all but the last `held_out` episodes, save the pipeline to `out`, return the metrics."""
+    """Train the VAE on all but the last `held_out` episodes, save the pipeline to `out`, return the metrics.
+
+    `phase_one_vae`: a VAE that already went through the first (short-clip) phase with these settings; only the
+    long-clip phase runs then (how the shipped base was finished after its first phase had been saved).
+    """
     import dataclasses
 
     import torch
@@ -43,10 +48,15 @@ def make_base_model(
     train, validation = videos[:-held_out], videos[-held_out:]
     instructions = [spec.instruction for spec in TASKS.values()] + [v.instruction for v in videos]
     config = dataclasses.replace(config, vocabulary=instruction_vocabulary(instructions))
-    torch.manual_seed(vae_settings.seed)
-    vae = build_vae(config)
     began = time.perf_counter()
-    losses = train_vae(vae, train, vae_settings, progress)
+    if phase_one_vae is None:
+        torch.manual_seed(vae_settings.seed)
+        vae = build_vae(config)
+        losses = train_vae(vae, train, vae_settings, progress)
+    else:
+        vae, losses = phase_one_vae, []
+    if vae_settings.finetune_steps:
+        losses += train_vae(vae, train, vae_settings.finetune(), progress)
     seconds = time.perf_counter() - began
     mean, std = latent_statistics(vae, train, vae_settings.clip)
     vae.register_to_config(latents_mean=mean, latents_std=std)
@@ -58,6 +68,7 @@ def make_base_model(
         "camera": camera,
         "fps": fps,
         "vae_steps": vae_settings.steps,
+        "vae_finetune_steps": vae_settings.finetune_steps,
         "vae_seconds": round(seconds, 1),
         "vae_final_loss": float(sum(losses[-50:]) / len(losses[-50:])),
         "vae_psnr_train_db": reconstruction_psnr(vae, train, 17),

@@ -1,0 +1,159 @@
+"""The policy node's `/diagnostics`: one DiagnosticStatus per concern, built from a plain snapshot of the runtime.
+
+Concerns (status names start with the node name so `rqt_robot_monitor` groups them): planner (alive, plan age,
+latency), cameras (frame ages), safety filter (intervention counts per check), robot (mode, joint-state ages,
+fault), inputs (refused malformed messages per topic) and control loop (tick period, overruns). Levels: ERROR
+for what stops the robot and needs an operator (planner process gone, ESTOP, FAULT), WARN for what makes the
+runtime hold by itself (stale input, refused messages since the last report), OK otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from eva_runtime.ros.messages import seconds_to_stamp
+
+__all__ = ["PolicySnapshot", "build_diagnostics"]
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    stamp: float
+    hardware_id: str
+    mode: str
+    lifecycle: str
+    homing: bool
+    planner_alive: bool
+    planner_ready: bool
+    model_id: str
+    plans: int
+    rejected: int
+    planner_faults: int
+    plan_age_s: float
+    latency_last_s: float
+    latency_p50_s: float
+    frame_ages_s: Mapping[str, float]
+    frame_timeout_s: float
+    state_ages_s: Mapping[str, float]
+    state_timeout_s: float
+    fault: str | None
+    interventions: Mapping[str, int]
+    rejected_messages: Mapping[str, int]
+    new_rejections: int  # refused since the previous report
+    last_rejection: Mapping[str, str]
+    tick_period_p50_s: float
+    tick_period_max_s: float
+    overruns: int
+    teleop_unavailable: str | None = None
+    episode_id: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else "inf" if math.isinf(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _status(name: str, level: bytes, message: str, hardware_id: str, values: Mapping[str, object]) -> DiagnosticStatus:
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id)
+    status.values = [KeyValue(key=key, value=_value(value)) for key, value in values.items()]
+    return status
+
+
+def build_diagnostics(node_name: str, s: PolicySnapshot) -> DiagnosticArray:
+    statuses = []
+    hw = s.hardware_id
+
+    if not s.planner_alive:
+        level, message = ERROR, "planner process is not running"
+    elif not s.planner_ready:
+        level, message = WARN, "planner process is starting"
+    elif s.mode == "autonomous" and not s.plan_age_s <= 2 * max(s.latency_p50_s, 1.0):
+        level, message = WARN, "waiting for a plan"
+    else:
+        level, message = OK, "planning"
+    statuses.append(
+        _status(
+            f"{node_name}: planner",
+            level,
+            message,
+            hw,
+            {
+                "model_id": s.model_id,
+                "plans": s.plans,
+                "rejected": s.rejected,
+                "planner_faults": s.planner_faults,
+                "plan_age_s": s.plan_age_s,
+                "latency_last_s": s.latency_last_s,
+                "latency_p50_s": s.latency_p50_s,
+            },
+        )
+    )
+
+    stale = sorted(name for name, age in s.frame_ages_s.items() if not age <= s.frame_timeout_s)
+    statuses.append(
+        _status(
+            f"{node_name}: cameras",
+            WARN if stale else OK,
+            f"stale: {', '.join(stale)}" if stale else "fresh",
+            hw,
+            {f"{name}_age_s": age for name, age in s.frame_ages_s.items()} | {"timeout_s": s.frame_timeout_s},
+        )
+    )
+
+    total = sum(s.interventions.values())
+    statuses.append(
+        _status(
+            f"{node_name}: safety filter",
+            ERROR if s.fault else OK,
+            s.fault or f"{total} interventions",
+            hw,
+            dict(sorted(s.interventions.items())),
+        )
+    )
+
+    stale_arms = sorted(arm for arm, age in s.state_ages_s.items() if not age <= s.state_timeout_s)
+    if s.mode in ("estop", "fault"):
+        level, message = ERROR, f"{s.mode.upper()}: an operator must release or reset"
+    elif stale_arms:
+        level, message = WARN, f"joint state stale: {', '.join(stale_arms)}"
+    else:
+        level, message = OK, f"{s.mode}{' (homing)' if s.homing else ''}"
+    robot_values: dict[str, object] = {"mode": s.mode, "lifecycle": s.lifecycle, "homing": s.homing}
+    robot_values |= {f"{arm}_state_age_s": age for arm, age in s.state_ages_s.items()}
+    robot_values |= {"fault": s.fault or "", "episode_id": "" if s.episode_id is None else s.episode_id}
+    robot_values |= {"teleop": s.teleop_unavailable or "available"}
+    statuses.append(_status(f"{node_name}: robot", level, message, hw, robot_values))
+
+    refused = sum(s.rejected_messages.values())
+    statuses.append(
+        _status(
+            f"{node_name}: inputs",
+            WARN if s.new_rejections else OK,
+            f"{refused} malformed messages refused" if refused else "all messages valid",
+            hw,
+            {f"rejected {topic}": count for topic, count in sorted(s.rejected_messages.items())}
+            | {f"last {topic}": why for topic, why in sorted(s.last_rejection.items())},
+        )
+    )
+
+    statuses.append(
+        _status(
+            f"{node_name}: control loop",
+            OK,
+            f"{s.overruns} overruns",
+            hw,
+            {"period_p50_s": s.tick_period_p50_s, "period_max_s": s.tick_period_max_s, "overruns": s.overruns},
+        )
+    )
+    array = DiagnosticArray()
+    array.header.stamp = seconds_to_stamp(s.stamp)
+    array.status = statuses
+    return array

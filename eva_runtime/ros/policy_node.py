@@ -1,0 +1,464 @@
+"""PolicyNode: the ROS 2 lifecycle node that runs the autonomous loop on a robot reached through vendor topics.
+
+The node is an adapter: the loop (`control.episode_runner.AutonomousLoop`), the mode table, the safety filter,
+the planner process and the outcome log decide everything; the node converts messages, keeps caches, exposes
+services and parameters, and publishes what an operator watches.
+
+Lifecycle:
+- configure: verify the bundle (a bad one is refused with the reason; the node stays unconfigured), open the
+  outcome log, start the planner process, subscribe to cameras, follower and leader states and the instruction
+  (and, only for the oracle test-instrument world model, the simulator's privileged state), create publishers,
+  services and report timers;
+- activate: refuse while in ESTOP or FAULT, without fresh joint states, or when another node publishes on a
+  command topic; otherwise start streaming at the embodiment's control rate with a homing slide to `home_pose`
+  (through the safety filter, under a fraction of the speed caps), then `mode_after_homing`;
+- deactivate: HOLD, and keep streaming hold commands (a moving arm comes to rest under the caps and stays);
+- cleanup / shutdown: stop streaming, end an open episode as aborted, stop the planner, close the log.
+
+Threads: a MultiThreadedExecutor. The control tick has its own mutually exclusive callback group; subscriptions
+only write caches (reentrant group); services and reports take the loop lock, so a service waits at most one
+tick and every mode change goes through the loop's mode table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from collections import Counter, deque
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String, UInt8MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from eva_runtime.control.episode_runner import AutonomousLoop, LoopSettings, episode_counters
+from eva_runtime.control.modes import Mode
+from eva_runtime.control.modes import Trigger as ModeTrigger
+from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.records.episode_session import EpisodeSession
+from eva_runtime.records.outcome_log import OutcomeLog
+from eva_runtime.ros.conventions import ResolvedTopics, resolve_topics
+from eva_runtime.ros.parameters import CAMERA_NAMES, POLICY_PARAMETERS, declare, read
+from eva_runtime.ros.policy_reports import PolicyReports
+from eva_runtime.ros.policy_services import OperatorServices
+from eva_runtime.ros.topic_robot import NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS, TopicRobot
+
+__all__ = ["PolicyNode", "main"]
+
+MODE_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)  # late joiners get the current mode
+
+
+class ConfigureError(RuntimeError):
+    """Configuration cannot succeed; the message is what the operator needs to fix."""
+
+
+@dataclass
+class _Runtime:
+    """Everything configure builds; cleanup tears it down in reverse."""
+
+    loop: AutonomousLoop
+    robot: TopicRobot
+    planner: PlannerProcess
+    log: OutcomeLog
+    session: EpisodeSession
+    topics: ResolvedTopics
+    model_id: str
+    oracle: bool
+    publishers: dict = field(default_factory=dict)
+    handles: list = field(default_factory=list)  # (destroy function, handle): services, timers, subscriptions
+
+
+class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
+    def __init__(self, node_name: str = "policy_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        declare(self, POLICY_PARAMETERS)
+        self._lock = threading.RLock()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = ReentrantCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._report_group = MutuallyExclusiveCallbackGroup()
+        self._runtime: _Runtime | None = None
+        self._control_timer = None
+        self._active = False
+        self._started = False  # the loop was seeded (first activation)
+        self._instruction_topic = ""
+        self._privileged: tuple[np.ndarray, float] | None = None  # (sim state, sim time): oracle only
+        self._privileged_rejected = 0
+        self._request_frames: dict[int, dict[str, np.ndarray]] = {}
+        self._interventions: Counter[str] = Counter()  # since configure (episode stats reset per episode)
+        self._periods: deque[float] = deque(maxlen=500)
+        self._overruns = 0
+        self._last_tick: float | None = None
+        self._reported_rejections = 0
+        self._last_log_update = 0.0
+        self._published_mode: str | None = None
+        self._mode_reason = ""
+        self.tick_count = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            runtime = self._build_runtime()
+        except ConfigureError as error:
+            self.get_logger().error(f"configure refused: {error}")
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self._runtime = runtime
+            self._publish_mode()
+        self.get_logger().info(f"configured: {runtime.model_id} on {runtime.robot.embodiment.name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        runtime = self._runtime
+        if runtime is None:
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self._check_activation(runtime)
+        except ConfigureError as error:
+            self.get_logger().error(f"activate refused: {error}")
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            loop = runtime.loop
+            if not self._started:
+                loop.start(int(read(self, "episode.seed")), Mode.HOLD)
+                self._started = True
+            elif loop.modes.mode is not Mode.HOLD:
+                loop.command(ModeTrigger.OPERATOR_HOLD, "activate")
+            home = read(self, "home_pose")
+            if len(home):
+                try:
+                    loop.begin_homing(np.array(home, dtype=np.float64), float(read(self, "homing_speed_fraction")))
+                except ValueError as error:
+                    self.get_logger().error(f"activate refused: home_pose: {error}")
+                    return TransitionCallbackReturn.FAILURE
+            self._active = True
+            if not loop.homing:
+                self._after_homing(loop)
+            self._publish_mode()
+        if self._control_timer is None:
+            period = runtime.robot.embodiment.control_period_s
+            self._control_timer = self.create_timer(period, self._on_control_tick, callback_group=self._control_group)
+        self.get_logger().info("active: homing" if runtime.loop.homing else "active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self._active = False
+            runtime = self._runtime
+            if runtime is not None and runtime.loop.modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
+                runtime.loop.command(ModeTrigger.OPERATOR_HOLD, "deactivate")
+                self._publish_mode()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_runtime()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_runtime()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release_runtime()
+        return TransitionCallbackReturn.SUCCESS
+
+    def release_runtime(self) -> None:
+        """Stop streaming, end an open episode as aborted, stop the planner and close the log (idempotent)."""
+        if self._control_timer is not None:
+            self.destroy_timer(self._control_timer)
+            self._control_timer = None
+        with self._lock:
+            runtime, self._runtime = self._runtime, None
+            self._active = self._started = False
+            self._published_mode = None
+        if runtime is None:
+            return
+        for destroy, handle in runtime.handles:
+            destroy(handle)
+        try:
+            runtime.session.close(episode_counters(runtime.loop.stats, runtime.loop.period))
+        finally:
+            runtime.planner.close()
+            runtime.log.close()
+            runtime.robot.disconnect()
+            for publisher in runtime.publishers.values():
+                self.destroy_publisher(publisher)
+
+    # --- configure ----------------------------------------------------------------------------------------------
+    def _build_runtime(self) -> _Runtime:
+        from eva_runtime import __version__
+        from eva_runtime.bundle import BundleError, load_bundle
+        from eva_runtime.control.sim_runtime import planner_spec
+        from eva_runtime.embodiment import EmbodimentError, load_embodiment
+        from eva_runtime.records.outcome_log import OutcomeLogError
+
+        try:
+            if not str(read(self, "bundle")):
+                raise ValueError("parameter 'bundle' is empty: pass bundle:=/path/to/bundle")
+            bundle_path = Path(str(read(self, "bundle"))).expanduser()
+            embodiment_file = str(read(self, "embodiment_file"))
+            robot_embodiment = load_embodiment(Path(embodiment_file).expanduser()) if embodiment_file else None
+            bundle = load_bundle(bundle_path, robot_embodiment)
+            embodiment = robot_embodiment or bundle.embodiment
+            topics = resolve_topics(
+                str(read(self, "topic_convention")),
+                {name.removeprefix("topics."): str(read(self, name)) for name in _joint_topic_parameters()},
+            )
+            settings = self._loop_settings(bundle)
+        except (BundleError, EmbodimentError, ValueError) as error:
+            raise ConfigureError(str(error)) from None
+        camera_topics = {}
+        for camera in embodiment.cameras:
+            override = str(read(self, f"topics.camera.{camera.name}")) if camera.name in CAMERA_NAMES else ""
+            camera_topics[camera.name] = override or camera.topic
+        oracle = bundle.manifest.world_model.kind == "oracle"
+        task = str(read(self, "episode.task"))
+        spec = planner_spec(bundle, task, int(read(self, "plan_attempts")), float(read(self, "plan_threshold")))
+        model_id = f"{bundle.manifest.world_model.id}+idm:{bundle.hashes()['idm'][:8]}"
+        log_path = Path(str(read(self, "log_path"))).expanduser()
+        with ExitStack() as undo:  # whatever was started is stopped again if a later step fails
+            try:
+                log = OutcomeLog(log_path)
+            except OutcomeLogError as error:
+                raise ConfigureError(str(error)) from None
+            undo.callback(log.close)
+            planner = PlannerProcess(spec)
+            undo.callback(planner.close)
+            try:
+                planner.start(wait_s=float(read(self, "planner_start_timeout_s")))
+            except RuntimeError as error:
+                raise ConfigureError(f"planner process: {error}") from None
+            robot = TopicRobot(self, embodiment, topics, camera_topics, callback_group=self._input_group)
+            undo.callback(robot.disconnect)
+            robot.connect()
+            loop = AutonomousLoop(
+                robot,
+                planner,
+                settings,
+                privileged=self._oracle_state if oracle else None,
+                restart_planner=lambda: planner.alive or planner.start(wait_s=None),
+                leader=robot.leader,
+            )
+            session = EpisodeSession(log, embodiment.name, bundle.hashes(), model_id, __version__)
+            runtime = _Runtime(loop, robot, planner, log, session, topics, model_id, oracle)
+            self._create_interfaces(runtime, embodiment)
+            undo.pop_all()
+        self._reset_counters()
+        if topics.leader_unavailable:
+            self.get_logger().warning(f"teleop unavailable: {topics.leader_unavailable}")
+        return runtime
+
+    def _reset_counters(self) -> None:
+        """Counters and caches that describe one configuration of the node (diagnostics count from configure)."""
+        self._privileged = None
+        self._privileged_rejected = 0
+        self._request_frames = {}
+        self._interventions = Counter()
+        self._periods.clear()
+        self._overruns = 0
+        self._last_tick = None
+        self._reported_rejections = 0
+        self._published_mode = None
+        self._mode_reason = ""
+
+    def _loop_settings(self, bundle) -> LoopSettings:
+        return LoopSettings(
+            max_steps=0,  # unused: the node runs until deactivated
+            synchronous=bool(read(self, "synchronous")),
+            execute_fraction=float(read(self, "execute_fraction")),
+            planner_timeout_s=float(read(self, "planner_timeout_s")),
+            initial_latency_s=float(read(self, "initial_latency_s")),
+            cameras=tuple(bundle.manifest.idm.cameras),  # the IDM's cameras are the ones a plan is made from
+        )
+
+    def _create_interfaces(self, runtime: _Runtime, embodiment) -> None:
+        publishers = runtime.publishers
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        for name, kind, topic, qos in (
+            ("mode", String, "~/mode", MODE_QOS),
+            ("status", String, "~/status", 10),
+            ("rollout", Image, "~/rollout", qos_profile_sensor_data),
+            ("plan", JointTrajectory, "~/plan", 10),
+            ("diagnostics", DiagnosticArray, "/diagnostics", 10),
+        ):
+            publishers[name] = self.create_publisher(kind, topic, qos, event_callbacks=NO_PUBLISHER_EVENTS)
+        handles = runtime.handles
+        self._create_services(runtime)
+        instruction_topic = str(read(self, "topics.instruction")) or (
+            embodiment.topics.instruction if embodiment.topics is not None else "/instruction"
+        )
+        subscriptions = [(String, instruction_topic, self._on_instruction, 10)]
+        if runtime.oracle:
+            topic = str(read(self, "topics.privileged_state"))
+            subscriptions.append((UInt8MultiArray, topic, self._on_privileged_state, qos_profile_sensor_data))
+        for kind, topic, callback, qos in subscriptions:
+            subscription = self.create_subscription(
+                kind, topic, callback, qos, callback_group=self._input_group, event_callbacks=NO_SUBSCRIPTION_EVENTS
+            )
+            handles.append((self.destroy_subscription, subscription))
+        for rate, callback in (
+            (float(read(self, "diagnostics_rate_hz")), self._publish_diagnostics),
+            (float(read(self, "status_rate_hz")), self._publish_status),
+        ):
+            handles.append((self.destroy_timer, self.create_timer(1.0 / rate, callback, self._report_group)))
+
+    def _check_activation(self, runtime: _Runtime) -> None:
+        mode = runtime.loop.modes.mode
+        if mode in (Mode.ESTOP, Mode.FAULT):
+            action = "release" if mode is Mode.ESTOP else "reset_fault"
+            raise ConfigureError(f"the runtime is in {mode.value.upper()}: call ~/{action} first")
+        timeout = float(read(self, "activation_timeout_s"))
+        deadline = time.monotonic() + timeout
+        limit = runtime.robot.embodiment.safety.timeouts_s.get("joint_state", 0.1)
+        while True:
+            ages = runtime.robot.state_ages(runtime.robot.now())
+            fresh = all(age <= limit for age in ages.values())
+            if fresh and (not runtime.oracle or self._privileged is not None):
+                break
+            if time.monotonic() > deadline:
+                stale = {runtime.topics.follower_state[arm]: age for arm, age in ages.items() if not age <= limit}
+                what = f"no fresh joint state on {sorted(stale)}" if stale else "no privileged simulator state"
+                raise ConfigureError(f"{what} within {timeout} s")
+            time.sleep(0.02)
+        if not bool(read(self, "allow_shared_command_topic")):
+            for topic in runtime.topics.command.values():
+                others = self.count_publishers(topic) - 1  # minus our own publisher
+                if others > 0:
+                    raise ConfigureError(
+                        f"{others} other publisher(s) on the command topic {topic}: two commanders would fight "
+                        "over the arms (set allow_shared_command_topic to override)"
+                    )
+
+    # --- the control tick ---------------------------------------------------------------------------------------
+    def _on_control_tick(self) -> None:
+        began = time.monotonic()
+        if self._last_tick is not None:
+            self._periods.append(began - self._last_tick)
+        self._last_tick = began
+        with self._lock:
+            runtime = self._runtime
+            if runtime is None or not self._started or not self.context.ok():
+                return  # (after Ctrl-C the context is shut down before the executor stops calling back)
+            loop = runtime.loop
+            loop.instruction = self._instruction(runtime)
+            was_homing = loop.homing
+            try:
+                tick = loop.tick()
+            except Exception as error:  # a bug or a broken input must end in a held arm, never a dead node
+                if self.context.ok():
+                    self._fail_safe(loop, error)
+                return
+            self.tick_count += 1
+            self._interventions.update(item.check.value for item in tick.result.interventions)
+            if was_homing and not loop.homing and loop.modes.mode is Mode.HOLD:
+                self.get_logger().info("homed")
+                self._after_homing(loop)
+            for event in tick.events:
+                if event.accepted and event.after is not event.before:
+                    self._mode_reason = f"{event.trigger.value}: {event.detail}"
+                    self.get_logger().info(f"mode {event.before} -> {event.after} ({self._mode_reason})")
+            self._publish_mode()
+            self._publish_plan(runtime, tick)
+        if time.monotonic() - began > runtime.loop.period:
+            self._overruns += 1
+
+    def _after_homing(self, loop: AutonomousLoop) -> None:
+        if self._active and str(read(self, "mode_after_homing")) == "autonomous":
+            loop.command(ModeTrigger.OPERATOR_AUTONOMOUS, "after homing")
+            self._publish_mode()
+
+    def _fail_safe(self, loop: AutonomousLoop, error: Exception) -> None:
+        """FAULT (an operator matter) and a hold command through the filter, if the robot can still take one."""
+        self.get_logger().error(f"control tick failed: {type(error).__name__}: {error}", throttle_duration_sec=1.0)
+        now = loop.robot.now()
+        loop.modes.handle(ModeTrigger.ROBOT_FAULT, now, f"control tick failed: {error}")
+        self._publish_mode()
+        try:
+            loop.robot.send(loop.safety.step(now + loop.period, None))
+        except Exception as send_error:
+            self.get_logger().error(f"hold command failed too: {send_error}", throttle_duration_sec=1.0)
+
+    def _instruction(self, runtime: _Runtime) -> str:
+        return str(read(self, "episode.instruction")) or self._instruction_topic
+
+    def _oracle_state(self, progress: int, filter_state: object):
+        """The oracle world model's privileged view: the sim's latest state, the loop's progress and filter.
+
+        The filter state's time moves to the simulation clock: the oracle re-simulates on the sim's time line.
+        """
+        from eva_runtime.sim.bimanual_sim import SimSnapshot
+        from eva_runtime.world_model.oracle import OracleState
+
+        latest = self._privileged
+        if latest is None:
+            return None
+        state, sim_time = latest
+        return OracleState(SimSnapshot(state, sim_time), progress, dataclasses.replace(filter_state, time=sim_time))
+
+    # --- inputs ---------------------------------------------------------------------------------------------------
+    def _on_instruction(self, message: String) -> None:
+        if message.data.strip():
+            self._instruction_topic = message.data
+
+    def _on_privileged_state(self, message: UInt8MultiArray) -> None:
+        from eva_runtime.wire import WireError, unpack
+
+        try:
+            data = unpack(bytes(message.data))
+            state = np.asarray(data["sim_state"], dtype=np.float64)
+            sim_time = float(data["sim_time"])
+        except (WireError, KeyError, TypeError, ValueError):
+            self._privileged_rejected += 1
+            return
+        self._privileged = (state, sim_time)
+
+
+def _joint_topic_parameters() -> list[str]:
+    roles = ("follower_state", "leader_state", "command")
+    return [s.name for s in POLICY_PARAMETERS if s.name.count(".") == 2 and s.name.split(".")[1] in roles]
+
+
+USAGE = """usage: ros2 run eva_runtime policy_node --ros-args -p bundle:=<bundle dir> [-p name:=value ...]
+
+The EVA policy as a ROS 2 lifecycle node: configure (verify the bundle, start the planner), activate (homing,
+then streaming commands), deactivate (hold). Services under ~/ : mode/autonomous, mode/teleop, mode/hold, estop,
+release, reset_fault, start_episode, end_episode/success|failure|aborted (std_srvs/Trigger). Parameters:
+"""
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if args is None else args
+    if "-h" in argv or "--help" in argv:
+        ros_args = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+        if any(flag in argv[:ros_args] for flag in ("-h", "--help")):
+            print(USAGE + "\n".join(f"  {s.name}: {s.description}" for s in POLICY_PARAMETERS))
+            return 0
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release_runtime()  # an open episode is closed as aborted; the planner process is stopped
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""SimRobotNode: the MuJoCo bimanual simulation behind exactly the vendor ROS topics, so the graph runs without arms.
+
+It behaves like the arm drivers and camera drivers of a CobotMagic:
+- follower joint states (``sensor_msgs/JointState``, names ``joint0..joint6``, one message per arm) after every
+  physics step, which runs at the embodiment's control rate in real time;
+- three camera streams (``sensor_msgs/Image`` rgb8) at `camera_rate_hz`, rendered at `camera_width` x
+  `camera_height` (small renders keep tests cheap);
+- command JointStates on the command topics become position targets, held until the next command, as the arm
+  firmware does; a malformed command (wrong count or names, NaN) is refused, counted, and the last target kept.
+- ``~/reset`` (std_srvs/Trigger) places the task's objects again from the `seed` parameter; the arms stay where
+  they are, as when a person resets a real table.
+
+Sim-only test-instrument channel: for the oracle world model (which cheats by re-simulating the scene) the node
+also publishes its full integration state on `topics.privileged_state` (default ``/eva_sim/privileged_state``,
+``std_msgs/UInt8MultiArray`` carrying msgpack bytes from `eva_runtime.wire`: ``{"sim_state": float64 array,
+"sim_time": float}``). No real robot has this topic; the policy node subscribes to it only when the bundle's
+world model is the oracle.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from eva_runtime.ros.conventions import resolve_topics
+from eva_runtime.ros.messages import (
+    MalformedMessageError,
+    joint_state_to_vector,
+    rgb_to_image,
+    seconds_to_stamp,
+    vector_to_joint_state,
+)
+from eva_runtime.ros.parameters import CAMERA_NAMES, SIM_ROBOT_PARAMETERS, declare, read
+
+__all__ = ["SimRobotNode", "main"]
+
+
+class SimRobotNode(Node):
+    """The simulated robot. All MuJoCo work (physics, rendering, reset) runs on one thread the node owns: an EGL
+    context is bound to the thread that made it current, and a driver's loop is its own clock anyway."""
+
+    # Physics steps run back to back when the thread was late (rendering, a busy machine), so simulated time keeps
+    # up with the wall clock the policy commands by; a stall longer than this lets time slip instead.
+    MAX_CATCH_UP_STEPS = 25
+
+    def __init__(self, node_name: str = "sim_robot_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        declare(self, SIM_ROBOT_PARAMETERS)
+        from eva_runtime.embodiment import load_embodiment
+
+        self.embodiment = load_embodiment(str(read(self, "embodiment_file")))
+        if self.embodiment.dof != 14 or len(self.embodiment.arms) != 2:
+            raise ValueError(f"the simulated robot is bimanual 2 x 7; {self.embodiment.name} has {self.embodiment.dof}")
+        self.topics = resolve_topics(
+            str(read(self, "topic_convention")),
+            {
+                f"{role}.{arm}": str(read(self, f"topics.{role}.{arm}"))
+                for role in ("follower_state", "command")
+                for arm in ("left", "right")
+            },
+        )
+        self.ros_joint_names = (
+            self.embodiment.topics.joint_names if self.embodiment.topics else tuple(f"joint{i}" for i in range(7))
+        )
+        self._lock = threading.Lock()  # target and counters: written by command callbacks, read by the sim thread
+        self._target: np.ndarray | None = None
+        self.rejected: Counter[str] = Counter()
+        self.commands_received = 0
+        self.steps = 0
+        self.sim_time = 0.0
+        self._reset_requests: queue.SimpleQueue[tuple[int, threading.Event, list]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._robot = None
+
+        self._state_publishers = {
+            arm: self.create_publisher(JointState, topic, qos_profile_sensor_data)
+            for arm, topic in self.topics.follower_state.items()
+        }
+        self._camera_publishers = {}
+        for camera in self.embodiment.cameras:
+            override = str(read(self, f"topics.camera.{camera.name}")) if camera.name in CAMERA_NAMES else ""
+            topic = override or camera.topic
+            self._camera_publishers[camera.name] = self.create_publisher(Image, topic, qos_profile_sensor_data)
+        self._privileged = None
+        if bool(read(self, "publish_privileged_state")):
+            topic = str(read(self, "topics.privileged_state"))
+            self._privileged = self.create_publisher(UInt8MultiArray, topic, qos_profile_sensor_data)
+        self._inputs = ReentrantCallbackGroup()
+        for index, topic in enumerate(self.topics.command.values()):
+            self.create_subscription(JointState, topic, self._on_command(index, topic), 10, callback_group=self._inputs)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._reset, callback_group=self._inputs)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._inputs)
+
+        first = self.embodiment.cameras[0]
+        self._size = (int(read(self, "camera_height")) or first.height, int(read(self, "camera_width")) or first.width)
+        self._camera_period = 1.0 / (float(read(self, "camera_rate_hz")) or first.fps)
+        self._thread = threading.Thread(target=self._run, name="mujoco", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise RuntimeError(f"the simulated robot did not start: {self._failure}") from self._failure
+
+    # --- the simulation thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        from eva_runtime.robots.mujoco_robot import MujocoRobot
+
+        try:
+            robot = MujocoRobot(self.embodiment, str(read(self, "task")))
+            robot.connect()
+            start_pose = read(self, "start_pose")
+            robot.reset_episode(int(read(self, "seed")), np.array(start_pose) if len(start_pose) else None)
+            robot.sim.render(tuple(self._camera_publishers), *self._size)  # renderer built here, on this thread
+        except Exception as error:  # reported by the constructor, which is waiting for this thread
+            self._failure = error
+            self._ready.set()
+            return
+        self._robot = robot
+        with self._lock:
+            self._target = robot.sim.joint_positions()  # the firmware holds the pose it starts in
+        self._ready.set()
+        period = self.embodiment.control_period_s
+        next_step = next_frame = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_step:
+                    behind = min(int((now - next_step) / period) + 1, self.MAX_CATCH_UP_STEPS)
+                    self._step(robot.sim, behind)
+                    next_step = max(next_step + behind * period, now - period)
+                if now >= next_frame:
+                    self._publish_cameras(robot.sim)
+                    next_frame = max(next_frame + self._camera_period, now)
+                while not self._reset_requests.empty():
+                    self._do_reset(robot, *self._reset_requests.get())
+                self._stop.wait(max(0.0, min(next_step, next_frame) - time.monotonic()))
+        finally:
+            robot.disconnect()
+
+    def _step(self, sim, steps: int) -> None:
+        with self._lock:
+            target = self._target.copy()
+        for _ in range(steps):
+            sim.apply(target)
+        self.steps += steps
+        self.sim_time = sim.time
+        stamp = self._now()
+        position, velocity = sim.joint_positions(), sim.joint_velocities()
+        for index, publisher in enumerate(self._state_publishers.values()):
+            part = slice(7 * index, 7 * index + 7)
+            publisher.publish(vector_to_joint_state(position[part], self.ros_joint_names, stamp, velocity[part]))
+        if self._privileged is not None:
+            from eva_runtime.wire import pack
+
+            snapshot = sim.snapshot()
+            message = UInt8MultiArray()
+            message.data = pack({"sim_state": snapshot.state, "sim_time": snapshot.time})
+            self._privileged.publish(message)
+
+    def _publish_cameras(self, sim) -> None:
+        if not bool(read(self, "cameras_enabled")):
+            return  # a camera driver that stopped: the policy must notice by the frames' age
+        stamp = self._now()
+        for name, image in sim.render(tuple(self._camera_publishers), *self._size).items():
+            self._camera_publishers[name].publish(rgb_to_image(image, stamp, frame_id=name))
+
+    def _do_reset(self, robot, seed: int, done: threading.Event, result: list) -> None:
+        pose = robot.sim.joint_positions()
+        robot.reset_episode(seed, pose)  # objects placed anew; the arms stay where they are
+        with self._lock:
+            self._target = pose.copy()
+        result.append(f"scene reset with seed {seed}")
+        done.set()
+
+    @property
+    def target(self) -> np.ndarray:
+        """The position target the simulated firmware holds now."""
+        with self._lock:
+            return self._target.copy()
+
+    # --- ROS callbacks ------------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_command(self, arm_index: int, topic: str):
+        def receive(message: JointState) -> None:
+            try:
+                position, _ = joint_state_to_vector(message, self.ros_joint_names)
+            except MalformedMessageError as error:
+                self.get_logger().warning(f"refused command on {topic}: {error}", throttle_duration_sec=1.0)
+                with self._lock:
+                    self.rejected[topic] += 1
+                return
+            with self._lock:
+                self._target[7 * arm_index : 7 * arm_index + 7] = position
+                self.commands_received += 1
+
+        return receive
+
+    def _reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        done, result = threading.Event(), []
+        self._reset_requests.put((int(read(self, "seed")), done, result))
+        response.success = done.wait(5.0)
+        response.message = result[0] if result else "the simulation thread did not answer within 5 s"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            rejected = dict(self.rejected)
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if rejected else DiagnosticStatus.OK,
+            name=f"{self.get_name()}: commands",
+            message=f"{sum(rejected.values())} malformed commands refused" if rejected else "ok",
+            hardware_id=f"mujoco:{self.embodiment.name}",
+        )
+        status.values = [KeyValue(key=f"rejected {topic}", value=str(n)) for topic, n in sorted(rejected.items())]
+        status.values.append(KeyValue(key="sim_time_s", value=f"{self.sim_time:.3f}"))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = seconds_to_stamp(self._now())
+        self._diagnostics.publish(array)
+
+    def close(self) -> None:
+        """Stop the simulation thread (it releases MuJoCo and its renderer on its own thread)."""
+        self._stop.set()
+        self._thread.join(10.0)
+
+
+USAGE = """usage: ros2 run eva_runtime sim_robot_node --ros-args -p embodiment_file:=<yaml> [-p name:=value ...]
+
+The MuJoCo bimanual robot behind the vendor topics (follower states, cameras, commands). Parameters:
+"""
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if args is None else args
+    before_ros_args = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in before_ros_args or "--help" in before_ros_args:
+        print(USAGE + "\n".join(f"  {s.name}: {s.description}" for s in SIM_ROBOT_PARAMETERS))
+        return 0
+    rclpy.init(args=args)
+    node = SimRobotNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The bimanual EVA graph: the policy lifecycle node and, with use_sim:=true, the simulated robot behind the vendor
+topics (MuJoCo), so the whole graph runs without arms.
+
+    ros2 launch eva_runtime bimanual.launch.py use_sim:=true
+    ros2 launch eva_runtime bimanual.launch.py bundle:=/path/to/bundle topic_convention:=joint_states
+
+Arguments:
+    bundle            deployment bundle directory (default: $EVA_BUNDLE, else the source checkout's shipped bundle)
+    config            parameter file for both nodes (default: this package's config/bimanual.yaml)
+    use_sim           start the simulated robot (true/false, default false)
+    topic_convention  classic (/puppet feedback, commands on /master) or joint_states (/joint_states_*)
+    autostart         configure and activate the policy node at launch (default: the value of use_sim). On the
+                      real robot the default is false: activation moves the arms (homing), so the operator does it:
+                      ros2 lifecycle set /policy_node configure; ros2 lifecycle set /policy_node activate
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
+
+
+def _default_bundle() -> str:
+    """$EVA_BUNDLE, else models/bundle_transfer_cube of an editable (source) install of eva_runtime, else ''."""
+    if os.environ.get("EVA_BUNDLE"):
+        return os.environ["EVA_BUNDLE"]
+    try:
+        import eva_runtime
+    except ImportError:
+        return ""
+    shipped = Path(eva_runtime.__file__).resolve().parents[1] / "models" / "bundle_transfer_cube"
+    return str(shipped) if (shipped / "manifest.yaml").is_file() else ""
+
+
+def generate_launch_description() -> LaunchDescription:
+    bundle = LaunchConfiguration("bundle")
+    config = LaunchConfiguration("config")
+    use_sim = LaunchConfiguration("use_sim")
+    topic_convention = LaunchConfiguration("topic_convention")
+    autostart = LaunchConfiguration("autostart")
+
+    arguments = [
+        DeclareLaunchArgument("bundle", default_value=_default_bundle(), description="deployment bundle directory"),
+        DeclareLaunchArgument(
+            "config",
+            default_value=PathJoinSubstitution([FindPackageShare("eva_runtime"), "config", "bimanual.yaml"]),
+            description="parameter file (policy_node and sim_robot_node sections)",
+        ),
+        DeclareLaunchArgument("use_sim", default_value="false", choices=["true", "false"]),
+        DeclareLaunchArgument("topic_convention", default_value="classic", choices=["classic", "joint_states"]),
+        DeclareLaunchArgument("autostart", default_value=use_sim, choices=["true", "false"]),
+    ]
+
+    policy = LifecycleNode(
+        package="eva_runtime",
+        executable="policy_node",
+        name="policy_node",
+        namespace="",
+        output="screen",
+        parameters=[config, {"bundle": bundle, "topic_convention": topic_convention}],
+    )
+    sim = Node(
+        package="eva_runtime",
+        executable="sim_robot_node",
+        name="sim_robot_node",
+        output="screen",
+        parameters=[
+            config,
+            # The simulated robot embodies the bundle's own embodiment (joint layout, cameras, control rate).
+            {
+                "embodiment_file": PathJoinSubstitution([bundle, "embodiment.yaml"]),
+                "topic_convention": topic_convention,
+            },
+        ],
+        condition=IfCondition(use_sim),
+    )
+    configure = EmitEvent(
+        event=ChangeState(lifecycle_node_matcher=matches_action(policy), transition_id=Transition.TRANSITION_CONFIGURE),
+        condition=IfCondition(autostart),
+    )
+    activate_when_configured = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=policy,
+            goal_state="inactive",
+            entities=[
+                EmitEvent(
+                    event=ChangeState(
+                        lifecycle_node_matcher=matches_action(policy), transition_id=Transition.TRANSITION_ACTIVATE
+                    )
+                )
+            ],
+        ),
+        condition=IfCondition(autostart),
+    )
+    return LaunchDescription([*arguments, sim, policy, activate_when_configured, configure])
