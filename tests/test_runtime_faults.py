@@ -286,3 +286,26 @@ def test_stale_joint_state_holds_and_a_fresh_one_resumes(connected, idm_onnx) ->
     assert stats.interventions["stale_input"] > 0  # the filter held on the stale stamp too
     assert any(e.trigger is Trigger.CAUSE_CLEARED and e.accepted and e.time > stale[0].time for e in stats.mode_events)
     assert_within_limits(robot.sent)
+
+
+def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None:  # noqa: F811
+    """The planner sends the best rollout's frames back with its plan (ROS `~/rollout` shows them)."""
+    captured: list = []
+
+    def hooks(planner: PlannerProcess) -> dict:
+        poll = planner.poll
+
+        def watching_poll():
+            answer = poll()
+            if answer is not None and answer[1].plan is not None:
+                captured.append(answer[1].plan)
+            return answer
+
+        planner.poll = watching_poll
+        return {}
+
+    stats = episode(robot, idm_onnx, LoopSettings(max_steps=400, pace=True, initial_latency_s=0.3), hooks=hooks)
+    assert stats.plans > 0, "no plan arrived in 8 s"
+    assert captured
+    preview = captured[0].metadata["rollout"]["cam_high"]
+    assert preview.dtype == np.uint8 and preview.shape[1:] == (64, 64, 3) and 2 <= len(preview) <= 8

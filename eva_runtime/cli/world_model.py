@@ -158,7 +158,7 @@ def eval_world_model_command(
 
         np.save(save_actions, np.stack(kept), allow_pickle=False)
     summary = summarise(results)
-    summary.update({"model": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
+    summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "conditions": [r.__dict__ for r in results]}, indent=2))
     table = _markdown(summary)

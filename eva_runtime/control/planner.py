@@ -33,6 +33,9 @@ class PlannerSettings:
     attempts: int = 3  # resample budget
     threshold: float = 0.0  # minimum executability reward to execute a plan
     smooth: int = 3  # centred moving average over decoded frames (1: none)
+    # Imagined frames sent back with a plan (evenly spaced, first and last kept) so operators can watch
+    # imagination vs reality (ROS `~/rollout`); 0: none.
+    preview_frames: int = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Planner:
         began = time.perf_counter()
         scores: list[float] = []
         best: tuple[float, np.ndarray] | None = None
+        preview: dict[str, np.ndarray] = {}
         attempt = 0
         for attempt in range(1, self.settings.attempts + 1):
             rollout = self.world_model.rollout(
@@ -87,7 +91,7 @@ class Planner:
                 for camera in self.decoder.config.cameras
             }
             decoded = self.decoder.decode_batch(videos)
-            for actions in decoded:
+            for index, actions in enumerate(decoded):
                 smoothed = moving_average(actions, self.settings.smooth)
                 if not np.all(np.isfinite(smoothed)):
                     scores.append(float("nan"))
@@ -96,6 +100,7 @@ class Planner:
                 scores.append(score)
                 if best is None or score > best[0]:
                     best = (score, smoothed)
+                    preview = self._preview(videos, index)
             if best is not None and best[0] >= self.settings.threshold:
                 break
         seconds = time.perf_counter() - began
@@ -110,5 +115,16 @@ class Planner:
             score=best[0],
             latency_s=seconds,
             attempts=attempt,
+            metadata={"rollout": preview} if preview else {},
         )
         return PlanOutcome(plan, tuple(scores), seconds)
+
+    def _preview(self, videos: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+        count = self.settings.preview_frames
+        if count <= 0:
+            return {}
+        preview = {}
+        for camera, batch in videos.items():
+            picks = np.unique(np.linspace(0, batch.shape[1] - 1, min(count, batch.shape[1])).round().astype(int))
+            preview[camera] = np.ascontiguousarray(batch[index, picks])
+        return preview

@@ -141,6 +141,7 @@ def _serve(connection, spec_json: str) -> None:
                         "model_id": plan.model_id,
                         "score": plan.score,
                         "attempts": plan.attempts,
+                        "rollout": plan.metadata.get("rollout", {}),
                     },
                 }
             )
@@ -228,6 +229,7 @@ class PlannerProcess:
                 score=data["score"],
                 latency_s=message["seconds"],
                 attempts=data["attempts"],
+                metadata={"rollout": data["rollout"]} if data.get("rollout") else {},
             )
         return message["id"], PlanOutcome(plan, tuple(message["scores"]), message["seconds"], message["reason"])
 
