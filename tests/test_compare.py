@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -65,3 +66,19 @@ def test_compare_runs_oracle_and_wan_side_by_side(wan_bundle: Path, tmp_path: Pa
     assert "| oracle |" in table and "| tiny |" in table and "exact (the recording)" in table
     assert (out / "compare.png").stat().st_size > 0
     assert (out / "tiny.db").is_file()  # the closed loop went through eva run's outcome log
+
+
+def test_the_shipped_wan_bundle_verifies_and_imagines_the_configured_horizon() -> None:
+    from eva_runtime.control.sim_runtime import world_model_spec
+    from eva_runtime.sim.tasks import task_spec
+    from eva_runtime.world_model.protocol import RolloutRequest
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    deployed = load_bundle(REPOSITORY / "models" / "bundle_transfer_cube_wan")  # every hash, the base pinned
+    entry = deployed.manifest.world_model
+    assert entry.kind == "wan" and entry.fps == deployed.manifest.idm.fps
+    model = load_wan_world_model(world_model_spec(deployed, "transfer_cube"))
+    frame = np.full((1, 64, 64, 3), 90, np.uint8)
+    instruction = task_spec("transfer_cube").instruction
+    rollout = model.rollout(RolloutRequest({"cam_high": frame}, instruction, entry.horizon, seed=0, samples=2))
+    assert rollout.frames["cam_high"].shape == (2, entry.horizon, 64, 64, 3)
