@@ -307,5 +307,8 @@ def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None: 
     stats = episode(robot, idm_onnx, LoopSettings(max_steps=400, pace=True, initial_latency_s=0.3), hooks=hooks)
     assert stats.plans > 0, "no plan arrived in 8 s"
     assert captured
+    from eva_runtime.idm.decoder import IdmDecoder
+
+    size = IdmDecoder(idm_onnx).config.image_size  # frames come back at the IDM's size
     preview = captured[0].metadata["rollout"]["cam_high"]
-    assert preview.dtype == np.uint8 and preview.shape[1:] == (64, 64, 3) and 2 <= len(preview) <= 8
+    assert preview.dtype == np.uint8 and preview.shape[1:] == (*size, 3) and 2 <= len(preview) <= 8
