@@ -212,3 +212,57 @@ def test_flow_matching_objective_learns_a_fixed_batch() -> None:
     with torch.no_grad():
         after = float(np.mean([loss_at(s).item() for s in range(4)]))
     assert after < 0.8 * before, (before, after)
+
+
+def test_wan21_layout_with_a_clip_image_encoder_runs_through_the_pipeline() -> None:
+    """Wan2.1 I2V: CLIP image embeddings + mask/condition channels; the backend calls the diffusers pipeline."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from eva_runtime.world_model.wan.components import build_text_encoder, build_tokenizer, build_vae
+    from tests.wan_helpers import tiny_config
+
+    config = tiny_config()
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(config.vocabulary)
+    encoder = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=2 * config.vae_z_dim + 4,  # noisy latents + 4 mask channels + conditioning latents
+        out_channels=config.vae_z_dim,
+        text_dim=config.text_dim,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=1,
+        image_dim=16,
+        added_kv_proj_dim=24,
+        rope_max_seq_len=64,
+    )
+    pipeline = WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=build_text_encoder(config, len(tokenizer)),
+        vae=build_vae(config),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        image_processor=processor,
+        image_encoder=encoder,
+        transformer=transformer,
+    )
+    with pytest.raises(ValueError, match="512"):
+        WanWorldModel(pipeline, _settings(max_sequence_length=32))
+    model = WanWorldModel(pipeline, _settings(max_sequence_length=512, steps=2))
+    request = RolloutRequest({"cam_high": square_video(1, 32, 0)}, INSTRUCTION, horizon=9, seed=3, samples=2)
+    video = model.rollout(request).frames["cam_high"]
+    assert video.shape == (2, 9, 32, 32, 3) and video.dtype == np.uint8
+    np.testing.assert_array_equal(video, model.rollout(request).frames["cam_high"])  # seeded per sample
