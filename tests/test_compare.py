@@ -56,6 +56,7 @@ def test_compare_runs_oracle_and_wan_side_by_side(wan_bundle: Path, tmp_path: Pa
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "compare.json").read_text())
     assert list(rows) == ["oracle", "tiny"]
+    assert {row["reward_from"] for row in rows.values()} == {"tiny"}  # one P0 for every row of the table
     assert rows["oracle"]["open_loop"]["psnr_db"] is None  # the recorded future itself
     assert rows["tiny"]["open_loop"]["conditions"] == 4
     for name in ("oracle", "tiny"):

@@ -225,12 +225,15 @@ def eval_compare_command(
     closed_loop_episodes: Annotated[int, typer.Option(min=0, help="eva run episodes per bundle (0: skip).")] = 50,
     first_seed: Annotated[int, typer.Option(help="Closed-loop episode i uses seed first_seed + i.")] = 1000,
     sync: Annotated[bool, typer.Option(help="Closed loop in synchronous mode.")] = False,
+    reward_from: Annotated[
+        str | None, typer.Option(help="Bundle name whose reward constants (P0) score every row (default: first wan).")
+    ] = None,
     threads: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Oracle / SFT / aligned side by side: open-loop executability and PSNR, closed-loop success (Wilson 95 %)."""
     from eva_runtime.bundle import load_bundle
     from eva_runtime.training.wm_data import load_videos
-    from eva_runtime.world_model.comparison import closed_loop, open_loop, plot, render_table
+    from eva_runtime.world_model.comparison import closed_loop, open_loop, plot, render_table, reward_config_of
 
     _threads(threads)
     pairs = [item.split("=", 1) for item in bundles.split(",")]
@@ -241,8 +244,16 @@ def eval_compare_command(
     start_frames = [int(s) for s in starts.split(",")]
     rows: dict[str, dict] = {}
     videos_cache: dict = {}
+    loaded = {name: load_bundle(Path(directory)) for name, directory in pairs}
+    wan = [name for name, bundle in loaded.items() if bundle.manifest.world_model.kind == "wan"]
+    scorer = reward_from or (wan[0] if wan else pairs[0][0])
+    if scorer not in loaded:
+        console.print(f"[red]error:[/red] --reward-from {scorer!r} is not one of {', '.join(loaded)}")
+        raise typer.Exit(2)
+    reward_config = reward_config_of(loaded[scorer])
+    console.print(f"every row scored with the reward of {scorer!r} (P0 {reward_config.p0:g})")
     for name, directory in pairs:
-        deployed = load_bundle(Path(directory))
+        deployed = loaded[name]
         fps = deployed.manifest.world_model.fps
         size = tuple(deployed.manifest.idm.image_size)
         camera = deployed.manifest.idm.cameras[0]
@@ -250,7 +261,8 @@ def eval_compare_command(
         if key not in videos_cache:
             videos_cache[key] = load_videos(data, camera, fps, size)[:episodes]
         console.print(f"[bold]{name}[/bold]: open loop on {len(videos_cache[key])} held-out episodes")
-        rows[name] = {"bundle": directory, "open_loop": open_loop(deployed, videos_cache[key], start_frames, horizon)}
+        summary = open_loop(deployed, videos_cache[key], start_frames, horizon, reward_config=reward_config)
+        rows[name] = {"bundle": directory, "reward_from": scorer, "open_loop": summary}
         if closed_loop_episodes:
             console.print(f"[bold]{name}[/bold]: closed loop, {closed_loop_episodes} episodes through eva run")
             result = closed_loop(Path(directory), task, closed_loop_episodes, first_seed, out / f"{name}.db", sync)

@@ -20,7 +20,7 @@ import numpy as np
 
 from eva_runtime.records.success_rate import wilson_interval
 
-__all__ = ["ClosedLoop", "closed_loop", "open_loop", "render_table"]
+__all__ = ["ClosedLoop", "closed_loop", "open_loop", "render_table", "reward_config_of"]
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,28 @@ class ClosedLoop:
         return wilson_interval(self.successes, self.episodes)
 
 
-def open_loop(bundle, videos, starts, horizon: int, seed: int = 0, threads: int | None = None) -> dict:
-    """Summary of `evaluate_world_model` for a Wan bundle, or of the recorded futures for the oracle."""
+def reward_config_of(bundle):
+    """The bundle's reward constants (P0, form, gamma) on its embodiment at its IDM's fps."""
+    from eva_runtime.reward import RewardConfig
+
+    stated = bundle.manifest.reward
+    fps = bundle.manifest.idm.fps
+    return RewardConfig.from_embodiment(bundle.embodiment, fps, p0=stated.p0, form=stated.form, gamma=stated.gamma)
+
+
+def open_loop(
+    bundle, videos, starts, horizon: int, seed: int = 0, threads: int | None = None, reward_config=None
+) -> dict:
+    """Summary of `evaluate_world_model` for a Wan bundle, or of the recorded futures for the oracle.
+
+    `reward_config`: score with these constants instead of the bundle's (rows of one table must share one P0).
+    """
     from eva_runtime.control.sim_runtime import world_model_spec
     from eva_runtime.idm.decoder import IdmDecoder
-    from eva_runtime.reward import RewardConfig
     from eva_runtime.world_model.evaluation import decoded_scores, evaluate_world_model, summarise
 
     decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
-    stated = bundle.manifest.reward
-    config = RewardConfig.from_embodiment(
-        bundle.embodiment, decoder.fps, p0=stated.p0, form=stated.form, gamma=stated.gamma
-    )
+    config = reward_config if reward_config is not None else reward_config_of(bundle)
     if bundle.manifest.world_model.kind == "oracle":
         rows = []
         camera = decoder.config.cameras[0]
