@@ -131,8 +131,8 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     for axis, key, title in ((axes[0], "reward", "executability reward"), (axes[1], "plausible", "plausible share")):
         means = [rows[n]["open_loop"]["model"][key][0] for n in names]
         errors = [
-            [m - rows[n]["open_loop"]["model"][key][1] for n, m in zip(names, means, strict=True)],
-            [rows[n]["open_loop"]["model"][key][2] - m for n, m in zip(names, means, strict=True)],
+            [max(0.0, m - rows[n]["open_loop"]["model"][key][1]) for n, m in zip(names, means, strict=True)],
+            [max(0.0, rows[n]["open_loop"]["model"][key][2] - m) for n, m in zip(names, means, strict=True)],
         ]
         axis.bar(names, means, yerr=errors, capsize=4, color=["C7", "C0", "C2"][: len(names)])
         axis.set_title(title)
@@ -140,9 +140,10 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     if all(loops):
         rates = [loop["successes"] / loop["episodes"] for loop in loops]
         bounds = [wilson_interval(loop["successes"], loop["episodes"]) for loop in loops]
+        # Clamped: a Wilson bound at 0 or n successes can sit a rounding error past the rate.
         errors = [
-            [r - b[0] for r, b in zip(rates, bounds, strict=True)],
-            [b[1] - r for r, b in zip(rates, bounds, strict=True)],
+            [max(0.0, r - b[0]) for r, b in zip(rates, bounds, strict=True)],
+            [max(0.0, b[1] - r) for r, b in zip(rates, bounds, strict=True)],
         ]
         axes[2].bar(names, rates, yerr=errors, capsize=4, color=["C7", "C0", "C2"][: len(names)])
         axes[2].set_ylim(0, 1)
