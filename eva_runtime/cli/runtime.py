@@ -50,33 +50,6 @@ def report_command(
     console.print(f"report written to [bold]{markdown}[/bold]; plots: {', '.join(str(p) for p in pngs)}")
 
 
-def _episode_counters(stats) -> dict:
-    """The episode log's counters from one episode's loop statistics."""
-    latencies = np.array(stats.latencies_s) * 1e3
-    scores = np.array(stats.scores)
-    counters = {
-        "safety_interventions": dict(stats.interventions),
-        "teleop_interventions": stats.teleop_interventions,
-        "teleop_seconds": stats.teleop_ticks * 0.02,
-    }
-    if latencies.size:
-        counters["planning_latency_ms"] = {
-            "count": int(latencies.size),
-            "mean": float(latencies.mean()),
-            "p50": float(np.percentile(latencies, 50)),
-            "p95": float(np.percentile(latencies, 95)),
-            "max": float(latencies.max()),
-        }
-    if scores.size:
-        counters["executability"] = {
-            "count": int(scores.size),
-            "mean": float(scores.mean()),
-            "min": float(scores.min()),
-            "rejected": int(stats.rejected),
-        }
-    return counters
-
-
 @app.command("run")
 def run_command(
     task: TaskOption = "transfer_cube",
@@ -100,7 +73,7 @@ def run_command(
 
     from eva_runtime import __version__
     from eva_runtime.bundle import BundleError, load_bundle
-    from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
+    from eva_runtime.control.episode_runner import LoopSettings, episode_counters, run_autonomous_episode
     from eva_runtime.control.planner_process import PlannerProcess
     from eva_runtime.control.sim_runtime import oracle_state_source, planner_spec
     from eva_runtime.records.outcome_log import OutcomeLog
@@ -123,6 +96,7 @@ def run_command(
     planner = PlannerProcess(planner_spec(deployed, task))
     planner.start()
     settings = LoopSettings(synchronous=sync, pace=pace)
+    period = sim.embodiment.control_period_s
     model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
     # Only the oracle (a test instrument) reads the simulator's state; a learned model sees only the cameras.
     privileged = oracle_state_source(sim) if deployed.manifest.world_model.kind == "oracle" else None
@@ -155,7 +129,7 @@ def run_command(
                     f"  filter clamps {sum(stats.interventions.values())}"
                 )
                 if step % 100 == 0:
-                    outcomes.update_episode(episode_id, **_episode_counters(stats))
+                    outcomes.update_episode(episode_id, **episode_counters(stats, period))
 
             stats = run_autonomous_episode(
                 sim, planner, first_seed + index, settings, privileged, show, operator=operator, leader=leader
@@ -163,7 +137,7 @@ def run_command(
             results.append(stats)
             reason = None if stats.success else ("planner faults" if stats.planner_faults else "task not completed")
             outcome = "success" if stats.success else "failure"
-            outcomes.end_episode(episode_id, outcome, "automatic", reason, **_episode_counters(stats))
+            outcomes.end_episode(episode_id, outcome, "automatic", reason, **episode_counters(stats, period))
             label = operator.take_label() if operator is not None else None
             if label is not None:  # the operator's judgement overrides the automatic check; both are kept
                 outcomes.label_episode(episode_id, label, "operator")
