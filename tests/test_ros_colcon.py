@@ -24,7 +24,7 @@ def build_workspace(directory: Path) -> Path:
     """colcon build of ros2_ws into `directory`; returns the package's install prefix."""
     colcon = shutil.which("colcon", path=PATH)
     if colcon is None:
-        pytest.skip("colcon is not installed (the `ros` extra provides it)")
+        pytest.fail("colcon is not installed: the `ros` extra (make installs it) provides it")
     install = directory / "install"
     command = [colcon, "--log-base", str(directory / "log"), "build", "--base-paths", str(REPO / "ros2_ws" / "src")]
     command += ["--build-base", str(directory / "build"), "--install-base", str(install)]

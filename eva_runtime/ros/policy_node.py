@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -438,26 +436,11 @@ release, reset_fault, start_episode, end_episode/success|failure|aborted (std_sr
 
 
 def main(args: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if args is None else args
-    if "-h" in argv or "--help" in argv:
-        ros_args = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-        if any(flag in argv[:ros_args] for flag in ("-h", "--help")):
-            print(USAGE + "\n".join(f"  {s.name}: {s.description}" for s in POLICY_PARAMETERS))
-            return 0
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.release_runtime()  # an open episode is closed as aborted; the planner process is stopped
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from eva_runtime.ros.node_main import run_node
+
+    return run_node(
+        args, USAGE, POLICY_PARAMETERS, PolicyNode, 4, lambda node: node.release_runtime()
+    )  # an open episode is closed as aborted; the planner process is stopped
 
 
 if __name__ == "__main__":

@@ -26,10 +26,8 @@ import time
 from collections import Counter
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -248,25 +246,9 @@ The MuJoCo bimanual robot behind the vendor topics (follower states, cameras, co
 
 
 def main(args: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if args is None else args
-    before_ros_args = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
-    if "-h" in before_ros_args or "--help" in before_ros_args:
-        print(USAGE + "\n".join(f"  {s.name}: {s.description}" for s in SIM_ROBOT_PARAMETERS))
-        return 0
-    rclpy.init(args=args)
-    node = SimRobotNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from eva_runtime.ros.node_main import run_node
+
+    return run_node(args, USAGE, SIM_ROBOT_PARAMETERS, SimRobotNode, 3, lambda node: node.close())
 
 
 if __name__ == "__main__":
