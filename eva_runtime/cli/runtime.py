@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from eva_runtime.cli.common import TaskOption, app, console, sim_robot
+from eva_runtime.cli.common import TaskOption, app, console
 
 
 @app.command("report")
@@ -71,11 +71,8 @@ def run_command(
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     from rich.live import Live
 
-    from eva_runtime import __version__
     from eva_runtime.bundle import BundleError, load_bundle
-    from eva_runtime.control.episode_runner import LoopSettings, episode_counters, run_autonomous_episode
-    from eva_runtime.control.planner_process import PlannerProcess
-    from eva_runtime.control.sim_runtime import oracle_state_source, planner_spec
+    from eva_runtime.control.sim_session import run_sim_episodes
     from eva_runtime.records.outcome_log import OutcomeLog
     from eva_runtime.records.report import build_report, render_markdown
 
@@ -88,74 +85,69 @@ def run_command(
         raise typer.Exit(2)
     bundle_dir = bundle or Path(__file__).resolve().parents[2] / "models" / shipped[world_model]
     try:
-        deployed = load_bundle(bundle_dir)  # every hash, the embodiment and the timing are checked here
+        load_bundle(bundle_dir)  # refused before the simulator, the log or the planner start
     except BundleError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    sim = sim_robot(task, deployed.files["embodiment"])
-    planner = PlannerProcess(planner_spec(deployed, task))
-    planner.start()
-    settings = LoopSettings(synchronous=sync, pace=pace)
-    period = sim.embodiment.control_period_s
-    model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
-    # Only the oracle (a test instrument) reads the simulator's state; a learned model sees only the cameras.
-    privileged = oracle_state_source(sim) if deployed.manifest.world_model.kind == "oracle" else None
-    operator = leader = None
+    operator_factory = None
     if keys:
         import sys
 
         from eva_runtime.control.operator_keys import HELP, KeyOperator
         from eva_runtime.sim.virtual_leader import ExpertLeader
 
-        operator, leader = KeyOperator(sys.stdin), ExpertLeader(sim)  # in sim a scripted operator moves the leaders
+        operator = KeyOperator(sys.stdin)
+
+        def operator_factory(sim):
+            return operator, ExpertLeader(sim)  # in sim a scripted operator moves the leader arms
+
         console.print(HELP)
 
-    log.parent.mkdir(parents=True, exist_ok=True)
-    results = []
-    with OutcomeLog(log) as outcomes, Live(console=console, refresh_per_second=4, transient=True) as live:
-        run_id = outcomes.run_id
-        for index in range(episodes):
-            episode_id = outcomes.start_episode(
-                task, sim.instruction, split, sim.embodiment.name, deployed.hashes(), model_id, __version__
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+
+        def show(index, episode_id, outcomes, step, modes, stats) -> None:
+            if step % 10:
+                return
+            latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
+            live.update(
+                f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
+                f"  plan age {stats.plan_age_s:.2f} s  planning latency {latency}"
+                f"  filter clamps {sum(stats.interventions.values())}"
             )
 
-            def show(step: int, modes, stats, index=index, episode_id=episode_id) -> None:
-                if step % 10:
-                    return
-                latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
-                live.update(
-                    f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
-                    f"  plan age {stats.plan_age_s:.2f} s  planning latency {latency}"
-                    f"  filter clamps {sum(stats.interventions.values())}"
-                )
-                if step % 100 == 0:
-                    outcomes.update_episode(episode_id, **episode_counters(stats, period))
+        def label(episode_id, outcomes) -> None:
+            taken = operator.take_label() if keys else None
+            if taken is not None:  # the operator's judgement overrides the automatic check; both are kept
+                outcomes.label_episode(episode_id, taken, "operator")
 
-            stats = run_autonomous_episode(
-                sim, planner, first_seed + index, settings, privileged, show, operator=operator, leader=leader
-            )
-            results.append(stats)
-            reason = None if stats.success else ("planner faults" if stats.planner_faults else "task not completed")
-            outcome = "success" if stats.success else "failure"
-            outcomes.end_episode(episode_id, outcome, "automatic", reason, **episode_counters(stats, period))
-            label = operator.take_label() if operator is not None else None
-            if label is not None:  # the operator's judgement overrides the automatic check; both are kept
-                outcomes.label_episode(episode_id, label, "operator")
-        report = build_report(outcomes.episodes(run_id=run_id))
-    planner.close()
-    sim.disconnect()
+        result = run_sim_episodes(
+            bundle_dir,
+            task,
+            episodes,
+            first_seed,
+            log,
+            sync=sync,
+            pace=pace,
+            split=split,
+            on_tick=show,
+            operator_factory=operator_factory,
+            on_episode_end=label,
+        )
+    with OutcomeLog(log, read_only=True) as outcomes:
+        report = build_report(outcomes.episodes(run_id=result.run_id))
     console.print(render_markdown(report))
-    latencies = [x for r in results for x in r.latencies_s]
-    summary = {
-        "task": task,
-        "mode": "sync" if sync else "async",
-        "episodes": len(results),
-        "successes": sum(r.success for r in results),
-        "planning_latency_p50_s": float(np.median(latencies)) if latencies else None,
-        "hold_ticks_per_episode": float(np.mean([r.hold_ticks for r in results])),
-        "overruns": sum(r.overruns for r in results),
-        "max_command_step": max(r.max_step_change for r in results),
-        "log": str(log),
-        "run_id": run_id,
-    }
-    typer.echo(json.dumps(summary))
+    typer.echo(json.dumps({k: result.summary()[k] for k in _SUMMARY_KEYS}))
+
+
+_SUMMARY_KEYS = (
+    "task",
+    "mode",
+    "episodes",
+    "successes",
+    "planning_latency_p50_s",
+    "hold_ticks_per_episode",
+    "overruns",
+    "max_command_step",
+    "log",
+    "run_id",
+)

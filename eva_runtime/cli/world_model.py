@@ -276,3 +276,54 @@ def eval_compare_command(
     (out / "compare.md").write_text(table)
     plot(rows, out / "compare.png")
     console.print(table)
+
+
+@train_app.command("world-model-cache")
+def train_world_model_cache_command(
+    data: Annotated[list[Path], typer.Option(help="Directories of recorded episode_XXXX.hdf5 files (repeatable).")],
+    out: Annotated[Path, typer.Option(help="The cache file (.npz).")],
+    camera: str = "cam_high",
+    fps: Annotated[float, typer.Option(help="Video rate: the IDM's fps.")] = 12.5,
+    image_size: Annotated[int, typer.Option(help="Square frame size in pixels.")] = 64,
+) -> None:
+    """Recorded episodes -> one compact .npz (video, actions, instructions, fixed text embeddings) for the recipe."""
+    from eva_runtime.training.wm_assemble import make_video_cache
+
+    console.print_json(json.dumps(make_video_cache(data, out, camera, fps, image_size)))
+
+
+@train_app.command("world-model-recipe")
+def train_world_model_recipe_command(
+    cache: Annotated[Path, typer.Option(help="Video cache from `eva train world-model-cache`.")],
+    out: Annotated[Path, typer.Option(help="Run directory: vae_*.safetensors, transformer.safetensors, recipe.json.")],
+    vae_seconds: Annotated[float, typer.Option(help="Budget per VAE candidate (ignored with --vae-steps).")] = 55.0,
+    vae_steps: Annotated[int | None, typer.Option(help="Exact steps per VAE candidate.")] = None,
+    sft_seconds: Annotated[float, typer.Option(help="Transformer SFT budget (ignored with --sft-steps).")] = 240.0,
+    sft_steps: Annotated[int | None, typer.Option(help="Exact transformer SFT steps.")] = None,
+    candidates: Annotated[
+        str, typer.Option(help="Comma-separated VAE candidates.")
+    ] = "z8_t4_l1,z16_t4_fg,z32_t4_fg,z16_t2_fg",
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """VAE candidates measured, one picked by the stated rule, transformer SFT on it (any torch device)."""
+    from eva_runtime.training.wm_recipe import main
+
+    _threads(threads)
+    arguments = ["--cache", str(cache), "--out", str(out), "--candidates", candidates]
+    arguments += ["--vae-steps", str(vae_steps)] if vae_steps else ["--vae-seconds", str(vae_seconds)]
+    arguments += ["--sft-steps", str(sft_steps)] if sft_steps else ["--sft-seconds", str(sft_seconds)]
+    main(arguments)
+
+
+@train_app.command("world-model-assemble")
+def train_world_model_assemble_command(
+    recipe: Annotated[Path, typer.Option(help="A world-model-recipe run directory.")],
+    cache: Annotated[Path, typer.Option(help="The video cache the recipe ran on (its SHA-256 is checked).")],
+    out: Annotated[Path, typer.Option(help="New diffusers pipeline directory (hash-verified).")],
+    vae: Annotated[str | None, typer.Option(help="A candidate other than the recipe's selection.")] = None,
+) -> None:
+    """The recipe's VAE + transformer + the tiny tokenizer and text encoder -> a verified pipeline directory."""
+    from eva_runtime.training.wm_assemble import assemble_world_model
+
+    description = assemble_world_model(recipe, cache, out, vae)
+    console.print(f"world model written to {out} (VAE {description['recipe']['selection']['chosen']})")

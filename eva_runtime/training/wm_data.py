@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eva_runtime.idm.dataset import frame_step
 from eva_runtime.idm.windows import resize_video
-from eva_runtime.records.hdf5_episodes import list_episodes, read_episode
 
 __all__ = ["EpisodeVideo", "clip_starts", "load_videos", "to_model_range"]
 
@@ -33,6 +31,10 @@ def load_videos(
     data: Path | str | Sequence[Path | str], camera: str, fps: float, image_size: tuple[int, int]
 ) -> list[EpisodeVideo]:
     """Every episode of an HDF5 episode directory (or an explicit list of files) as one camera's video."""
+    # Imported here: training from a video cache (`video_cache.py`) needs neither HDF5 nor the IDM's config.
+    from eva_runtime.idm.dataset import frame_step
+    from eva_runtime.records.hdf5_episodes import list_episodes, read_episode
+
     paths = list_episodes(data) if isinstance(data, Path | str) and Path(data).is_dir() else list(data)
     if not paths:
         raise ValueError(f"no episodes found in {data}")

@@ -74,12 +74,13 @@ def flow_matching_loss(transformer, latents, prompt_embeds, conditioned: int, ge
     from eva_runtime.world_model.wan.sampling import token_timesteps
 
     batch = latents.shape[0]
-    sigma = shifted_sigmas(torch.sigmoid(torch.randn(batch, generator=generator)), shift)
-    noise = torch.randn(latents.shape, generator=generator)
-    s = sigma.view(-1, 1, 1, 1, 1)
+    # Noise comes from the generator's device (a CUDA generator keeps the draw on the GPU), then meets the latents.
+    sigma = shifted_sigmas(torch.sigmoid(torch.randn(batch, generator=generator, device=generator.device)), shift)
+    noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
+    s = sigma.to(latents.device).view(-1, 1, 1, 1, 1)
     noisy = (1 - s) * latents + s * noise
     noisy[:, :, :conditioned] = latents[:, :, :conditioned]
-    timestep = token_timesteps(sigma, tuple(latents.shape), conditioned)
+    timestep = token_timesteps(sigma.cpu(), tuple(latents.shape), conditioned).to(latents.device)
     prediction = transformer(
         hidden_states=noisy, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False
     )[0]

@@ -26,7 +26,19 @@ def build_world_model(
     cameras: Sequence[str],
     image_size: tuple[int, int],
 ) -> WorldModel:
-    """`fps`, `cameras` and `image_size` are what the IDM decoding the rollouts needs."""
+    """`fps`, `cameras` and `image_size` are what the IDM decoding the rollouts needs.
+
+    `spec["degrade"]` (the closed-loop ladder's instrument, `degraded.py`) wraps the model in a
+    `DegradedWorldModel`."""
+    model = _build(spec, embodiment=embodiment, fps=fps, cameras=cameras, image_size=image_size)
+    if spec.get("degrade"):
+        from eva_runtime.world_model.degraded import Degradation, DegradedWorldModel
+
+        return DegradedWorldModel(model, Degradation(**spec["degrade"]))
+    return model
+
+
+def _build(spec, *, embodiment, fps, cameras, image_size) -> WorldModel:
     kind = spec.get("kind")
     if kind == "oracle":
         from eva_runtime.world_model.artifacts import ArtifactConfig

@@ -29,7 +29,7 @@ def latent_frames(frames: int, temporal_factor: int) -> int:
 @torch.no_grad()
 def encode_frames(vae, frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> normalised latents (B, z, t, h, w) in float32."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).to(vae.dtype).div(127.5).sub(1.0)
+    video = torch.from_numpy(np.ascontiguousarray(frames)).to(device=vae.device, dtype=vae.dtype).div(127.5).sub(1.0)
     latents = vae.encode(video.movedim(-1, 1)).latent_dist.mode().float()
     mean, std = _statistics(vae, latents)
     return (latents - mean) / std

@@ -1,0 +1,37 @@
+"""`eva eval ladder`: the closed-loop ladder from the oracle to the learned world model (one YAML of rungs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eva_runtime.cli.common import console
+from eva_runtime.cli.models import eval_app
+
+
+@eval_app.command("ladder")
+def eval_ladder_command(
+    config: Annotated[Path, typer.Option(help="Ladder YAML (e.g. configs/ladder_transfer_cube.yaml).")],
+    out: Annotated[Path, typer.Option(help="Directory: ladder.json, ladder.md, ladder.db (every episode).")],
+    episodes: Annotated[int | None, typer.Option(min=1, help="Episodes per rung (default: the YAML's).")] = None,
+    rungs: Annotated[str, typer.Option(help="Comma-separated rung names to run (default: all).")] = "",
+) -> None:
+    """Closed loop on the same seeds for every rung: oracle, oracle degraded (VAE, motion, blur, jitter), learned
+    models and best-of-N; each rung's result is merged into OUT/ladder.json as it finishes (re-run replaces it)."""
+    from eva_runtime.world_model.ladder import LadderConfigError, load_ladder, run_ladder
+
+    try:
+        loaded = load_ladder(config)
+    except LadderConfigError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    only = tuple(r for r in rungs.split(",") if r)
+    unknown = sorted(set(only) - {r.name for r in loaded.rungs})
+    if unknown:
+        console.print(f"[red]error:[/red] unknown rungs {unknown}; the config has {[r.name for r in loaded.rungs]}")
+        raise typer.Exit(2)
+    root = config.resolve().parent.parent
+    run_ladder(loaded, root, out, episodes, only, log=console.print)
+    console.print((out / "ladder.md").read_text())

@@ -1,0 +1,231 @@
+"""VAE candidates for the tiny Wan world model: build, train on any device, measure, save, load.
+
+The first tiny VAE (z 8, /4 spatial, /4 temporal, 950 CPU steps, plain L1) turned the red cube grey: the cube is
+~5 of 4096 pixels, so a mean reconstruction loss hardly sees it. Two remedies are measured here rather than
+assumed: capacity (latent channels, temporal compression) and a foreground-weighted loss (pixels that differ
+from the episode's static background, i.e. arms and cube, weigh `foreground_weight` + 1 times more; the camera
+is fixed, so the per-pixel median over an episode is the background). Training runs in two phases: short clips
+(the image path and one temporal chunk), then clips as long as the world model's (later chunks read the causal
+cache of the chunk before: a path short clips never exercise).
+
+Weights are saved as safetensors with the candidate and the latent statistics in the metadata, and load strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.training.wm_data import EpisodeVideo, clip_starts, to_model_range
+from eva_runtime.world_model.fidelity import cube_fidelity
+
+__all__ = [
+    "VaeCandidate",
+    "VaeTraining",
+    "background_frames",
+    "build_candidate_vae",
+    "latent_statistics",
+    "load_candidate_vae",
+    "measure_vae",
+    "save_candidate_vae",
+    "train_candidate_vae",
+]
+
+
+@dataclass(frozen=True)
+class VaeCandidate:
+    name: str
+    z_dim: int = 16
+    base_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 2)
+    res_blocks: int = 1
+    temporal_downsample: tuple[bool, ...] = (True, True)
+    foreground_weight: float = 9.0  # 0: plain L1
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> VaeCandidate:
+        values = dict(values)
+        values["dim_mult"] = tuple(values["dim_mult"])
+        values["temporal_downsample"] = tuple(values["temporal_downsample"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class VaeTraining:
+    short_clip: int = 9  # 1 + 2 temporal chunks of 4
+    long_clip: int = 41  # the world model's clip: 5 history + 37 horizon - 1
+    short_batch: int = 32
+    long_batch: int = 16
+    short_share: float = 0.4  # of the steps
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def build_candidate_vae(candidate: VaeCandidate, latents_mean=None, latents_std=None):
+    from diffusers import AutoencoderKLWan
+
+    z = candidate.z_dim
+    return AutoencoderKLWan(
+        base_dim=candidate.base_dim,
+        z_dim=z,
+        dim_mult=list(candidate.dim_mult),
+        num_res_blocks=candidate.res_blocks,
+        temperal_downsample=list(candidate.temporal_downsample),
+        latents_mean=list(latents_mean) if latents_mean is not None else [0.0] * z,
+        latents_std=list(latents_std) if latents_std is not None else [1.0] * z,
+        scale_factor_spatial=candidate.spatial_factor,
+        scale_factor_temporal=candidate.temporal_factor,
+    )
+
+
+def background_frames(videos: list[EpisodeVideo]) -> list[np.ndarray]:
+    """The static background of each episode: the per-pixel median over its frames."""
+    return [np.median(v.frames, axis=0).astype(np.uint8) for v in videos]
+
+
+def _clip_batch(videos, backgrounds, pairs, rng, size, clip, device):
+    import torch
+
+    chosen = pairs[rng.integers(0, len(pairs), size)]
+    frames = np.stack([videos[e].frames[s : s + clip] for e, s in chosen])
+    difference = np.abs(frames.astype(np.int16) - np.stack([backgrounds[e] for e, _ in chosen])[:, None]).mean(-1)
+    foreground = torch.from_numpy(np.minimum(difference / 24.0, 1.0).astype(np.float32))
+    return to_model_range(frames).to(device), foreground[:, None].to(device)  # (B, 3, T, H, W), (B, 1, T, H, W)
+
+
+def train_candidate_vae(
+    vae, candidate: VaeCandidate, videos: list[EpisodeVideo], steps: int, settings: VaeTraining, device, log=print
+) -> list[float]:
+    """Train in place for `steps` (short clips first, then long ones); returns the loss per step."""
+    import torch
+
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    backgrounds = background_frames(videos)
+    lengths = [len(v.frames) for v in videos]
+    short_pairs, long_pairs = clip_starts(lengths, settings.short_clip), clip_starts(lengths, settings.long_clip)
+    vae.to(device).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    short_steps = round(steps * settings.short_share)
+    losses: list[float] = []
+    began = time.perf_counter()
+    for step in range(steps):
+        short = step < short_steps
+        video, foreground = _clip_batch(
+            videos,
+            backgrounds,
+            short_pairs if short else long_pairs,
+            rng,
+            settings.short_batch if short else settings.long_batch,
+            settings.short_clip if short else settings.long_clip,
+            device,
+        )
+        posterior = vae.encode(video).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        weight = 1.0 + candidate.foreground_weight * foreground
+        loss = ((reconstruction - video).abs() * weight).mean() / weight.mean()
+        loss = loss + settings.kl_weight * posterior.kl().mean() / video[0].numel()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if step % 100 == 0 or step == steps - 1:
+            log(
+                f"  vae {candidate.name} step {step}/{steps} loss {losses[-1]:.4f}"
+                f" ({time.perf_counter() - began:.0f} s)"
+            )
+    vae.eval()
+    return losses
+
+
+def latent_statistics(vae, videos: list[EpisodeVideo], clip: int, device, samples: int = 64, seed: int = 0):
+    """Per-channel mean and std of the latent means over random clips (the pipeline's normalisation)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    pairs = clip_starts([len(v.frames) for v in videos], clip)
+    latents = []
+    with torch.no_grad():
+        for start in range(0, samples, 16):
+            chosen = pairs[rng.integers(0, len(pairs), min(16, samples - start))]
+            video = to_model_range(np.stack([videos[e].frames[s : s + clip] for e, s in chosen])).to(device)
+            latents.append(vae.encode(video).latent_dist.mode().float().cpu())
+    z = torch.cat(latents).movedim(1, 0).reshape(latents[0].shape[1], -1)
+    return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
+
+
+def measure_vae(vae, videos: list[EpisodeVideo], clip: int, device, starts=(0, 20, 40, 59)) -> dict:
+    """Encode -> decode held-out clips: frame PSNR (all, first, last frame) and the cube's fidelity."""
+    import torch
+
+    from eva_runtime.training.wm_vae import to_uint8
+
+    truths, recons = [], []
+    with torch.no_grad():
+        for video in videos:
+            for start in starts:
+                if start + clip > len(video.frames):
+                    continue
+                frames = video.frames[start : start + clip]
+                posterior = vae.encode(to_model_range(frames[None]).to(device)).latent_dist
+                truths.append(frames)
+                recons.append(to_uint8(vae.decode(posterior.mode()).sample[0]))
+    truth, recon = np.stack(truths), np.stack(recons)
+    fidelity = cube_fidelity(truth, recon).as_dict()
+    per_frame = [cube_fidelity(truth[:, i], recon[:, i]).frame_psnr_db for i in range(truth.shape[1])]
+    return {**fidelity, "first_frame_psnr_db": per_frame[0], "last_frame_psnr_db": per_frame[-1], "clips": len(truth)}
+
+
+def save_candidate_vae(vae, candidate: VaeCandidate, path: Path | str, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in vae.state_dict().items()}
+    metadata = {
+        "candidate": json.dumps(candidate.as_dict()),
+        "latents_mean": json.dumps(list(vae.config.latents_mean)),
+        "latents_std": json.dumps(list(vae.config.latents_std)),
+        "extra": json.dumps(extra or {}),
+    }
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def load_candidate_vae(path: Path | str):
+    """(vae, candidate, extra) from a saved candidate; strict: every tensor must match the rebuilt network."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "candidate" not in metadata:
+        raise ValueError(f"{path}: not a VAE candidate file (no 'candidate' metadata)")
+    candidate = VaeCandidate.from_dict(json.loads(metadata["candidate"]))
+    vae = build_candidate_vae(candidate, json.loads(metadata["latents_mean"]), json.loads(metadata["latents_std"]))
+    vae.load_state_dict(load_file(str(path)), strict=True)
+    return vae.eval(), candidate, json.loads(metadata.get("extra", "{}"))

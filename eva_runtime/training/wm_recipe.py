@@ -1,0 +1,455 @@
+"""The world-model recipe: measure VAE candidates, pick one by a stated rule, then SFT the transformer on it.
+
+One job that runs on any torch device (a GPU when one is lent; the CPU otherwise, slowly) from a video cache
+(`video_cache.py`), so it needs neither the simulator nor the recordings. Budgets are either step counts or
+seconds; seconds are turned into a step count from a short timing probe before training, and the step counts
+actually used are written to `recipe.json`, so any run is re-run exactly with `--vae-steps` / `--sft-steps`.
+
+Selection rule (fixed before any candidate is trained): the highest cube PSNR on held-out episodes; candidates
+within `tie_db` of the best are tied, and a tie goes to fewer latent frames (cheaper rollouts on the robot's
+CPU), then to the higher whole-frame PSNR.
+
+Outputs in OUT: `vae_<name>.safetensors` per candidate, `transformer.safetensors` (the EMA weights, saved as
+training goes so a cut-off run still leaves a model), `samples.gif`, and `recipe.json` (settings, timings,
+measurements, the selection and its reason). `eva train world-model-assemble` turns them into a verified
+diffusers pipeline directory on the machine that has the tokenizer and text encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.training.vae_candidates import (
+    VaeCandidate,
+    VaeTraining,
+    build_candidate_vae,
+    latent_statistics,
+    measure_vae,
+    save_candidate_vae,
+    train_candidate_vae,
+)
+from eva_runtime.training.video_cache import VideoCache, load_video_cache
+from eva_runtime.training.wm_data import EpisodeVideo
+
+__all__ = ["CANDIDATES", "RecipeSettings", "TransformerShape", "pad_video", "run_recipe", "select_candidate"]
+
+CANDIDATES: dict[str, VaeCandidate] = {
+    # Today's shape (z 8, /4 in time), plain L1, only trained far longer: what training alone buys.
+    "z8_t4_l1": VaeCandidate("z8_t4_l1", z_dim=8, foreground_weight=0.0),
+    "z16_t4_fg": VaeCandidate("z16_t4_fg", z_dim=16),
+    "z32_t4_fg": VaeCandidate("z32_t4_fg", z_dim=32),
+    "z16_t2_fg": VaeCandidate("z16_t2_fg", z_dim=16, temporal_downsample=(False, True)),
+}
+
+
+@dataclass(frozen=True)
+class TransformerShape:
+    layers: int = 6
+    heads: int = 4
+    head_dim: int = 32
+    ffn_dim: int = 512
+    freq_dim: int = 64
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    candidates: tuple[str, ...] = tuple(CANDIDATES)
+    vae_seconds: float | None = 55.0
+    vae_steps: int | None = None  # one count for every candidate; overrides vae_seconds
+    vae_short_batch: int = 32
+    vae_long_batch: int = 16
+    history_frames: int = 5
+    horizon: int = 37
+    end_padding: int = 16  # frames of the resting final pose appended: rollouts asked for near the end
+    clip_stride: int = 2
+    sft_seconds: float | None = 240.0
+    sft_steps: int | None = None
+    sft_batch: int = 64
+    sft_lr: float = 5e-4
+    sft_warmup: int = 300
+    ema_decay: float = 0.999
+    held_out: int = 10
+    sample_steps: int = 10
+    tie_db: float = 0.5
+    seed: int = 0
+    transformer: TransformerShape = TransformerShape()
+    checkpoint_seconds: float = 60.0
+
+
+def pad_video(video: EpisodeVideo, front: int, back: int) -> np.ndarray:
+    """Frames with the first one repeated `front` times before (a fresh episode has no history: inference repeats
+    the oldest frame the same way) and the last one `back` times after."""
+    frames = video.frames
+    return np.concatenate([np.repeat(frames[:1], front, 0), frames, np.repeat(frames[-1:], back, 0)])
+
+
+def select_candidate(results: dict[str, dict], tie_db: float) -> tuple[str, str]:
+    """(name, reason) by the module's rule; results map name -> {cube_psnr_db, frame_psnr_db, temporal_factor}."""
+    usable = {n: r for n, r in results.items() if math.isfinite(r.get("cube_psnr_db", float("nan")))}
+    if not usable:
+        raise ValueError("no candidate has a finite cube PSNR")
+    best = max(r["cube_psnr_db"] for r in usable.values())
+    tied = [n for n, r in usable.items() if r["cube_psnr_db"] >= best - tie_db]
+    chosen = max(tied, key=lambda n: (usable[n]["temporal_factor"], usable[n]["frame_psnr_db"]))
+    reason = (
+        f"best cube PSNR {best:.2f} dB; tied within {tie_db} dB: {sorted(tied)}; "
+        f"chose {chosen} (temporal factor {usable[chosen]['temporal_factor']}, "
+        f"frame PSNR {usable[chosen]['frame_psnr_db']:.2f} dB)"
+    )
+    return chosen, reason
+
+
+def _device():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _probe_steps(make, train_steps, seconds: float, probe: int = 4) -> tuple[int, float]:
+    """Steps that fit in `seconds`, from the time of `probe` steps after one warm-up step on a throwaway model."""
+    import torch
+
+    model = make()
+    train_steps(model, 1)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    train_steps(model, probe)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - began) / probe
+    return max(1, int(seconds / per_step)), per_step
+
+
+def _vae_phase(cache: VideoCache, settings: RecipeSettings, out: Path, device, report: dict, log) -> None:
+    import torch
+
+    train, held = cache.videos[: -settings.held_out], cache.videos[-settings.held_out :]
+    clip = settings.history_frames - 1 + settings.horizon
+    training = VaeTraining(
+        long_clip=clip, seed=settings.seed, short_batch=settings.vae_short_batch, long_batch=settings.vae_long_batch
+    )
+    for name in settings.candidates:
+        candidate = CANDIDATES[name]
+        began = time.perf_counter()
+        try:
+
+            def make(candidate=candidate):
+                torch.manual_seed(settings.seed)
+                return build_candidate_vae(candidate)
+
+            if settings.vae_steps is not None:
+                steps, per_step = settings.vae_steps, None
+            else:
+                # Probe on the long clips (the slower phase), so the budget is an upper bound.
+                probe_training = dataclasses.replace(training, short_share=0.0)
+                steps, per_step = _probe_steps(
+                    make,
+                    lambda m, n, c=candidate, p=probe_training: train_candidate_vae(
+                        m, c, train, n, p, device, lambda _: 0
+                    ),
+                    settings.vae_seconds,
+                )
+            vae = make()
+            losses = train_candidate_vae(vae, candidate, train, steps, training, device, log)
+            mean, std = latent_statistics(vae, train, clip, device)
+            vae.register_to_config(latents_mean=mean, latents_std=std)
+            measured = measure_vae(vae, held, clip, device)
+            result = {
+                **measured,
+                "steps": steps,
+                "probe_seconds_per_step": per_step,
+                "final_loss": float(np.mean(losses[-20:])),
+                "seconds": round(time.perf_counter() - began, 1),
+                "temporal_factor": candidate.temporal_factor,
+                "parameters": sum(p.numel() for p in vae.parameters()),
+                "candidate": candidate.as_dict(),
+            }
+            save_candidate_vae(vae, candidate, out / f"vae_{name}.safetensors", {"recipe": result})
+        except Exception as error:  # one failing candidate must not cost the others (or the SFT)
+            result = {"error": f"{type(error).__name__}: {error}", "candidate": candidate.as_dict()}
+        report["vae"][name] = result
+        _write_report(out, report)
+        log(f"vae {name}: {json.dumps({k: v for k, v in result.items() if k != 'candidate'})}")
+
+
+def _encode_clips(vae, videos, settings: RecipeSettings, stride: int, device):
+    import torch
+
+    from eva_runtime.world_model.wan.latents import encode_frames
+
+    clip = settings.history_frames - 1 + settings.horizon
+    padded = [pad_video(v, settings.history_frames - 1, settings.end_padding) for v in videos]
+    pairs = [(e, s) for e, f in enumerate(padded) for s in range(0, len(f) - clip + 1, stride)]
+    chunks = []
+    for begin in range(0, len(pairs), 32):
+        chosen = pairs[begin : begin + 32]
+        chunks.append(encode_frames(vae, np.stack([padded[e][s : s + clip] for e, s in chosen])).to(device))
+    return torch.cat(chunks), np.asarray([e for e, _ in pairs])
+
+
+def _sft_phase(cache: VideoCache, settings: RecipeSettings, chosen: str, vae, out: Path, device, report, log):
+    import torch
+
+    from eva_runtime.training.wm_sft import flow_matching_loss
+    from eva_runtime.world_model.wan.components import build_transformer
+
+    config = recipe_config(CANDIDATES[chosen], settings, cache)
+    train, held = cache.videos[: -settings.held_out], cache.videos[-settings.held_out :]
+    began = time.perf_counter()
+    latents, episodes = _encode_clips(vae, train, settings, settings.clip_stride, device)
+    held_latents, held_episodes = _encode_clips(vae, held, settings, 8, device)
+    embeds = torch.from_numpy(cache.text_embeds).to(device)
+    index = {text: i for i, text in enumerate(cache.instructions)}
+    clip_text = torch.tensor([index[train[e].instruction] for e in episodes], device=device)
+    held_text = torch.tensor([index[held[e].instruction] for e in held_episodes], device=device)
+    encode_seconds = time.perf_counter() - began
+    conditioned = (settings.history_frames - 1) // CANDIDATES[chosen].temporal_factor + 1
+    shift = config.flow_shift
+    log(f"sft: {len(latents)} clips {tuple(latents.shape[1:])}, encoded in {encode_seconds:.0f} s")
+
+    def make():
+        return build_transformer(config, seed=settings.seed).to(device).train()
+
+    def step_fn(model, optimizer, generator):
+        chosen_rows = torch.randint(0, len(latents), (settings.sft_batch,), generator=generator, device=device)
+        loss = flow_matching_loss(
+            model, latents[chosen_rows], embeds[clip_text[chosen_rows]], conditioned, generator, shift
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss
+
+    def probe_steps(model, n):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        generator = torch.Generator(device=device).manual_seed(0)
+        for _ in range(n):
+            step_fn(model, optimizer, generator)
+
+    if settings.sft_steps is not None:
+        steps, per_step = settings.sft_steps, None
+    else:
+        steps, per_step = _probe_steps(make, probe_steps, settings.sft_seconds)
+    model = make()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.sft_lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / settings.sft_warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
+    )
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    sft = {
+        "chosen_vae": chosen,
+        "config": config.as_dict(),
+        "steps": steps,
+        "probe_seconds_per_step": per_step,
+        "clips": len(latents),
+        "encode_seconds": round(encode_seconds, 1),
+        "conditioned_latent_frames": conditioned,
+        "curve": [],
+    }
+    report["sft"] = sft
+    train_began, last_save, running = time.perf_counter(), time.perf_counter(), []
+    for step in range(steps):
+        loss = step_fn(model, optimizer, generator)
+        schedule.step()
+        with torch.no_grad():
+            decay = min(settings.ema_decay, (1 + step) / (10 + step))
+            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+                target.lerp_(source, 1 - decay)
+        running.append(loss.detach())
+        if step % 250 == 0 or step == steps - 1:
+            value = float(torch.stack(running).mean())
+            running = []
+            held_loss = _held_loss(ema, held_latents, embeds[held_text], conditioned, shift, device)
+            seconds = round(time.perf_counter() - train_began, 1)
+            sft["curve"].append({"step": step, "loss": value, "held_out_loss_ema": held_loss, "seconds": seconds})
+            log(f"  sft step {step}/{steps} loss {value:.4f} held-out (EMA) {held_loss:.4f} ({seconds} s)")
+        if time.perf_counter() - last_save > settings.checkpoint_seconds or step == steps - 1:
+            _save_transformer(ema, config, out / "transformer.safetensors", {"step": step + 1, "of": steps})
+            sft["saved_step"] = step + 1
+            _write_report(out, report)
+            last_save = time.perf_counter()
+    sft["train_seconds"] = round(time.perf_counter() - train_began, 1)
+    sft["samples"] = _samples(ema, vae, held, cache, settings, conditioned, out / "samples.gif")
+    _write_report(out, report)
+
+
+def _held_loss(model, latents, embeds, conditioned, shift, device, repeats: int = 4) -> float:
+    import torch
+
+    from eva_runtime.training.wm_sft import flow_matching_loss
+
+    generator = torch.Generator(device=device).manual_seed(1234)
+    values = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            for begin in range(0, len(latents), 64):
+                part = slice(begin, begin + 64)
+                values.append(
+                    float(flow_matching_loss(model, latents[part], embeds[part], conditioned, generator, shift))
+                )
+    return float(np.mean(values))
+
+
+def _samples(model, vae, held, cache, settings, conditioned, path) -> dict:
+    """Deterministic rollouts of the first held-out episodes at three points of the task: PSNR, cube, GIF."""
+    import torch
+
+    from eva_runtime.training.wm_samples import side_by_side, write_gif
+    from eva_runtime.world_model.fidelity import cube_fidelity
+    from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
+    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
+
+    clip = settings.history_frames - 1 + settings.horizon
+    index = {text: i for i, text in enumerate(cache.instructions)}
+    scheduler = _scheduler(settings)
+    rows, truths, generated = [], [], []
+    for number, video in enumerate(held[:4]):
+        padded = pad_video(video, settings.history_frames - 1, settings.end_padding)
+        for start in (0, 24, 48):
+            if start + clip > len(padded):
+                continue
+            truth = padded[start : start + clip]
+            clean = encode_frames(vae, truth[None])
+            noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(number * 100 + start))
+            condition = torch.zeros_like(clean)
+            condition[:, :, :conditioned] = clean[:, :, :conditioned]
+            embeds = torch.from_numpy(cache.text_embeds[index[video.instruction]][None]).to(clean.device)
+            denoiser = Denoiser(model, embeds, condition, conditioned)
+            with torch.no_grad():
+                final = euler_sample(denoiser, noise.to(clean.device), flow_sigmas(scheduler, settings.sample_steps))
+            video_out = decode_latents(vae, final)[0]
+            future = slice(settings.history_frames - 1, clip)
+            truths.append(truth[future])
+            generated.append(video_out[future])
+            if number < 2:
+                rows.append(side_by_side(truth, video_out))
+    write_gif(path, np.concatenate(rows, axis=1), cache.fps)
+    return cube_fidelity(np.stack(truths), np.stack(generated)).as_dict()
+
+
+def _scheduler(settings: RecipeSettings):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+
+
+def recipe_config(candidate: VaeCandidate, settings: RecipeSettings, cache: VideoCache):
+    """The `TinyWanConfig` of the recipe's model (the vocabulary is filled in at assembly)."""
+    from eva_runtime.world_model.wan.components import TinyWanConfig
+
+    shape = settings.transformer
+    height, width = cache.videos[0].frames.shape[1:3]
+    return TinyWanConfig(
+        image_size=(height, width),
+        vae_base_dim=candidate.base_dim,
+        vae_dim_mult=candidate.dim_mult,
+        vae_z_dim=candidate.z_dim,
+        vae_res_blocks=candidate.res_blocks,
+        vae_temporal_downsample=candidate.temporal_downsample,
+        heads=shape.heads,
+        head_dim=shape.head_dim,
+        layers=shape.layers,
+        ffn_dim=shape.ffn_dim,
+        freq_dim=shape.freq_dim,
+        text_dim=int(cache.text_embeds.shape[-1]),
+    )
+
+
+def _save_transformer(model, config, path: Path, extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)})
+
+
+def _write_report(out: Path, report: dict) -> None:
+    temporary = out / "recipe.json.tmp"
+    temporary.write_text(json.dumps(report, indent=2, default=str))
+    temporary.replace(out / "recipe.json")
+
+
+def run_recipe(cache_path: Path, out: Path, settings: RecipeSettings, log=print) -> dict:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device()
+    cache = load_video_cache(cache_path)
+    if len(cache.videos) <= settings.held_out:
+        raise ValueError(f"{cache_path}: {len(cache.videos)} episodes, need more than {settings.held_out}")
+    report: dict = {
+        "cache_sha256": cache.sha256,
+        "episodes": len(cache.videos),
+        "held_out_episodes": [v.name for v in cache.videos[-settings.held_out :]],
+        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "settings": dataclasses.asdict(settings),
+        "vae": {},
+    }
+    began = time.perf_counter()
+    _vae_phase(cache, settings, out, device, report, log)
+    chosen, reason = select_candidate(report["vae"], settings.tie_db)
+    report["selection"] = {"chosen": chosen, "reason": reason}
+    _write_report(out, report)
+    log(f"selected {chosen}: {reason}")
+    from eva_runtime.training.vae_candidates import load_candidate_vae
+
+    vae, _, _ = load_candidate_vae(out / f"vae_{chosen}.safetensors")
+    vae.to(device)
+    _sft_phase(cache, settings, chosen, vae, out, device, report, log)
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    _write_report(out, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--vae-seconds", type=float, default=55.0)
+    parser.add_argument("--vae-steps", type=int, default=None)
+    parser.add_argument("--vae-short-batch", type=int, default=32)
+    parser.add_argument("--vae-long-batch", type=int, default=16)
+    parser.add_argument("--sft-seconds", type=float, default=240.0)
+    parser.add_argument("--sft-steps", type=int, default=None)
+    parser.add_argument("--sft-batch", type=int, default=64)
+    parser.add_argument("--held-out", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = RecipeSettings(
+        candidates=tuple(args.candidates.split(",")),
+        vae_seconds=args.vae_seconds,
+        vae_steps=args.vae_steps,
+        vae_short_batch=args.vae_short_batch,
+        vae_long_batch=args.vae_long_batch,
+        sft_seconds=args.sft_seconds,
+        sft_steps=args.sft_steps,
+        sft_batch=args.sft_batch,
+        held_out=args.held_out,
+        seed=args.seed,
+    )
+    unknown = sorted(set(settings.candidates) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; known: {sorted(CANDIDATES)}")
+    run_recipe(args.cache, args.out, settings, log=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    main()

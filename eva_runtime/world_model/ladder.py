@@ -1,0 +1,134 @@
+"""The closed-loop ladder: where between the oracle and the learned world model is the task lost?
+
+Every rung runs the full runtime (`run_sim_episodes`: planner process, IDM, gate, executor, safety filter, real
+time) on the same seeds; rungs differ only in the world model's spec (a bundle, plus a degradation of the
+oracle's frames from `degraded.py`) and the planner's sampling (best-of-N: G rollouts, the executability gate
+executes the best). One YAML file lists the rungs; the result is a Markdown table with Wilson intervals, a JSON
+file and the outcome log every episode went into.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eva_runtime.records.success_rate import wilson_interval
+
+__all__ = ["LadderConfig", "LadderConfigError", "load_ladder", "render_ladder", "run_ladder"]
+
+
+class LadderConfigError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rung(_Strict):
+    name: str
+    bundle: str  # relative to the YAML file's directory's parent (the repository root) or absolute
+    degrade: dict = Field(default_factory=dict)  # `Degradation` fields
+    samples: int = Field(1, ge=1, le=32)  # best-of-N
+    note: str = ""
+
+
+class LadderConfig(_Strict):
+    task: str = "transfer_cube"
+    first_seed: int = 1000
+    episodes: int = Field(50, ge=1)
+    rungs: tuple[Rung, ...]
+
+
+def load_ladder(path: Path) -> LadderConfig:
+    from eva_runtime.embodiment import _UniqueKeyLoader
+    from eva_runtime.world_model.degraded import Degradation
+
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise LadderConfigError(f"{path}: not valid YAML ({error})") from None
+    try:
+        config = LadderConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise LadderConfigError(f"{path}: {key}: {first['msg']}") from None
+    for index, rung in enumerate(config.rungs):
+        try:
+            Degradation(**rung.degrade)
+        except (TypeError, ValueError) as error:
+            raise LadderConfigError(f"{path}: rungs[{index}]({rung.name}).degrade: {error}") from None
+    names = [r.name for r in config.rungs]
+    if any("," in name for name in names):
+        raise LadderConfigError(f"{path}: rung names must not contain commas (they select rungs): {names}")
+    if len(set(names)) != len(names):
+        raise LadderConfigError(f"{path}: rung names must be unique, got {names}")
+    return config
+
+
+def _resolve(root: Path, value: str) -> str:
+    path = Path(value)
+    return str(path if path.is_absolute() else root / path)
+
+
+def run_ladder(
+    config: LadderConfig,
+    root: Path,
+    out: Path,
+    episodes: int | None = None,
+    only: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run every rung (or those named in `only`), appending each result to OUT/ladder.json as it finishes."""
+    from eva_runtime.control.sim_session import run_sim_episodes
+
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "ladder.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    count = episodes or config.episodes
+    for rung in config.rungs:
+        if only and rung.name not in only:
+            continue
+        degrade = dict(rung.degrade)
+        if "vae" in degrade:
+            degrade["vae"] = _resolve(root, degrade["vae"])
+        result = run_sim_episodes(
+            Path(_resolve(root, rung.bundle)),
+            config.task,
+            count,
+            config.first_seed,
+            out / "ladder.db",
+            world_model={"degrade": degrade} if degrade else None,
+            planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
+        )
+        low, high = wilson_interval(result.successes, result.episodes)
+        row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
+        row["per_episode"] = list(result.per_episode)
+        results = [r for r in results if r["rung"] != rung.name] + [row]
+        results_path.write_text(json.dumps(results, indent=2))
+        log(f"{rung.name}: {result.successes}/{result.episodes} [{low:.2f}, {high:.2f}]")
+    (out / "ladder.md").write_text(render_ladder(results, config))
+    return results
+
+
+def render_ladder(results: list[dict], config: LadderConfig) -> str:
+    order = {r.name: i for i, r in enumerate(config.rungs)}
+    lines = [
+        "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | mean executability | plans |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(results, key=lambda r: order.get(r["rung"], len(order))):
+        low, high = row["wilson95"]
+        latency = row.get("planning_latency_p50_s")
+        score = row.get("mean_score")
+        lines.append(
+            f"| {row['rung']} | {row['successes']}/{row['episodes']} | [{low:.2f}, {high:.2f}] | "
+            f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
+            f"{'-' if score is None else f'{score:.2f}'} | {row['plans']} |"
+        )
+    return "\n".join(lines) + "\n"

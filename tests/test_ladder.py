@@ -1,0 +1,116 @@
+"""The closed-loop ladder's instrument (degraded world models) and its YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eva_runtime.world_model.degraded import Degradation, DegradedWorldModel, blur_to_psnr, scale_motion
+from eva_runtime.world_model.fidelity import frame_psnr_db
+from eva_runtime.world_model.ladder import LadderConfigError, load_ladder, render_ladder
+from eva_runtime.world_model.protocol import Rollout, RolloutRequest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class MovingSquare:
+    """A world model whose future is a white square sliding right one pixel per frame (its true motion)."""
+
+    model_id = "square"
+    fps = 12.5
+    cameras = ("cam_high",)
+
+    def rollout(self, request: RolloutRequest) -> Rollout:
+        frames = np.zeros((request.samples, request.horizon, 32, 32, 3), np.uint8)
+        for k in range(request.horizon):
+            frames[:, k, 10:16, 2 + k : 8 + k] = 255
+        return Rollout({"cam_high": frames}, self.fps, 0.0, self.model_id)
+
+
+def square_position(frame: np.ndarray) -> float:
+    columns = np.nonzero(frame[..., 0].max(0) > 127)[0]
+    return float(columns.mean())
+
+
+def test_motion_scale_slows_the_imagined_future() -> None:
+    model = DegradedWorldModel(MovingSquare(), Degradation(motion_scale=0.5))
+    video = model.rollout(RolloutRequest({}, "", 17, seed=0)).frames["cam_high"][0]
+    travelled = square_position(video[-1]) - square_position(video[0])
+    assert travelled == pytest.approx(8.0, abs=0.5)  # half of the true 16 pixels
+    assert model.model_id == "square~motion0.5x"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 40), st.floats(0.05, 1.0))
+def test_scaled_motion_starts_at_frame_zero_and_never_runs_ahead(length: int, scale: float) -> None:
+    frames = np.arange(length)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    out = scale_motion(frames.astype(np.uint8), scale)
+    index = out[:, 0, 0, 0].astype(int)
+    assert index[0] == 0 and np.all(np.diff(index) >= 0) and np.all(index <= np.arange(length))
+
+
+@pytest.mark.parametrize("target", [20.0, 26.0, 32.0])
+def test_blur_is_searched_to_the_target_psnr_and_spares_frame_zero(target: float) -> None:
+    video = MovingSquare().rollout(RolloutRequest({}, "", 9, seed=0)).frames["cam_high"][0]
+    blurred = blur_to_psnr(video, target)
+    np.testing.assert_array_equal(blurred[0], video[0])
+    assert frame_psnr_db(video[1:], blurred[1:]) == pytest.approx(target, abs=1.5)
+
+
+def test_artifacts_and_degradation_settings_are_checked_up_front() -> None:
+    with pytest.raises(ValueError, match="motion_scale"):
+        Degradation(motion_scale=0.0)
+    with pytest.raises(ValueError, match="blur_psnr_db"):
+        Degradation(blur_psnr_db=5.0)
+    with pytest.raises(TypeError):
+        Degradation(artifacts={"wobble": 1})
+    model = DegradedWorldModel(MovingSquare(), Degradation(artifacts={"jitter_px": 2}))
+    video = model.rollout(RolloutRequest({}, "", 9, seed=0, samples=2)).frames["cam_high"]
+    assert video.shape == (2, 9, 32, 32, 3)
+    clean = MovingSquare().rollout(RolloutRequest({}, "", 9, seed=0)).frames["cam_high"][0]
+    np.testing.assert_array_equal(video[0, 0], clean[0])
+
+
+def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
+    config = load_ladder(REPO / "configs" / "ladder_transfer_cube.yaml")
+    assert config.first_seed == 1000 and config.rungs[0].name == "oracle"
+    for rung in config.rungs:
+        assert (REPO / rung.bundle / "manifest.yaml").is_file(), rung.bundle
+        if "vae" in rung.degrade:
+            assert (REPO / rung.degrade["vae"] / "vae").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("rungs:\n  - {name: a, bundle: b, wobble: 1}\n", "rungs.0.wobble"),
+        ("rungs:\n  - {name: a, bundle: b}\n  - {name: a, bundle: c}\n", "unique"),
+        ("rungs:\n  - {name: 'a, b', bundle: b}\n", "commas"),
+        ("rungs:\n  - {name: a, bundle: b, degrade: {motion_scale: 0}}\n", "rungs[0](a).degrade"),
+        ("episodes: 5\nepisodes: 6\nrungs: []\n", "repeated key"),
+        ("rungs:\n  - {name: a, bundle: b, samples: 0}\n", "rungs.0.samples"),
+    ],
+)
+def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "ladder.yaml"
+    path.write_text(text)
+    with pytest.raises(LadderConfigError) as error:
+        load_ladder(path)
+    assert str(path) in str(error.value) and problem in str(error.value)
+
+
+def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path) -> None:
+    path = tmp_path / "ladder.yaml"
+    path.write_text("rungs:\n  - {name: first, bundle: b}\n  - {name: second, bundle: b}\n")
+    config = load_ladder(path)
+    common = {"planning_latency_p50_s": 0.5, "hold_ticks_per_episode": 40.0, "mean_score": 6.0, "plans": 8}
+    rows = [
+        {"rung": "second", "successes": 1, "episodes": 4, "wilson95": [0.05, 0.7], **common},
+        {"rung": "first", "successes": 4, "episodes": 4, "wilson95": [0.51, 1.0], **common},
+    ]
+    table = render_ladder(rows, config).splitlines()
+    assert table[2].startswith("| first | 4/4 | [0.51, 1.00]") and table[3].startswith("| second | 1/4")
