@@ -232,3 +232,21 @@ def test_tiny_recipe_runs_end_to_end_and_assembles_a_verified_loadable_model(tmp
     save_video_cache(other, videos[:3], 12.5, "cam_high", (instruction,), embeds, vocabulary)
     with pytest.raises(ValueError, match="not the recipe's cache"):
         assemble_world_model(tmp_path / "run", other, tmp_path / "model2")
+
+
+def test_vae_roundtrip_keeps_every_frame_and_pads_only_inside() -> None:
+    import torch
+
+    from eva_runtime.training.vae_candidates import VaeCandidate, build_candidate_vae
+    from eva_runtime.training.vae_roundtrip import roundtrip_video
+    from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
+
+    torch.manual_seed(0)
+    vae = build_candidate_vae(VaeCandidate("tiny", z_dim=4, base_dim=8)).eval()
+    frames = video("e", length=11, size=16).frames
+    out = roundtrip_video(vae, frames, clip=5)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    # The first clip is exactly the VAE's reconstruction of frames 0-4; the last (1 frame) was padded to 5.
+    np.testing.assert_array_equal(out[:5], decode_latents(vae, encode_frames(vae, frames[None, :5]))[0])
+    padded = np.repeat(frames[10:11], 5, 0)
+    np.testing.assert_array_equal(out[10], decode_latents(vae, encode_frames(vae, padded[None]))[0][0])

@@ -327,3 +327,83 @@ def train_world_model_assemble_command(
 
     description = assemble_world_model(recipe, cache, out, vae)
     console.print(f"world model written to {out} (VAE {description['recipe']['selection']['chosen']})")
+
+
+@train_app.command("world-model-vae")
+def train_world_model_vae_command(
+    cache: Annotated[Path, typer.Option(help="Video cache from `eva train world-model-cache`.")],
+    candidate: Annotated[str, typer.Option(help="A recipe candidate name (its architecture and loss weights).")],
+    out: Annotated[Path, typer.Option(help="Candidate file (.safetensors); its measurement goes next to it (.json).")],
+    steps: Annotated[int, typer.Option(min=1)] = 300,
+    init: Annotated[Path | None, typer.Option(help="Start from this candidate file (same architecture).")] = None,
+    short_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of steps on 9-frame clips.")] = 1.0,
+    short_batch: Annotated[int, typer.Option(min=1)] = 8,
+    long_batch: Annotated[int, typer.Option(min=1)] = 4,
+    lr: float = 3e-4,
+    held_out: Annotated[int, typer.Option(min=1)] = 10,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Train (or fine-tune) one VAE candidate from a cache and measure it on the held-out episodes (cube included)."""
+    import torch
+
+    from eva_runtime.training.vae_candidates import (
+        VaeTraining,
+        build_candidate_vae,
+        latent_statistics,
+        load_candidate_vae,
+        measure_vae,
+        save_candidate_vae,
+        train_candidate_vae,
+    )
+    from eva_runtime.training.video_cache import load_video_cache
+    from eva_runtime.training.wm_recipe import CANDIDATES
+
+    _threads(threads)
+    if candidate not in CANDIDATES:
+        console.print(f"[red]error:[/red] --candidate {candidate!r}: known {sorted(CANDIDATES)}")
+        raise typer.Exit(2)
+    spec = CANDIDATES[candidate]
+    loaded = load_video_cache(cache)
+    train, held = loaded.videos[:-held_out], loaded.videos[-held_out:]
+    torch.manual_seed(0)
+    vae = build_candidate_vae(spec)
+    if init is not None:
+        start, start_spec, _ = load_candidate_vae(init)
+        shape = ("z_dim", "base_dim", "dim_mult", "res_blocks", "temporal_downsample")
+        if any(getattr(start_spec, key) != getattr(spec, key) for key in shape):
+            console.print(f"[red]error:[/red] {init} has another architecture than {candidate}")
+            raise typer.Exit(2)
+        vae.load_state_dict(start.state_dict(), strict=True)
+    settings = VaeTraining(short_share=short_share, short_batch=short_batch, long_batch=long_batch, lr=lr)
+    device = torch.device("cpu")
+    losses = train_candidate_vae(vae, spec, train, steps, settings, device, console.print)
+    mean, std = latent_statistics(vae, train, settings.long_clip, device)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    measured = measure_vae(vae, held, settings.long_clip, device)
+    result = {
+        **measured,
+        "steps": steps,
+        "init": str(init) if init else None,
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+    }
+    save_candidate_vae(vae, spec, out, {"measured": result})
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    console.print_json(json.dumps(result))
+
+
+@train_app.command("vae-roundtrip")
+def train_vae_roundtrip_command(
+    data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
+    model: Annotated[Path, typer.Option(help="World-model pipeline directory whose VAE re-renders the camera.")],
+    out: Annotated[Path, typer.Option(help="New episode directory (same joints and actions, camera re-rendered).")],
+    camera: str = "cam_high",
+    clip: Annotated[int, typer.Option(help="Frames per VAE clip (the world model's clip).")] = 41,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N episodes.")] = None,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames."""
+    from eva_runtime.training.vae_roundtrip import roundtrip_episodes
+
+    _threads(threads)
+    written = roundtrip_episodes(data, model, out, camera, clip, limit, log=lambda _: None)
+    console.print(f"{len(written)} episodes written to {out}")

@@ -60,6 +60,8 @@ class AlignConfig(_Strict):
     inner_epochs: int = Field(1, ge=1)
     clip_range: float = Field(1e-4, gt=0)
     advantage_clip: float = Field(5.0, gt=0)
+    # Multiplies the exact per-step Gaussian KL, mean((mu - mu_ref)^2) / (2 std_t^2 |dt|): the public Flow-GRPO code
+    # divides by std_t^2 alone, so its beta is |dt| times weaker at equal value (0.004 there = 0.004 |dt| here).
     kl_beta: float = Field(0.004, ge=0)
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(8.0, gt=0)

@@ -46,6 +46,9 @@ class VaeCandidate:
     res_blocks: int = 1
     temporal_downsample: tuple[bool, ...] = (True, True)
     foreground_weight: float = 9.0  # 0: plain L1
+    # Extra weight on saturated pixels (max - min of RGB, 0..1): in these scenes only the small objects the task
+    # is about are coloured (the arms, table and floor are grey), so colour is where the task's information is.
+    saturation_weight: float = 0.0
 
     @property
     def spatial_factor(self) -> int:
@@ -108,7 +111,9 @@ def _clip_batch(videos, backgrounds, pairs, rng, size, clip, device):
     frames = np.stack([videos[e].frames[s : s + clip] for e, s in chosen])
     difference = np.abs(frames.astype(np.int16) - np.stack([backgrounds[e] for e, _ in chosen])[:, None]).mean(-1)
     foreground = torch.from_numpy(np.minimum(difference / 24.0, 1.0).astype(np.float32))
-    return to_model_range(frames).to(device), foreground[:, None].to(device)  # (B, 3, T, H, W), (B, 1, T, H, W)
+    saturation = torch.from_numpy(((frames.max(-1).astype(np.float32) - frames.min(-1)) / 255.0).astype(np.float32))
+    # (B, 3, T, H, W) video and two (B, 1, T, H, W) maps
+    return to_model_range(frames).to(device), foreground[:, None].to(device), saturation[:, None].to(device)
 
 
 def train_candidate_vae(
@@ -133,7 +138,7 @@ def train_candidate_vae(
     began = time.perf_counter()
     for step in range(steps):
         short = step < short_steps
-        video, foreground = _clip_batch(
+        video, foreground, saturation = _clip_batch(
             videos,
             backgrounds,
             short_pairs if short else long_pairs,
@@ -144,7 +149,7 @@ def train_candidate_vae(
         )
         posterior = vae.encode(video).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
-        weight = 1.0 + candidate.foreground_weight * foreground
+        weight = 1.0 + candidate.foreground_weight * foreground + candidate.saturation_weight * saturation
         loss = ((reconstruction - video).abs() * weight).mean() / weight.mean()
         loss = loss + settings.kl_weight * posterior.kl().mean() / video[0].numel()
         optimizer.zero_grad(set_to_none=True)

@@ -48,6 +48,8 @@ CANDIDATES: dict[str, VaeCandidate] = {
     "z16_t4_fg": VaeCandidate("z16_t4_fg", z_dim=16),
     "z32_t4_fg": VaeCandidate("z32_t4_fg", z_dim=32),
     "z16_t2_fg": VaeCandidate("z16_t2_fg", z_dim=16, temporal_downsample=(False, True)),
+    # Colour weighted on top: the cube is the only saturated object in the scene.
+    "z32_t4_fgsat": VaeCandidate("z32_t4_fgsat", z_dim=32, saturation_weight=40.0),
 }
 
 
