@@ -61,6 +61,16 @@ def test_blur_is_searched_to_the_target_psnr_and_spares_frame_zero(target: float
     assert frame_psnr_db(video[1:], blurred[1:]) == pytest.approx(target, abs=1.5)
 
 
+def test_a_delay_stretches_only_the_time() -> None:
+    model = DegradedWorldModel(MovingSquare(), Degradation(delay_s=0.05))
+    rollout = model.rollout(RolloutRequest({}, "", 9, seed=0))
+    assert rollout.seconds >= 0.05
+    clean = MovingSquare().rollout(RolloutRequest({}, "", 9, seed=0))
+    np.testing.assert_array_equal(rollout.frames["cam_high"], clean.frames["cam_high"])
+    with pytest.raises(ValueError, match="delay_s"):
+        Degradation(delay_s=-1.0)
+
+
 def test_artifacts_and_degradation_settings_are_checked_up_front() -> None:
     with pytest.raises(ValueError, match="motion_scale"):
         Degradation(motion_scale=0.0)

@@ -8,7 +8,9 @@ in closed loop instead of guessed:
 - `motion_scale`: the imagined future plays at that fraction of the true speed (0.6: the arms move 60 % as far);
 - `blur_psnr_db`: a Gaussian blur whose strength is searched per rollout so the future frames sit at that PSNR
   against the originals (the learned model's measured fidelity, without its colour loss);
-- `artifacts`: the artifact injector's settings (jitter, dropped / repeated frames, noise).
+- `artifacts`: the artifact injector's settings (jitter, dropped / repeated frames, noise);
+- `delay_s`: the rollout takes at least that long in all, frames untouched: what a slower model's latency alone
+  costs.
 Frame 0 (the observed frame) is left as it is except by the VAE, which the real backend also applies to it.
 """
 
@@ -33,8 +35,11 @@ class Degradation:
     motion_scale: float = 1.0
     blur_psnr_db: float | None = None
     artifacts: dict = field(default_factory=dict)
+    delay_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.delay_s <= 10.0:
+            raise ValueError(f"degrade.delay_s must lie in [0, 10] s, got {self.delay_s}")
         if not 0.0 < self.motion_scale <= 1.0:
             raise ValueError(f"degrade.motion_scale must lie in (0, 1], got {self.motion_scale}")
         if self.blur_psnr_db is not None and not 10.0 <= self.blur_psnr_db <= 60.0:
@@ -50,6 +55,8 @@ class Degradation:
             parts.append(f"motion{self.motion_scale:g}x")
         if self.blur_psnr_db is not None:
             parts.append(f"blur{self.blur_psnr_db:g}dB")
+        if self.delay_s:
+            parts.append(f"delay{self.delay_s:g}s")
         if self.artifacts:
             parts.append("artifacts:" + ",".join(f"{k}={v}" for k, v in sorted(self.artifacts.items())))
         return "+".join(parts) or "none"
@@ -100,6 +107,9 @@ class DegradedWorldModel:
         began = time.perf_counter()
         rollout = self.inner.rollout(request)
         frames = {camera: np.stack([self._degrade(v) for v in batch]) for camera, batch in rollout.frames.items()}
+        remaining = self.degradation.delay_s - (time.perf_counter() - began)
+        if remaining > 0:
+            time.sleep(remaining)  # the instrument models a slower model: only its latency, nothing else
         return replace(rollout, frames=frames, seconds=rollout.seconds + time.perf_counter() - began)
 
     def _degrade(self, video: np.ndarray) -> np.ndarray:
