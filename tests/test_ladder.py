@@ -88,6 +88,7 @@ def test_artifacts_and_degradation_settings_are_checked_up_front() -> None:
 def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
     config = load_ladder(REPO / "configs" / "ladder_transfer_cube.yaml")
     assert config.first_seed == 1000 and config.rungs[0].name == "oracle"
+    assert config.episode_steps == 400  # the expert's own 8 s; `--episode-steps` gives slow planners slack
     for rung in config.rungs:
         assert (REPO / rung.bundle / "manifest.yaml").is_file(), rung.bundle
         if "vae" in rung.degrade:
@@ -124,3 +125,26 @@ def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path)
     ]
     table = render_ladder(rows, config).splitlines()
     assert table[2].startswith("| first | 4/4 | [0.51, 1.00]") and table[3].startswith("| second | 1/4")
+
+
+def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path) -> None:
+    from eva_runtime.control.sim_session import run_sim_episodes
+    from eva_runtime.records.outcome_log import OutcomeLog
+
+    result = run_sim_episodes(
+        REPO / "models" / "bundle_transfer_cube",
+        "transfer_cube",
+        2,
+        1000,
+        tmp_path / "log.db",
+        pace=False,
+        max_steps=30,
+        world_model={"degrade": {"motion_scale": 0.5}},
+    )
+    assert result.episodes == 2 and len(result.per_episode) == 2
+    assert result.successes == 0  # 30 ticks cannot complete a handover that takes ~330
+    assert result.hold_ticks_per_episode <= 30
+    assert result.model_id.endswith("~motion_scale=0.5")
+    with OutcomeLog(tmp_path / "log.db", read_only=True) as log:
+        records = log.episodes(run_id=result.run_id)
+    assert [r.outcome for r in records] == ["failure", "failure"]

@@ -17,6 +17,9 @@ def eval_ladder_command(
     out: Annotated[Path, typer.Option(help="Directory: ladder.json, ladder.md, ladder.db (every episode).")],
     episodes: Annotated[int | None, typer.Option(min=1, help="Episodes per rung (default: the YAML's).")] = None,
     rungs: Annotated[str, typer.Option(help="Comma-separated rung names to run (default: all).")] = "",
+    episode_steps: Annotated[
+        int | None, typer.Option(min=1, help="Control ticks per episode (default: the YAML's, 400 = 8 s).")
+    ] = None,
 ) -> None:
     """Closed loop on the same seeds for every rung: oracle, oracle degraded (VAE, motion, blur, jitter), learned
     models and best-of-N; each rung's result is merged into OUT/ladder.json as it finishes (re-run replaces it)."""
@@ -33,5 +36,5 @@ def eval_ladder_command(
         console.print(f"[red]error:[/red] unknown rungs {unknown}; the config has {[r.name for r in loaded.rungs]}")
         raise typer.Exit(2)
     root = config.resolve().parent.parent
-    run_ladder(loaded, root, out, episodes, only, log=console.print)
+    run_ladder(loaded, root, out, episodes, only, episode_steps, log=console.print)
     console.print((out / "ladder.md").read_text())

@@ -8,6 +8,7 @@ degradations, best-of-N sampling) without writing a new bundle.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +56,11 @@ def run_sim_episodes(
     on_tick: Callable | None = None,
     operator_factory: Callable | None = None,
     on_episode_end: Callable | None = None,
+    max_steps: int | None = None,
 ) -> SimRunResult:
     """`world_model`: keys merged into the world-model spec (e.g. {"degrade": {...}}); `planner`: into the planner
-    settings (e.g. {"samples": 4}); `operator_factory(robot) -> (operator, leader)` for operator keys;
+    settings (e.g. {"samples": 4}); `max_steps`: control ticks per episode (default the loop's 400);
+    `operator_factory(robot) -> (operator, leader)` for operator keys;
     `on_tick(index, episode_id, outcomes, step, modes, stats)`; `on_episode_end(episode_id, outcomes)`."""
     from eva_runtime import __version__
     from eva_runtime.bundle import load_bundle
@@ -85,6 +88,8 @@ def run_sim_episodes(
     operator, leader = operator_factory(sim) if operator_factory is not None else (None, None)
     period = sim.embodiment.control_period_s
     settings = LoopSettings(synchronous=sync, pace=pace)
+    if max_steps is not None:  # the task's script needs ~330 of 400 ticks: a slow planner needs slack to finish
+        settings = dataclasses.replace(settings, max_steps=max_steps)
     log.parent.mkdir(parents=True, exist_ok=True)
     results = []
     try:

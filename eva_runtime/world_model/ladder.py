@@ -41,6 +41,10 @@ class LadderConfig(_Strict):
     task: str = "transfer_cube"
     first_seed: int = 1000
     episodes: int = Field(50, ge=1)
+    # Control ticks per episode. 400 (8 s) is the expert's own script length: the handover ends at tick ~330, so a
+    # planner that holds the robot for more than ~70 ticks (slow plans) cannot finish in time however good its
+    # frames are. A longer episode separates "too slow to finish in 8 s" from "never does the task".
+    episode_steps: int = Field(400, ge=1)
     rungs: tuple[Rung, ...]
 
 
@@ -82,6 +86,7 @@ def run_ladder(
     out: Path,
     episodes: int | None = None,
     only: tuple[str, ...] = (),
+    episode_steps: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Run every rung (or those named in `only`), appending each result to OUT/ladder.json as it finishes."""
@@ -91,6 +96,7 @@ def run_ladder(
     results_path = out / "ladder.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else []
     count = episodes or config.episodes
+    steps = episode_steps or config.episode_steps
     for rung in config.rungs:
         if only and rung.name not in only:
             continue
@@ -105,9 +111,11 @@ def run_ladder(
             out / "ladder.db",
             world_model={"degrade": degrade} if degrade else None,
             planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
+            max_steps=steps,
         )
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
+        row["episode_steps"] = steps
         row["per_episode"] = list(result.per_episode)
         results = [r for r in results if r["rung"] != rung.name] + [row]
         results_path.write_text(json.dumps(results, indent=2))
