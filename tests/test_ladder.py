@@ -61,10 +61,14 @@ def test_blur_is_searched_to_the_target_psnr_and_spares_frame_zero(target: float
     assert frame_psnr_db(video[1:], blurred[1:]) == pytest.approx(target, abs=1.5)
 
 
-def test_a_delay_stretches_only_the_time() -> None:
+def test_a_delay_stretches_only_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import eva_runtime.world_model.degraded as degraded
+
+    slept: list[float] = []
+    monkeypatch.setattr(degraded.time, "sleep", slept.append)
     model = DegradedWorldModel(MovingSquare(), Degradation(delay_s=0.05))
     rollout = model.rollout(RolloutRequest({}, "", 9, seed=0))
-    assert rollout.seconds >= 0.05
+    assert len(slept) == 1 and 0.0 < slept[0] <= 0.05  # tops the rollout's own time up to the delay
     clean = MovingSquare().rollout(RolloutRequest({}, "", 9, seed=0))
     np.testing.assert_array_equal(rollout.frames["cam_high"], clean.frames["cam_high"])
     with pytest.raises(ValueError, match="delay_s"):

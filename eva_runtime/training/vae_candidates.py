@@ -61,6 +61,19 @@ class VaeCandidate:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def wan_config(self, **fields):
+        """The `TinyWanConfig` with this candidate's VAE shape (other fields: defaults, or `fields`)."""
+        from eva_runtime.world_model.wan.components import TinyWanConfig
+
+        return TinyWanConfig(
+            vae_base_dim=self.base_dim,
+            vae_dim_mult=self.dim_mult,
+            vae_z_dim=self.z_dim,
+            vae_res_blocks=self.res_blocks,
+            vae_temporal_downsample=self.temporal_downsample,
+            **fields,
+        )
+
     @classmethod
     def from_dict(cls, values: dict) -> VaeCandidate:
         values = dict(values)
@@ -83,20 +96,9 @@ class VaeTraining:
 
 
 def build_candidate_vae(candidate: VaeCandidate, latents_mean=None, latents_std=None):
-    from diffusers import AutoencoderKLWan
+    from eva_runtime.world_model.wan.components import build_vae
 
-    z = candidate.z_dim
-    return AutoencoderKLWan(
-        base_dim=candidate.base_dim,
-        z_dim=z,
-        dim_mult=list(candidate.dim_mult),
-        num_res_blocks=candidate.res_blocks,
-        temperal_downsample=list(candidate.temporal_downsample),
-        latents_mean=list(latents_mean) if latents_mean is not None else [0.0] * z,
-        latents_std=list(latents_std) if latents_std is not None else [1.0] * z,
-        scale_factor_spatial=candidate.spatial_factor,
-        scale_factor_temporal=candidate.temporal_factor,
-    )
+    return build_vae(candidate.wan_config(), latents_mean, latents_std)
 
 
 def background_frames(videos: list[EpisodeVideo]) -> list[np.ndarray]:

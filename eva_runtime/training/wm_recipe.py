@@ -288,7 +288,7 @@ def _sft_phase(cache: VideoCache, settings: RecipeSettings, chosen: str, vae, ou
             _write_report(out, report)
             last_save = time.perf_counter()
     sft["train_seconds"] = round(time.perf_counter() - train_began, 1)
-    sft["samples"] = _samples(ema, vae, held, cache, settings, conditioned, out / "samples.gif")
+    sft["samples"] = _samples(ema, vae, held, cache, settings, config, conditioned, out / "samples.gif")
     _write_report(out, report)
 
 
@@ -309,18 +309,19 @@ def _held_loss(model, latents, embeds, conditioned, shift, device, repeats: int 
     return float(np.mean(values))
 
 
-def _samples(model, vae, held, cache, settings, conditioned, path) -> dict:
+def _samples(model, vae, held, cache, settings, config, conditioned, path) -> dict:
     """Deterministic rollouts of the first held-out episodes at three points of the task: PSNR, cube, GIF."""
     import torch
 
     from eva_runtime.training.wm_samples import side_by_side, write_gif
     from eva_runtime.world_model.fidelity import cube_fidelity
+    from eva_runtime.world_model.wan.components import build_scheduler
     from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
     from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
 
     clip = settings.history_frames - 1 + settings.horizon
     index = {text: i for i, text in enumerate(cache.instructions)}
-    scheduler = _scheduler(settings)
+    scheduler = build_scheduler(config)
     rows, truths, generated = [], [], []
     for number, video in enumerate(held[:4]):
         padded = pad_video(video, settings.history_frames - 1, settings.end_padding)
@@ -346,25 +347,12 @@ def _samples(model, vae, held, cache, settings, conditioned, path) -> dict:
     return cube_fidelity(np.stack(truths), np.stack(generated)).as_dict()
 
 
-def _scheduler(settings: RecipeSettings):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
-
-
 def recipe_config(candidate: VaeCandidate, settings: RecipeSettings, cache: VideoCache):
     """The `TinyWanConfig` of the recipe's model (the vocabulary is filled in at assembly)."""
-    from eva_runtime.world_model.wan.components import TinyWanConfig
-
     shape = settings.transformer
     height, width = cache.videos[0].frames.shape[1:3]
-    return TinyWanConfig(
+    return candidate.wan_config(
         image_size=(height, width),
-        vae_base_dim=candidate.base_dim,
-        vae_dim_mult=candidate.dim_mult,
-        vae_z_dim=candidate.z_dim,
-        vae_res_blocks=candidate.res_blocks,
-        vae_temporal_downsample=candidate.temporal_downsample,
         heads=shape.heads,
         head_dim=shape.head_dim,
         layers=shape.layers,

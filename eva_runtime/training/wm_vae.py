@@ -122,8 +122,9 @@ def to_uint8(video) -> np.ndarray:
 
 
 def psnr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    mse = np.mean((reference.astype(np.float64) - estimate.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+    from eva_runtime.world_model.fidelity import frame_psnr_db
+
+    return frame_psnr_db(reference, estimate)
 
 
 def timed(function, *args, **kwargs):
