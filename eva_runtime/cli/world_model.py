@@ -315,6 +315,35 @@ def train_world_model_recipe_command(
     main(arguments)
 
 
+@train_app.command("world-model-sft-run")
+def train_world_model_sft_run_command(
+    cache: Annotated[Path, typer.Option(help="Video cache from `eva train world-model-cache`.")],
+    vae: Annotated[Path, typer.Option(help="A trained VAE candidate file (`eva train world-model-vae`).")],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, progress.jsonl, samples, recipe.json).")],
+    steps: Annotated[int, typer.Option(min=1)] = 20000,
+    batch: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 200,
+    samples_every: Annotated[int, typer.Option(min=1)] = 2000,
+    resume: Annotated[
+        bool, typer.Option(help="Continue OUT from its last checkpoint (same settings and files).")
+    ] = False,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
+    from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
+
+    _threads(threads)
+    run = TransformerRun(
+        steps=steps, batch=batch, lr=lr, checkpoint_every=checkpoint_every, samples_every=samples_every
+    )
+    try:
+        train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line))
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
 @train_app.command("world-model-assemble")
 def train_world_model_assemble_command(
     recipe: Annotated[Path, typer.Option(help="A world-model-recipe run directory.")],

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,15 @@ from eva_runtime.training.vae_candidates import (
     train_candidate_vae,
 )
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
-from eva_runtime.training.wm_data import EpisodeVideo
+from eva_runtime.training.wm_transformer_run import (
+    TransformerShape,
+    encode_padded_clips,
+    held_out_loss,
+    pad_video,
+    sample_rollouts,
+    save_transformer,
+    transformer_config,
+)
 
 __all__ = ["CANDIDATES", "RecipeSettings", "TransformerShape", "pad_video", "run_recipe", "select_candidate"]
 
@@ -51,15 +59,6 @@ CANDIDATES: dict[str, VaeCandidate] = {
     # Colour weighted on top: the cube is the only saturated object in the scene.
     "z32_t4_fgsat": VaeCandidate("z32_t4_fgsat", z_dim=32, saturation_weight=40.0),
 }
-
-
-@dataclass(frozen=True)
-class TransformerShape:
-    layers: int = 6
-    heads: int = 4
-    head_dim: int = 32
-    ffn_dim: int = 512
-    freq_dim: int = 64
 
 
 @dataclass(frozen=True)
@@ -83,15 +82,8 @@ class RecipeSettings:
     sample_steps: int = 10
     tie_db: float = 0.5
     seed: int = 0
-    transformer: TransformerShape = TransformerShape()
+    transformer: TransformerShape = field(default_factory=TransformerShape)
     checkpoint_seconds: float = 60.0
-
-
-def pad_video(video: EpisodeVideo, front: int, back: int) -> np.ndarray:
-    """Frames with the first one repeated `front` times before (a fresh episode has no history: inference repeats
-    the oldest frame the same way) and the last one `back` times after."""
-    frames = video.frames
-    return np.concatenate([np.repeat(frames[:1], front, 0), frames, np.repeat(frames[-1:], back, 0)])
 
 
 def select_candidate(results: dict[str, dict], tie_db: float) -> tuple[str, str]:
@@ -188,32 +180,18 @@ def _vae_phase(cache: VideoCache, settings: RecipeSettings, out: Path, device, r
         log(f"vae {name}: {json.dumps({k: v for k, v in result.items() if k != 'candidate'})}")
 
 
-def _encode_clips(vae, videos, settings: RecipeSettings, stride: int, device):
-    import torch
-
-    from eva_runtime.world_model.wan.latents import encode_frames
-
-    clip = settings.history_frames - 1 + settings.horizon
-    padded = [pad_video(v, settings.history_frames - 1, settings.end_padding) for v in videos]
-    pairs = [(e, s) for e, f in enumerate(padded) for s in range(0, len(f) - clip + 1, stride)]
-    chunks = []
-    for begin in range(0, len(pairs), 32):
-        chosen = pairs[begin : begin + 32]
-        chunks.append(encode_frames(vae, np.stack([padded[e][s : s + clip] for e, s in chosen])).to(device))
-    return torch.cat(chunks), np.asarray([e for e, _ in pairs])
-
-
 def _sft_phase(cache: VideoCache, settings: RecipeSettings, chosen: str, vae, out: Path, device, report, log):
     import torch
 
     from eva_runtime.training.wm_sft import flow_matching_loss
     from eva_runtime.world_model.wan.components import build_transformer
 
-    config = recipe_config(CANDIDATES[chosen], settings, cache)
+    config = transformer_config(CANDIDATES[chosen], settings.transformer, cache)
     train, held = cache.videos[: -settings.held_out], cache.videos[-settings.held_out :]
     began = time.perf_counter()
-    latents, episodes = _encode_clips(vae, train, settings, settings.clip_stride, device)
-    held_latents, held_episodes = _encode_clips(vae, held, settings, 8, device)
+    shape = (settings.history_frames, settings.horizon, settings.end_padding)
+    latents, episodes = encode_padded_clips(vae, train, *shape, settings.clip_stride, device)
+    held_latents, held_episodes = encode_padded_clips(vae, held, *shape, 8, device)
     embeds = torch.from_numpy(cache.text_embeds).to(device)
     index = {text: i for i, text in enumerate(cache.instructions)}
     clip_text = torch.tensor([index[train[e].instruction] for e in episodes], device=device)
@@ -278,95 +256,21 @@ def _sft_phase(cache: VideoCache, settings: RecipeSettings, chosen: str, vae, ou
         if step % 250 == 0 or step == steps - 1:
             value = float(torch.stack(running).mean())
             running = []
-            held_loss = _held_loss(ema, held_latents, embeds[held_text], conditioned, shift, device)
+            held_loss = held_out_loss(ema, held_latents, embeds[held_text], conditioned, shift, device)
             seconds = round(time.perf_counter() - train_began, 1)
             sft["curve"].append({"step": step, "loss": value, "held_out_loss_ema": held_loss, "seconds": seconds})
             log(f"  sft step {step}/{steps} loss {value:.4f} held-out (EMA) {held_loss:.4f} ({seconds} s)")
         if time.perf_counter() - last_save > settings.checkpoint_seconds or step == steps - 1:
-            _save_transformer(ema, config, out / "transformer.safetensors", {"step": step + 1, "of": steps})
+            save_transformer(ema, config, out / "transformer.safetensors", {"step": step + 1, "of": steps})
             sft["saved_step"] = step + 1
             _write_report(out, report)
             last_save = time.perf_counter()
     sft["train_seconds"] = round(time.perf_counter() - train_began, 1)
-    sft["samples"] = _samples(ema, vae, held, cache, settings, config, conditioned, out / "samples.gif")
+    sft["samples"] = sample_rollouts(
+        ema, vae, held, cache, config, settings.history_frames, settings.horizon, settings.end_padding,
+        settings.sample_steps, out / "samples.gif",
+    )  # fmt: skip
     _write_report(out, report)
-
-
-def _held_loss(model, latents, embeds, conditioned, shift, device, repeats: int = 4) -> float:
-    import torch
-
-    from eva_runtime.training.wm_sft import flow_matching_loss
-
-    generator = torch.Generator(device=device).manual_seed(1234)
-    values = []
-    with torch.no_grad():
-        for _ in range(repeats):
-            for begin in range(0, len(latents), 64):
-                part = slice(begin, begin + 64)
-                values.append(
-                    float(flow_matching_loss(model, latents[part], embeds[part], conditioned, generator, shift))
-                )
-    return float(np.mean(values))
-
-
-def _samples(model, vae, held, cache, settings, config, conditioned, path) -> dict:
-    """Deterministic rollouts of the first held-out episodes at three points of the task: PSNR, cube, GIF."""
-    import torch
-
-    from eva_runtime.training.wm_samples import side_by_side, write_gif
-    from eva_runtime.world_model.fidelity import cube_fidelity
-    from eva_runtime.world_model.wan.components import build_scheduler
-    from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
-    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
-
-    clip = settings.history_frames - 1 + settings.horizon
-    index = {text: i for i, text in enumerate(cache.instructions)}
-    scheduler = build_scheduler(config)
-    rows, truths, generated = [], [], []
-    for number, video in enumerate(held[:4]):
-        padded = pad_video(video, settings.history_frames - 1, settings.end_padding)
-        for start in (0, 24, 48):
-            if start + clip > len(padded):
-                continue
-            truth = padded[start : start + clip]
-            clean = encode_frames(vae, truth[None])
-            noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(number * 100 + start))
-            condition = torch.zeros_like(clean)
-            condition[:, :, :conditioned] = clean[:, :, :conditioned]
-            embeds = torch.from_numpy(cache.text_embeds[index[video.instruction]][None]).to(clean.device)
-            denoiser = Denoiser(model, embeds, condition, conditioned)
-            with torch.no_grad():
-                final = euler_sample(denoiser, noise.to(clean.device), flow_sigmas(scheduler, settings.sample_steps))
-            video_out = decode_latents(vae, final)[0]
-            future = slice(settings.history_frames - 1, clip)
-            truths.append(truth[future])
-            generated.append(video_out[future])
-            if number < 2:
-                rows.append(side_by_side(truth, video_out))
-    write_gif(path, np.concatenate(rows, axis=1), cache.fps)
-    return cube_fidelity(np.stack(truths), np.stack(generated)).as_dict()
-
-
-def recipe_config(candidate: VaeCandidate, settings: RecipeSettings, cache: VideoCache):
-    """The `TinyWanConfig` of the recipe's model (the vocabulary is filled in at assembly)."""
-    shape = settings.transformer
-    height, width = cache.videos[0].frames.shape[1:3]
-    return candidate.wan_config(
-        image_size=(height, width),
-        heads=shape.heads,
-        head_dim=shape.head_dim,
-        layers=shape.layers,
-        ffn_dim=shape.ffn_dim,
-        freq_dim=shape.freq_dim,
-        text_dim=int(cache.text_embeds.shape[-1]),
-    )
-
-
-def _save_transformer(model, config, path: Path, extra: dict) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)})
 
 
 def _write_report(out: Path, report: dict) -> None:

@@ -1,0 +1,435 @@
+"""A long, resumable SFT run of the tiny Wan transformer on a video cache and a trained VAE candidate.
+
+The recipe (`wm_recipe.py`) fits a time budget in one sitting; this is the run that goes on for hours in the
+background on the two CPU cores and survives being stopped. Everything it needs to continue exactly is on disk:
+
+- `run.json`: the settings, the cache's and the VAE file's SHA-256. A resumed run must be started with the same
+  settings on the same files; otherwise it refuses and names the first field that differs.
+- `latents.safetensors`: every training and held-out clip encoded once by the VAE (the VAE, not the
+  transformer, is the cost of encoding on CPU), keyed by the VAE's hash.
+- `last/state.safetensors` (+ `.sha256`): weights, EMA weights, optimizer slots, the batch generator's state and
+  the step, written every `checkpoint_every` steps through a temporary file, so a kill leaves the previous one.
+- `progress.jsonl`: one line per checkpoint (step, training loss, held-out loss of the EMA weights, seconds);
+  `samples_<step>.gif`: held-out rollouts next to the truth every `samples_every` steps, with their cube fidelity.
+- `transformer.safetensors` (EMA weights) and `recipe.json` in the recipe's layout, plus the VAE copied as
+  `vae_<name>.safetensors`, so `eva train world-model-assemble --recipe OUT` turns the run into a pipeline.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eva_runtime.training.video_cache import VideoCache, load_video_cache
+from eva_runtime.training.wm_data import EpisodeVideo
+
+__all__ = [
+    "TransformerRun",
+    "TransformerShape",
+    "encode_padded_clips",
+    "held_out_loss",
+    "pad_video",
+    "sample_rollouts",
+    "save_transformer",
+    "train_transformer_run",
+    "transformer_config",
+]
+
+FORMAT = "eva-runtime/wm-transformer-run-v1"
+
+
+@dataclass(frozen=True)
+class TransformerShape:
+    layers: int = 6
+    heads: int = 4
+    head_dim: int = 32
+    ffn_dim: int = 512
+    freq_dim: int = 64
+
+
+@dataclass(frozen=True)
+class TransformerRun:
+    steps: int = 20000
+    batch: int = 32
+    lr: float = 5e-4
+    warmup: int = 300
+    ema_decay: float = 0.999
+    history_frames: int = 5
+    horizon: int = 37
+    end_padding: int = 16  # frames of the resting final pose appended: rollouts asked for near the end
+    clip_stride: int = 2
+    held_out: int = 10
+    seed: int = 0
+    transformer: TransformerShape = TransformerShape()
+    # Bookkeeping only: may change between a run and its resumption.
+    checkpoint_every: int = 200
+    samples_every: int = 2000
+    sample_steps: int = 10
+
+    BOOKKEEPING = ("checkpoint_every", "samples_every", "sample_steps")
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        values = dataclasses.asdict(self)
+        for key in self.BOOKKEEPING:
+            values.pop(key)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TransformerRun:
+        values = dict(values)
+        values["transformer"] = TransformerShape(**values.get("transformer", {}))
+        return cls(**values)
+
+
+def pad_video(video: EpisodeVideo, front: int, back: int) -> np.ndarray:
+    """Frames with the first one repeated `front` times before (a fresh episode has no history: inference repeats
+    the oldest frame the same way) and the last one `back` times after."""
+    frames = video.frames
+    return np.concatenate([np.repeat(frames[:1], front, 0), frames, np.repeat(frames[-1:], back, 0)])
+
+
+def encode_padded_clips(vae, videos, history_frames: int, horizon: int, end_padding: int, stride: int, device):
+    """Normalised latents of every padded clip, (N, z, t, h, w), and the episode index of each clip."""
+    import torch
+
+    from eva_runtime.world_model.wan.latents import encode_frames
+
+    clip = history_frames - 1 + horizon
+    padded = [pad_video(v, history_frames - 1, end_padding) for v in videos]
+    pairs = [(e, s) for e, f in enumerate(padded) for s in range(0, len(f) - clip + 1, stride)]
+    chunks = []
+    for begin in range(0, len(pairs), 32):
+        chosen = pairs[begin : begin + 32]
+        chunks.append(encode_frames(vae, np.stack([padded[e][s : s + clip] for e, s in chosen])).to(device))
+    return torch.cat(chunks), np.asarray([e for e, _ in pairs])
+
+
+def transformer_config(candidate, shape: TransformerShape, cache: VideoCache):
+    """The `TinyWanConfig` of a model on `candidate`'s VAE (the vocabulary is filled in at assembly)."""
+    height, width = cache.videos[0].frames.shape[1:3]
+    return candidate.wan_config(
+        image_size=(height, width),
+        heads=shape.heads,
+        head_dim=shape.head_dim,
+        layers=shape.layers,
+        ffn_dim=shape.ffn_dim,
+        freq_dim=shape.freq_dim,
+        text_dim=int(cache.text_embeds.shape[-1]),
+    )
+
+
+def save_transformer(model, config, path: Path, extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    temporary = path.with_name(path.name + ".tmp")
+    save_file(state, str(temporary), metadata={"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)})
+    os.replace(temporary, path)
+
+
+def held_out_loss(model, latents, embeds, conditioned, shift, device, repeats: int = 4) -> float:
+    """Flow-matching loss on held-out clips with a fixed noise draw (comparable across checkpoints)."""
+    import torch
+
+    from eva_runtime.training.wm_sft import flow_matching_loss
+
+    generator = torch.Generator(device=device).manual_seed(1234)
+    values = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            for begin in range(0, len(latents), 64):
+                part = slice(begin, begin + 64)
+                values.append(
+                    float(flow_matching_loss(model, latents[part], embeds[part], conditioned, generator, shift))
+                )
+    return float(np.mean(values))
+
+
+def sample_rollouts(model, vae, held, cache, config, history_frames, horizon, end_padding, sample_steps, path):
+    """Deterministic rollouts of the first held-out episodes at three points of the task: PSNR, cube, GIF."""
+    import torch
+
+    from eva_runtime.training.wm_samples import side_by_side, write_gif
+    from eva_runtime.world_model.fidelity import cube_fidelity
+    from eva_runtime.world_model.wan.components import build_scheduler
+    from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
+    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
+
+    clip = history_frames - 1 + horizon
+    conditioned = (history_frames - 1) // config.temporal_factor + 1
+    index = {text: i for i, text in enumerate(cache.instructions)}
+    scheduler = build_scheduler(config)
+    rows, truths, generated = [], [], []
+    for number, video in enumerate(held[:4]):
+        padded = pad_video(video, history_frames - 1, end_padding)
+        for start in (0, 24, 48):
+            if start + clip > len(padded):
+                continue
+            truth = padded[start : start + clip]
+            clean = encode_frames(vae, truth[None])
+            noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(number * 100 + start))
+            condition = torch.zeros_like(clean)
+            condition[:, :, :conditioned] = clean[:, :, :conditioned]
+            embeds = torch.from_numpy(cache.text_embeds[index[video.instruction]][None]).to(clean.device)
+            denoiser = Denoiser(model, embeds, condition, conditioned)
+            with torch.no_grad():
+                final = euler_sample(denoiser, noise.to(clean.device), flow_sigmas(scheduler, sample_steps))
+            video_out = decode_latents(vae, final)[0]
+            future = slice(history_frames - 1, clip)
+            truths.append(truth[future])
+            generated.append(video_out[future])
+            if number < 2:
+                rows.append(side_by_side(truth, video_out))
+    write_gif(path, np.concatenate(rows, axis=1), cache.fps)
+    return cube_fidelity(np.stack(truths), np.stack(generated)).as_dict()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_resume(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str) -> None:
+    saved = json.loads((out / "run.json").read_text())
+    if saved.get("format") != FORMAT:
+        raise ValueError(f"{out / 'run.json'}: format {saved.get('format')!r}, expected {FORMAT!r}")
+    for key, expected in (("cache_sha256", cache_sha), ("vae_sha256", vae_sha)):
+        if saved[key] != expected:
+            raise ValueError(f"cannot resume {out}: {key} is {expected[:12]}..., the run used {saved[key][:12]}...")
+    before, now = saved["settings"], run.identity()
+    for key in now:
+        if before.get(key) != json.loads(json.dumps(now[key])):
+            raise ValueError(f"cannot resume {out}: setting {key!r} is {now[key]!r}, the run used {before.get(key)!r}")
+
+
+def _latents(out: Path, vae, cache: VideoCache, run: TransformerRun, vae_sha: str, device, log):
+    """Training and held-out latents, encoded once per VAE and reused on resumption."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = out / "latents.safetensors"
+    key = json.dumps(
+        {
+            "vae": vae_sha,
+            "cache": cache.sha256,
+            **{k: getattr(run, k) for k in ("history_frames", "horizon", "end_padding", "clip_stride", "held_out")},
+        },
+        sort_keys=True,
+    )
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("key") == key:
+                tensors = load_file(str(path))
+                log(f"latents reused from {path}")
+                return {k: (v.float() if v.is_floating_point() else v).to(device) for k, v in tensors.items()}
+    began = time.perf_counter()
+    train, held = cache.videos[: -run.held_out], cache.videos[-run.held_out :]
+    index = {text: i for i, text in enumerate(cache.instructions)}
+    shape = (run.history_frames, run.horizon, run.end_padding)
+    latents, episodes = encode_padded_clips(vae, train, *shape, run.clip_stride, device)
+    held_latents, held_episodes = encode_padded_clips(vae, held, *shape, 8, device)
+    tensors = {
+        "latents": latents.contiguous(),
+        "text": torch.tensor([index[train[e].instruction] for e in episodes]),
+        "held_latents": held_latents.contiguous(),
+        "held_text": torch.tensor([index[held[e].instruction] for e in held_episodes]),
+    }
+    temporary = out / "latents.safetensors.tmp"
+    # float16 on disk halves a file of ~1 GB per 100 episodes; training reads it back as float32.
+    on_disk = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in tensors.items()}
+    save_file(on_disk, str(temporary), metadata={"key": key})
+    os.replace(temporary, path)
+    log(f"encoded {len(latents)} training clips in {time.perf_counter() - began:.0f} s")
+    return {k: (v.half().float() if v.is_floating_point() else v).to(device) for k, v in tensors.items()}
+
+
+def _save_state(path: Path, model, ema, optimizer, generator, step: int, curve: list[dict]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    saved = optimizer.state_dict()
+    for index, slots in saved["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.generator"] = generator.get_state()
+    metadata = {
+        "format": FORMAT,
+        "step": str(step),
+        "optimizer_groups": json.dumps(saved["param_groups"]),
+        "curve": json.dumps(curve),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+    Path(str(path) + ".sha256").write_text(_sha256(path) + "\n")
+
+
+def _load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[dict]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    sidecar = Path(str(path) + ".sha256")
+    if not sidecar.is_file() or sidecar.read_text().strip() != _sha256(path):
+        raise ValueError(f"{path}: SHA-256 does not match {sidecar.name}; refusing a corrupted checkpoint")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
+    slots: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            slots.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["optimizer_groups"])})
+    generator.set_state(tensors["rng.generator"])
+    return int(metadata["step"]), json.loads(metadata["curve"])
+
+
+def _write_json(path: Path, value: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(temporary, path)
+
+
+def train_transformer_run(
+    cache_path: Path,
+    vae_path: Path,
+    out: Path,
+    run: TransformerRun,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    stop_after: int | None = None,
+) -> dict:
+    """Train (or continue) into `out`; returns the recipe-layout report. `stop_after` ends this call after that
+    many steps (a test's stand-in for a killed job: the checkpoint is whatever was last saved)."""
+    import torch
+
+    from eva_runtime.training.vae_candidates import load_candidate_vae
+    from eva_runtime.training.wm_sft import flow_matching_loss
+    from eva_runtime.world_model.wan.components import build_transformer
+
+    cache = load_video_cache(cache_path)
+    if len(cache.videos) <= run.held_out:
+        raise ValueError(f"{cache_path}: {len(cache.videos)} episodes, need more than {run.held_out}")
+    vae_sha = _sha256(Path(vae_path))
+    vae, candidate, vae_extra = load_candidate_vae(vae_path)
+    temporal = candidate.temporal_factor
+    if (run.history_frames - 1) % temporal or (run.horizon - 1) % temporal:
+        raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of the VAE's time factor {temporal}")
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "last" / "state.safetensors"
+    if resume and (out / "run.json").is_file():
+        _check_resume(out, run, cache.sha256, vae_sha)
+    elif (out / "run.json").is_file() and state_path.is_file():
+        raise ValueError(f"{out} holds a run already; pass resume to continue it or choose another directory")
+    _write_json(
+        out / "run.json",
+        {
+            "format": FORMAT,
+            "settings": run.identity(),
+            "cache_sha256": cache.sha256,
+            "vae_sha256": vae_sha,
+            "vae_file": str(vae_path),
+            "torch": torch.__version__,
+        },
+    )
+    device = torch.device("cpu")
+    data = _latents(out, vae, cache, run, vae_sha, device, log)
+    embeds = torch.from_numpy(cache.text_embeds).to(device)
+    config = transformer_config(candidate, run.transformer, cache)
+    conditioned = (run.history_frames - 1) // temporal + 1
+    shift = config.flow_shift
+
+    model = build_transformer(config, seed=run.seed).to(device).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
+    generator = torch.Generator(device=device).manual_seed(run.seed)
+    step, curve = 0, []
+    if resume and state_path.is_file():
+        step, curve = _load_state(state_path, model, ema, optimizer, generator)
+        log(f"resumed at step {step}/{run.steps}")
+
+    def factor(s: int) -> float:
+        return min(1.0, (s + 1) / run.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / run.steps)))
+
+    name = candidate.name
+    if not (out / f"vae_{name}.safetensors").is_file():
+        shutil.copyfile(vae_path, out / f"vae_{name}.safetensors")
+    report = {
+        "cache_sha256": cache.sha256,
+        "episodes": len(cache.videos),
+        "held_out_episodes": [v.name for v in cache.videos[-run.held_out :]],
+        "device": str(device),
+        "torch": torch.__version__,
+        "settings": dataclasses.asdict(run),
+        "vae": {name: {**vae_extra.get("measured", {}), "sha256": vae_sha, "candidate": candidate.as_dict()}},
+        "selection": {"chosen": name, "reason": f"given: {vae_path}"},
+        "sft": {"config": config.as_dict(), "steps": run.steps, "clips": len(data["latents"]), "curve": curve},
+    }
+    held, held_videos = data["held_latents"], cache.videos[-run.held_out :]
+    running: list[float] = []
+    began, done_here = time.perf_counter(), 0
+    while step < run.steps and (stop_after is None or done_here < stop_after):
+        for group in optimizer.param_groups:
+            group["lr"] = run.lr * factor(step)
+        rows = torch.randint(0, len(data["latents"]), (run.batch,), generator=generator, device=device)
+        loss = flow_matching_loss(
+            model, data["latents"][rows], embeds[data["text"][rows]], conditioned, generator, shift
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(run.ema_decay, (1 + step) / (10 + step))
+            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+                target.lerp_(source, 1 - decay)
+        running.append(float(loss.detach()))
+        step += 1
+        done_here += 1
+        finished = step == run.steps
+        if step % run.checkpoint_every == 0 or finished:
+            held_loss = held_out_loss(ema, held, embeds[data["held_text"]], conditioned, shift, device)
+            point = {
+                "step": step,
+                "loss": float(np.mean(running)),
+                "held_out_loss_ema": held_loss,
+                "seconds_this_session": round(time.perf_counter() - began, 1),
+            }
+            running = []
+            if step % run.samples_every == 0 or finished:
+                point["samples"] = sample_rollouts(
+                    ema, vae, held_videos, cache, config, run.history_frames, run.horizon, run.end_padding,
+                    run.sample_steps, out / f"samples_{step:06d}.gif",
+                )  # fmt: skip
+            curve.append(point)
+            with open(out / "progress.jsonl", "a") as handle:
+                handle.write(json.dumps(point) + "\n")
+            save_transformer(ema, config, out / "transformer.safetensors", {"step": step, "of": run.steps})
+            _save_state(state_path, model, ema, optimizer, generator, step, curve)
+            report["sft"].update(curve=curve, saved_step=step)
+            _write_json(out / "recipe.json", report)
+            log(f"step {step}/{run.steps} loss {point['loss']:.4f} held-out (EMA) {held_loss:.4f}")
+    return report

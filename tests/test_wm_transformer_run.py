@@ -1,0 +1,133 @@
+"""The long transformer SFT run: a stopped run resumed ends exactly where an uninterrupted one does; a resumed run
+with other settings, another VAE or a corrupted checkpoint is refused with the reason; the run assembles."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+INSTRUCTION = "pick up the red cube"
+
+
+def _video(name: str, seed: int, length: int = 16, size: int = 32):
+    from eva_runtime.training.wm_data import EpisodeVideo
+
+    rng = np.random.default_rng(seed)
+    frames = np.full((length, size, size, 3), 80, np.uint8)
+    for t in range(length):
+        row, col = rng.integers(0, size - 3, 2)
+        frames[t, row : row + 3, col : col + 3] = (202, 54, 54)
+    return EpisodeVideo(name, frames, rng.normal(size=(length, 14)).astype(np.float32), INSTRUCTION, seed)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    import torch
+
+    from eva_runtime.training.vae_candidates import VaeCandidate, build_candidate_vae, save_candidate_vae
+    from eva_runtime.training.video_cache import save_video_cache
+    from eva_runtime.training.wm_assemble import _text_embeds
+    from eva_runtime.world_model.wan.components import TinyWanConfig, instruction_vocabulary
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("run_files")
+    vocabulary = instruction_vocabulary([INSTRUCTION])
+    embeds = _text_embeds(TinyWanConfig(image_size=(32, 32), vocabulary=vocabulary), [INSTRUCTION])
+    videos = [_video(f"episode_{i:04d}", seed=i) for i in range(4)]
+    save_video_cache(root / "cache.npz", videos, 12.5, "cam_high", (INSTRUCTION,), embeds, vocabulary)
+    torch.manual_seed(0)
+    for name, seed in (("vae", 0), ("other_vae", 1)):
+        torch.manual_seed(seed)
+        candidate = VaeCandidate("tiny", z_dim=4, base_dim=8)
+        save_candidate_vae(build_candidate_vae(candidate).eval(), candidate, root / f"{name}.safetensors")
+    return {"cache": root / "cache.npz", "vae": root / "vae.safetensors", "other_vae": root / "other_vae.safetensors"}
+
+
+def _run(**changes):
+    from eva_runtime.training.wm_transformer_run import TransformerRun, TransformerShape
+
+    run = TransformerRun(
+        steps=4,
+        batch=2,
+        warmup=2,
+        horizon=9,
+        end_padding=2,
+        clip_stride=4,
+        held_out=1,
+        checkpoint_every=2,
+        samples_every=4,
+        sample_steps=2,
+        transformer=TransformerShape(layers=1, heads=2, head_dim=16, ffn_dim=32, freq_dim=32),
+    )
+    return dataclasses.replace(run, **changes)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_a_stopped_and_resumed_run_ends_where_an_uninterrupted_one_does(files, tmp_path: Path) -> None:
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    quiet = {"log": lambda _: None}
+    whole = train_transformer_run(files["cache"], files["vae"], tmp_path / "whole", _run(), **quiet)
+    partial = train_transformer_run(files["cache"], files["vae"], tmp_path / "cut", _run(), stop_after=3, **quiet)
+    # Stopped after 3 steps: the checkpoint on disk is step 2's; the resumed run redoes step 3 from it.
+    assert partial["sft"]["saved_step"] == 2
+    resumed = train_transformer_run(files["cache"], files["vae"], tmp_path / "cut", _run(), resume=True, **quiet)
+    assert resumed["sft"]["saved_step"] == whole["sft"]["saved_step"] == 4
+    a, b = (
+        _weights(tmp_path / "whole" / "transformer.safetensors"),
+        _weights(tmp_path / "cut" / "transformer.safetensors"),
+    )
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6, err_msg=key)
+    curve = [point["step"] for point in resumed["sft"]["curve"]]
+    assert curve == [2, 4]
+    assert "samples" in resumed["sft"]["curve"][-1] and (tmp_path / "cut" / "samples_000004.gif").is_file()
+    lines = (tmp_path / "cut" / "progress.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # step 2 (first session), step 4 (second): no lost or doubled line
+    assert np.isfinite(resumed["sft"]["curve"][-1]["held_out_loss_ema"])
+
+
+def test_resuming_with_other_settings_or_files_is_refused_naming_what_differs(files, tmp_path: Path) -> None:
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    quiet = {"log": lambda _: None}
+    out = tmp_path / "run"
+    train_transformer_run(files["cache"], files["vae"], out, _run(), stop_after=2, **quiet)
+    with pytest.raises(ValueError, match="'lr'"):
+        train_transformer_run(files["cache"], files["vae"], out, _run(lr=1e-3), resume=True, **quiet)
+    with pytest.raises(ValueError, match="vae_sha256"):
+        train_transformer_run(files["cache"], files["other_vae"], out, _run(), resume=True, **quiet)
+    with pytest.raises(ValueError, match="holds a run already"):
+        train_transformer_run(files["cache"], files["vae"], out, _run(), **quiet)
+    # Bookkeeping may change: a resumed run can checkpoint more often.
+    train_transformer_run(files["cache"], files["vae"], out, _run(checkpoint_every=1), resume=True, **quiet)
+    state = out / "last" / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-5] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        train_transformer_run(files["cache"], files["vae"], out, _run(steps=4), resume=True, **quiet)
+
+
+def test_a_finished_run_assembles_into_a_verified_pipeline(files, tmp_path: Path) -> None:
+    from eva_runtime.training.wm_assemble import assemble_world_model
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+    from eva_runtime.world_model.protocol import RolloutRequest
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    train_transformer_run(files["cache"], files["vae"], tmp_path / "run", _run(steps=2), log=lambda _: None)
+    description = assemble_world_model(tmp_path / "run", files["cache"], tmp_path / "model")
+    assert description["horizon"] == 9 and description["recipe"]["selection"]["chosen"] == "tiny"
+    model = load_wan_world_model({"base": str(tmp_path / "model"), "history_frames": 5})
+    frames = _video("x", seed=9).frames[:5]
+    rollout = model.rollout(RolloutRequest({"cam_high": frames}, INSTRUCTION, 9, seed=0))
+    assert rollout.frames["cam_high"].shape == (1, 9, 32, 32, 3)
