@@ -250,3 +250,29 @@ def test_vae_roundtrip_keeps_every_frame_and_pads_only_inside() -> None:
     np.testing.assert_array_equal(out[:5], decode_latents(vae, encode_frames(vae, frames[None, :5]))[0])
     padded = np.repeat(frames[10:11], 5, 0)
     np.testing.assert_array_equal(out[10], decode_latents(vae, encode_frames(vae, padded[None]))[0][0])
+
+
+def test_a_vae_file_is_read_through_only_when_its_hash_sidecar_matches(tmp_path: Path) -> None:
+    import torch
+
+    from eva_runtime.training.vae_candidates import (
+        VaeCandidate,
+        build_candidate_vae,
+        load_verified_vae,
+        save_candidate_vae,
+    )
+
+    candidate = VaeCandidate("tiny", z_dim=4, base_dim=8)
+    torch.manual_seed(0)
+    path = save_candidate_vae(build_candidate_vae(candidate).eval(), candidate, tmp_path / "vae.safetensors")
+    assert load_verified_vae(path).config.z_dim == 4
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256 does not match"):
+        load_verified_vae(path)
+    Path(str(path) + ".sha256").unlink()
+    with pytest.raises(ValueError, match="unverified"):
+        load_verified_vae(path)
+    with pytest.raises(FileNotFoundError):
+        load_verified_vae(tmp_path / "absent.safetensors")

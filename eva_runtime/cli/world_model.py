@@ -423,16 +423,21 @@ def train_world_model_vae_command(
 @train_app.command("vae-roundtrip")
 def train_vae_roundtrip_command(
     data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
-    model: Annotated[Path, typer.Option(help="World-model pipeline directory whose VAE re-renders the camera.")],
+    model: Annotated[
+        Path, typer.Option(help="World-model pipeline directory, or a VAE candidate file with its .sha256 sidecar.")
+    ],
     out: Annotated[Path, typer.Option(help="New episode directory (same joints and actions, camera re-rendered).")],
     camera: str = "cam_high",
     clip: Annotated[int, typer.Option(help="Frames per VAE clip (the world model's clip).")] = 41,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N episodes.")] = None,
+    image_size: Annotated[int, typer.Option(min=8, help="Frame size for a VAE candidate file.")] = 64,
     threads: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames."""
     from eva_runtime.training.vae_roundtrip import roundtrip_episodes
 
     _threads(threads)
-    written = roundtrip_episodes(data, model, out, camera, clip, limit, log=lambda _: None)
+    written = roundtrip_episodes(
+        data, model, out, camera, clip, limit, log=lambda _: None, image_size=(image_size, image_size)
+    )
     console.print(f"{len(written)} episodes written to {out}")

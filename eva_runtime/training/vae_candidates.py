@@ -31,6 +31,7 @@ __all__ = [
     "build_candidate_vae",
     "latent_statistics",
     "load_candidate_vae",
+    "load_verified_vae",
     "measure_vae",
     "save_candidate_vae",
     "train_candidate_vae",
@@ -220,7 +221,41 @@ def save_candidate_vae(vae, candidate: VaeCandidate, path: Path | str, extra: di
         "extra": json.dumps(extra or {}),
     }
     save_file(state, str(path), metadata=metadata)
+    Path(str(path) + ".sha256").write_text(_sha256(path) + "\n")
     return path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_verified_vae(source: Path | str):
+    """The VAE the runtime reads frames through: a hash-verified Wan pipeline directory's `vae/`, or a candidate
+    file whose `<file>.sha256` sidecar matches (refused otherwise, before anything is built from it)."""
+    import torch
+
+    source = Path(source)
+    if source.is_dir():
+        from diffusers import AutoencoderKLWan
+
+        from eva_runtime.world_model.wan.model_files import verify_hashes
+
+        verify_hashes(source)
+        return AutoencoderKLWan.from_pretrained(str(source / "vae"), torch_dtype=torch.float32).eval()
+    sidecar = Path(str(source) + ".sha256")
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such VAE file or pipeline directory")
+    if not sidecar.is_file():
+        raise ValueError(f"{source}: missing {sidecar.name}; refusing an unverified VAE")
+    if sidecar.read_text().strip() != _sha256(source):
+        raise ValueError(f"{source}: SHA-256 does not match {sidecar.name}")
+    return load_candidate_vae(source)[0]
 
 
 def load_candidate_vae(path: Path | str):

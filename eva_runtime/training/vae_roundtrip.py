@@ -34,18 +34,25 @@ def roundtrip_video(vae, frames: np.ndarray, clip: int) -> np.ndarray:
 
 
 def roundtrip_episodes(
-    data: Path, model: Path, out: Path, camera: str = "cam_high", clip: int = 41, limit: int | None = None, log=print
+    data: Path,
+    model: Path,
+    out: Path,
+    camera: str = "cam_high",
+    clip: int = 41,
+    limit: int | None = None,
+    log=print,
+    image_size: tuple[int, int] = (64, 64),
 ) -> list[Path]:
-    import torch
-    from diffusers import AutoencoderKLWan
-
+    """`model`: a world-model pipeline directory (its VAE and frame size) or a verified VAE candidate file (then
+    frames are resized to `image_size`)."""
     from eva_runtime.idm.windows import resize_video
     from eva_runtime.records.hdf5_episodes import list_episodes, read_episode, write_episode
-    from eva_runtime.world_model.wan.model_files import verify_hashes
+    from eva_runtime.training.vae_candidates import load_verified_vae
 
-    verify_hashes(model)
-    size = tuple(json.loads((model / "eva_world_model.json").read_text())["config"]["image_size"])
-    vae = AutoencoderKLWan.from_pretrained(str(model / "vae"), torch_dtype=torch.float32).eval()
+    vae = load_verified_vae(model)
+    if model.is_dir():
+        image_size = tuple(json.loads((model / "eva_world_model.json").read_text())["config"]["image_size"])
+    size = image_size
     temporal = int(vae.config.scale_factor_temporal)
     if (clip - 1) % temporal:
         raise ValueError(f"clip must be 1 + k * {temporal}, got {clip}")

@@ -127,13 +127,11 @@ class DegradedWorldModel:
         return video
 
 
-def _load_vae(directory: str):
-    """The VAE of a hash-verified Wan pipeline directory."""
+def _load_vae(source: str):
+    """A hash-verified Wan pipeline directory's VAE, or a verified VAE candidate file."""
     import torch
-    from diffusers import AutoencoderKLWan
 
-    from eva_runtime.world_model.wan.model_files import verify_hashes
+    from eva_runtime.training.vae_candidates import load_verified_vae
 
-    verify_hashes(directory)
     torch.set_num_threads(1)  # the planner process shares two cores with the control loop
-    return AutoencoderKLWan.from_pretrained(str(Path(directory) / "vae"), torch_dtype=torch.float32).eval()
+    return load_verified_vae(source)
