@@ -379,13 +379,12 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
     def _fail_safe(self, loop: AutonomousLoop, error: Exception) -> None:
         """FAULT (an operator matter) and a hold command through the filter, if the robot can still take one."""
         self.get_logger().error(f"control tick failed: {type(error).__name__}: {error}", throttle_duration_sec=1.0)
-        now = loop.robot.now()
-        loop.modes.handle(ModeTrigger.ROBOT_FAULT, now, f"control tick failed: {error}")
-        self._publish_mode()
         try:
-            loop.robot.send(loop.safety.step(now + loop.period, None))
+            # Through the loop: the FAULT reaches the episode's record like any other mode change.
+            loop.robot.send(loop.fail_safe(f"control tick failed: {error}"))
         except Exception as send_error:
             self.get_logger().error(f"hold command failed too: {send_error}", throttle_duration_sec=1.0)
+        self._publish_mode()
 
     def _instruction(self, runtime: _Runtime) -> str:
         return str(read(self, "episode.instruction")) or self._instruction_topic

@@ -1,0 +1,349 @@
+"""The autonomous control loop: robot, planner, executor, modes and the safety filter, one tick at a time.
+
+A tick is a pipeline; each phase is one method, read top to bottom:
+1. sense: the robot's state and the planner's answer, health and waiting time;
+2. plan: install the answer (or hold on a rejection), make a planner fault a HOLD, and ask for the next plan
+   early enough that it lands before the current one runs out (async) or when it has run out (sync), from
+   frames no older than their timeout;
+3. command: one command source per mode (AUTONOMOUS: the executor; TELEOP: the leader arms through the
+   handover ramp; an operator's HOLD with a homing slide: the slide; anything else: hold);
+4. filter: the safety filter makes the command safe, and its verdict (stale joint state, tracking error, the
+   robot's own fault) goes back through the mode table;
+5. send the filter's result, and nothing else, to the robot;
+6. account: the episode's statistics.
+Every mode change, operator input included (:meth:`AutonomousLoop.command`, :meth:`AutonomousLoop.fail_safe`),
+goes through the mode table and into the episode's record. Stamps come from the robot's clock; waiting for the
+planner is measured on the injected `clock` (monotonic time by default, a simulated clock in tests), so the
+loop runs without real time wherever behaviour, not timing, is under test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from eva_runtime.control.episode_stats import EpisodeStats
+from eva_runtime.control.executor import Plan, PlanExecutor
+from eva_runtime.control.homing import HomingSlide
+from eva_runtime.control.modes import Mode, ModeEvent, ModeManager, Trigger
+from eva_runtime.control.planner import PlanOutcome, PlanRequest
+from eva_runtime.control.planner_port import PlannerPort
+from eva_runtime.control.teleop import LeaderArms, TeleopHandover
+from eva_runtime.robots.interface import Observation, RobotInterface
+from eva_runtime.safety import FilterResult, SafetyFilter
+
+__all__ = ["AutonomousLoop", "LoopSettings", "TickResult"]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    max_steps: int = 400
+    synchronous: bool = False
+    execute_fraction: float = 1.0  # receding horizon: the share of each plan usable before the next one replaces it
+    planner_timeout_s: float = 3.0
+    initial_latency_s: float = 0.8  # first guess of observation-to-plan time, then a running estimate
+    pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
+    cameras: tuple[str, ...] = ("cam_high",)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick did, for drivers that publish it (the ROS node: command, mode, plan, rollout frames)."""
+
+    time: float
+    mode: Mode
+    target: np.ndarray | None  # None: the filter was asked to hold
+    result: FilterResult
+    applied: np.ndarray  # what the robot reports it applied
+    events: tuple[ModeEvent, ...]  # mode events of this tick (accepted or refused)
+    installed: tuple[int, Plan] | None = None  # (request id, plan) installed this tick
+    submitted: tuple[int, PlanRequest] | None = None  # (request id, request) sent to the planner this tick
+    homing: bool = False  # this tick's target was the homing slide
+
+
+@dataclass(frozen=True)
+class Sensed:
+    """Phase 1's reading: what the robot and the planner said at the start of the tick."""
+
+    now: float  # robot clock
+    observation: Observation
+    answer: tuple[int, PlanOutcome] | None  # the answer to the outstanding request, if it came
+    waited_s: float  # how long the outstanding request has been waiting (0 when none)
+    planner_lost: bool
+
+
+@dataclass(frozen=True)
+class Command:
+    """Phase 3's choice: the target for the filter (None: hold) and the stamps of the inputs it came from."""
+
+    target: np.ndarray | None
+    stamps: dict[str, float]
+    homing: bool = False
+
+
+class AutonomousLoop:
+    """One robot's control loop. Call :meth:`start` once, then :meth:`tick` once per control period."""
+
+    def __init__(
+        self,
+        robot: RobotInterface,
+        planner: PlannerPort,
+        settings: LoopSettings,
+        *,
+        privileged: Callable[[int, object], object] | None = None,
+        restart_planner: Callable[[], None] | None = None,
+        leader: LeaderArms | None = None,
+        instruction: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.robot = robot
+        self.planner = planner
+        self.settings = settings
+        self.privileged = privileged
+        self.restart_planner = restart_planner
+        self.leader = leader
+        self.instruction = instruction  # sent with every plan request; a driver may change it between ticks
+        self.clock = clock
+        self.period = robot.embodiment.control_period_s
+        timeouts = robot.embodiment.safety.timeouts_s
+        self.frame_timeout = timeouts.get("frame", 0.5)
+        self.teleop_timeout = timeouts.get("teleop", 0.1)
+        self.state_timeout = timeouts.get("joint_state", 0.1)
+        self.safety = SafetyFilter.for_embodiment(robot.embodiment)
+        self.executor = PlanExecutor(execute_fraction=settings.execute_fraction)
+        self.handover = TeleopHandover(self.safety.limits)
+        self.modes = ModeManager(Mode.HOLD)  # until start(): nothing may move before the filter is seeded
+        self.stats = EpisodeStats()
+        self.seed = 0
+        self.step = 0
+        self.progress = 0  # ticks executed under a commander's target: the task's progress (the oracle's clock)
+        self._latency = settings.initial_latency_s
+        self._outstanding: tuple[int, float] | None = None  # (request id, clock time sent)
+        self._request_id = 0
+        self._first_request: float | None = None
+        self._previous_command: np.ndarray | None = None
+        self._homing: HomingSlide | None = None
+        self._events: list[ModeEvent] = []
+
+    # --- episode boundaries and operator input ----------------------------------------------------------------
+    def start(self, seed: int, mode: Mode = Mode.AUTONOMOUS) -> None:
+        """Seed the filter from the measured state and begin in `mode`, with fresh statistics."""
+        first = self.robot.observe(cameras=False)
+        self.safety.reset(first.stamp, first.joint_position, first.joint_velocity)
+        self.modes = ModeManager(mode)
+        self.executor.clear()
+        self._outstanding = None
+        self._latency = self.settings.initial_latency_s
+        self._previous_command = first.joint_position.copy()
+        self.new_episode(seed)
+
+    def new_episode(self, seed: int) -> None:
+        """Fresh statistics, request ids and task progress; the robot, the filter and the mode carry on."""
+        self.seed = seed
+        self.stats = EpisodeStats()
+        self.step = 0
+        self.progress = 0
+        self._request_id = 0
+        self._first_request = None
+
+    def command(self, trigger: Trigger, detail: str = "operator") -> ModeEvent:
+        """Operator input through the mode table; takes effect from the next tick."""
+        now = self.robot.now()
+        event = self._handle(trigger, now, detail)
+        if event.reseed:
+            self.safety.reset(now, self.robot.observe(cameras=False).joint_position)
+        if event.accepted:
+            self._homing = None  # any accepted operator command (a HOLD included) ends a homing slide
+        if event.accepted and event.after is Mode.TELEOP and event.before is not Mode.TELEOP:
+            self.executor.clear()  # the plan belonged to the other commander
+            self.handover.start(self.safety.state.command)
+            if self.leader is not None:
+                self.leader.takeover(self.progress, self.safety.state.command)
+            self.stats.teleop_interventions += 1
+        return event
+
+    def fail_safe(self, reason: str) -> FilterResult:
+        """A driver's last resort when a tick raised: FAULT through the mode table (recorded like any mode
+        change), no plan, and a hold through the filter, which the caller sends."""
+        now = self.robot.now()
+        self._handle(Trigger.ROBOT_FAULT, now, reason)
+        self.executor.clear()
+        self._homing = None
+        return self.safety.step(now + self.period, None)
+
+    def begin_homing(self, pose: np.ndarray, speed_fraction: float = 0.3) -> None:
+        """Slide to `pose` under a fraction of the speed caps (through the filter) while in an operator's HOLD."""
+        pose = np.asarray(pose, dtype=np.float64)
+        limits = self.safety.limits
+        if pose.shape != (limits.dof,) or not np.all(np.isfinite(pose)):
+            raise ValueError(f"a home pose needs {limits.dof} finite values, got {pose!r}")
+        if np.any(pose < limits.soft_low) or np.any(pose > limits.soft_high):
+            raise ValueError(f"home pose {pose.tolist()} is outside the position limits minus their margins")
+        self._homing = HomingSlide(limits, self.safety.state.command, pose, speed_fraction)
+
+    @property
+    def homing(self) -> bool:
+        return self._homing is not None
+
+    def _handle(self, trigger: Trigger, now: float, detail: str) -> ModeEvent:
+        event = self.modes.handle(trigger, now, detail)
+        self.stats.mode_events.append(event)
+        self._events.append(event)
+        return event
+
+    # --- one control tick -------------------------------------------------------------------------------------
+    def tick(self) -> TickResult:
+        sensed = self.sense()
+        installed = self.take_answer(sensed)
+        self.watch_planner(sensed)
+        submitted = self.request_plan(sensed)
+        command = self.choose_command(sensed)
+        result = self.filter(sensed, command)
+        applied = self.robot.send(result)
+        self.account(sensed, command, applied)
+        events, self._events = tuple(self._events), []
+        return TickResult(
+            sensed.now, self.modes.mode, command.target, result, applied, events, installed, submitted, command.homing
+        )
+
+    def sense(self) -> Sensed:
+        now = self.robot.now()
+        observation = self.robot.observe(cameras=False)
+        answer = self.planner.poll()
+        if answer is not None and (self._outstanding is None or answer[0] != self._outstanding[0]):
+            answer = None  # an answer to a request this loop no longer waits for
+        waited = self.clock() - self._outstanding[1] if self._outstanding and answer is None else 0.0
+        return Sensed(now, observation, answer, waited, not self.planner.alive)
+
+    def take_answer(self, sensed: Sensed) -> tuple[int, Plan] | None:
+        """Install the awaited plan, or hold on a rejection; an answer that came too late is dropped."""
+        if sensed.answer is None:
+            return None
+        self._outstanding = None
+        request_id, outcome = sensed.answer
+        now, stats = sensed.now, self.stats
+        stats.scores.extend(s for s in outcome.scores if np.isfinite(s))
+        if outcome.plan is None:
+            stats.rejected += 1
+            self.executor.clear()  # an old plan must not resume the robot after a rejection
+            self._handle(Trigger.PLAN_REJECTED, now, outcome.reason)
+            return None
+        if outcome.plan.end_time <= now:
+            return None
+        stats.plans += 1
+        stats.latencies_s.append(outcome.seconds)
+        self._latency = 0.7 * self._latency + 0.3 * (now - outcome.plan.start_time)
+        stats.dropped_actions += self.executor.install(outcome.plan, now, self.safety.state.command)
+        return request_id, outcome.plan
+
+    def watch_planner(self, sensed: Sensed) -> None:
+        """A dead planner is restarted; a dead or silent one makes an autonomous robot hold (the late answer is
+        still taken if it comes: a slow plan is still a plan)."""
+        if sensed.planner_lost:
+            self._outstanding = None
+            if self.restart_planner is not None:
+                self.restart_planner()  # returns at once; plans flow again when the new process is ready
+        timed_out = sensed.waited_s > self.settings.planner_timeout_s
+        if (timed_out or sensed.planner_lost) and self.modes.mode is Mode.AUTONOMOUS:
+            self.stats.planner_faults += 1
+            reason = "planner process ended" if sensed.planner_lost else f"no plan for {sensed.waited_s:.2f} s"
+            self._handle(Trigger.PLANNER_TIMEOUT, sensed.now, reason)
+            self.executor.clear()
+
+    def request_plan(self, sensed: Sensed) -> tuple[int, PlanRequest] | None:
+        modes, executor, settings, now = self.modes, self.executor, self.settings, sensed.now
+        wants_plan = modes.mode is Mode.AUTONOMOUS or (modes.holding_automatically and executor.plan is None)
+        if settings.synchronous:
+            due = executor.target(now + self.period) is None
+        else:
+            due = executor.needs_plan(now, self._latency)
+        if not (wants_plan and self._outstanding is None and due and self.planner.ready):
+            return None
+        frames = self.robot.observe(cameras=settings.cameras).frames
+        # A camera that never delivered counts as stale too (a topic-fed robot may have none yet).
+        stale = [c for c in settings.cameras if c not in frames or now - frames[c].stamp > self.frame_timeout]
+        if stale:
+            if modes.mode is Mode.AUTONOMOUS:
+                # Planning from an old picture would execute a plan for a world that has moved on: hold instead.
+                self._handle(Trigger.STALE_INPUT, now, f"stale frames from {stale}")
+                executor.clear()
+            return None
+        request = PlanRequest(
+            time=now,
+            frames={name: frames[name].image[None] for name in settings.cameras},
+            instruction=self.instruction,
+            seed=self.seed * 10_000 + self._request_id,
+            # Task progress, not wall time: ticks actually executed under a plan. A test-instrument world model
+            # (the oracle) continues its script from there, not from where a robot that never waited would be.
+            privileged_state=self.privileged(self.progress, self.safety.state) if self.privileged else None,
+        )
+        self._request_id += 1
+        if not self.planner.submit(self._request_id, request):
+            return None
+        self._outstanding = (self._request_id, self.clock())
+        self._first_request = self._first_request or self.clock()
+        return self._request_id, request
+
+    def choose_command(self, sensed: Sensed) -> Command:
+        modes, now = self.modes, sensed.now
+        target = self.executor.target(now + self.period)
+        if modes.holding_automatically and target is not None:
+            event = self._handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived")
+            if event.reseed:
+                self.safety.reset(now, sensed.observation.joint_position)
+        stamps = {"joint_state": sensed.observation.stamp}
+        if modes.mode is Mode.TELEOP:
+            self.stats.teleop_ticks += 1
+            reading = self.leader.read() if self.leader is not None else None
+            if reading is None or now - reading[0] > self.teleop_timeout:
+                self._handle(Trigger.STALE_INPUT, now, "leader arms silent")
+                return Command(None, stamps)
+            return Command(self.handover.target(reading[1], self.period), {**stamps, "teleop": reading[0]})
+        if modes.mode is Mode.HOLD and not modes.holding_automatically and self._homing is not None:
+            return Command(self._homing_target(), stamps, homing=True)
+        if modes.mode is not Mode.AUTONOMOUS or target is None:
+            return Command(None, stamps)
+        # A plan older than its timeout is not executed: the filter checks the plan's stamp.
+        return Command(target, {**stamps, "plan": self.executor.plan.start_time})
+
+    def _homing_target(self) -> np.ndarray:
+        slide = self._homing
+        target = slide.target(self.period)
+        if slide.arrived and np.max(np.abs(self.safety.state.command - slide.pose)) <= 1e-9:
+            self._homing = None  # the filter's command is on the pose: from the next tick, a plain hold there
+        return target
+
+    def filter(self, sensed: Sensed, command: Command) -> FilterResult:
+        """The filter's result for this tick; its verdict on the inputs goes through the mode table."""
+        now, modes, safety = sensed.now, self.modes, self.safety
+        measured = sensed.observation.joint_position
+        result = safety.step(now + self.period, command.target, measured=measured, input_stamps=command.stamps)
+        self.stats.interventions.update(item.check.value for item in result.interventions)
+        if now - sensed.observation.stamp > self.state_timeout and modes.mode is Mode.AUTONOMOUS:
+            # The filter already holds on the stale stamp; the mode records why and resumes when it is fresh.
+            self._handle(Trigger.STALE_INPUT, now, "joint state is stale")
+            self.executor.clear()
+        fault = safety.fault or sensed.observation.fault
+        if fault and modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
+            # The filter already holds on a tracking fault; the mode makes it an operator matter (FAULT).
+            self._handle(Trigger.TRACKING_ERROR if safety.fault else Trigger.ROBOT_FAULT, now, fault)
+            self.executor.clear()
+            self._homing = None
+        return result
+
+    def account(self, sensed: Sensed, command: Command, applied: np.ndarray) -> None:
+        stats, executor = self.stats, self.executor
+        holding = command.target is None or command.homing
+        stats.hold_ticks += holding
+        stats.plan_age_s = sensed.now - executor.plan.start_time if executor.plan is not None else float("nan")
+        self.progress += not holding  # homing is not part of the task
+        if self._previous_command is not None:
+            stats.max_step_change = max(stats.max_step_change, float(np.max(np.abs(applied - self._previous_command))))
+        self._previous_command = applied
+        self.step += 1
+        stats.steps = self.step
+        if command.target is not None and stats.first_command_s is None and self._first_request is not None:
+            stats.first_command_s = self.clock() - self._first_request

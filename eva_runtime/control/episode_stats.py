@@ -1,0 +1,61 @@
+"""What one episode's control loop counted (plans, rejections, holds, interventions, latencies, modes) and the
+outcome log's counters made from it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["EpisodeStats", "episode_counters"]
+
+
+@dataclass
+class EpisodeStats:
+    success: bool = False
+    steps: int = 0
+    plans: int = 0
+    rejected: int = 0
+    planner_faults: int = 0
+    dropped_actions: int = 0
+    overruns: int = 0
+    hold_ticks: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    interventions: Counter = field(default_factory=Counter)
+    mode_events: list = field(default_factory=list)
+    max_step_change: float = 0.0  # largest |command(t) - command(t-1)| seen, rad
+    teleop_interventions: int = 0
+    teleop_ticks: int = 0
+    periods_s: list[float] = field(default_factory=list)  # monotonic time between tick starts (paced runs)
+    work_s: list[float] = field(default_factory=list)  # time spent working in each tick
+    first_command_s: float | None = None  # first plan request (a camera frame) to the first planned command
+    plan_age_s: float = float("nan")  # age of the plan being executed (its observation's time to now)
+
+
+def episode_counters(stats: EpisodeStats, control_period_s: float) -> dict:
+    """The outcome log's counters (`OutcomeLog.update_episode` / `end_episode` keywords) from loop statistics."""
+    latencies = np.array(stats.latencies_s) * 1e3
+    scores = np.array(stats.scores)
+    counters: dict = {
+        "safety_interventions": dict(stats.interventions),
+        "teleop_interventions": stats.teleop_interventions,
+        "teleop_seconds": stats.teleop_ticks * control_period_s,
+    }
+    if latencies.size:
+        counters["planning_latency_ms"] = {
+            "count": int(latencies.size),
+            "mean": float(latencies.mean()),
+            "p50": float(np.percentile(latencies, 50)),
+            "p95": float(np.percentile(latencies, 95)),
+            "max": float(latencies.max()),
+        }
+    if scores.size:
+        counters["executability"] = {
+            "count": int(scores.size),
+            "mean": float(scores.mean()),
+            "min": float(scores.min()),
+            "rejected": int(stats.rejected),
+        }
+    return counters

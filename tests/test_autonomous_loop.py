@@ -1,0 +1,268 @@
+"""The control loop's tick, phase by phase, on simulated time: a fake robot (perfect tracking, stamped frames), an
+in-process planner that answers after a simulated latency, and one clock that the test advances. No process, no
+sleep: what is tested is behaviour (what is commanded, when a plan is asked for, which mode, what is recorded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from eva_runtime.control.autonomous_loop import AutonomousLoop, LoopSettings
+from eva_runtime.control.executor import Plan
+from eva_runtime.control.modes import Mode, Trigger
+from eva_runtime.control.planner import PlanOutcome, PlanRequest
+from eva_runtime.control.planner_port import InProcessPlanner, PlannerPort
+from eva_runtime.embodiment import load_embodiment
+from eva_runtime.robots.interface import CameraFrame, Observation, RobotInterface, check_command
+from eva_runtime.safety import FilterResult, SafetyLimits
+from tests.conftest import CALIBRATION
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeRobot(RobotInterface):
+    """Tracks every command exactly; frames and state are stamped on the test's clock unless frozen."""
+
+    def __init__(self, clock: Clock, start: np.ndarray) -> None:
+        self.embodiment = load_embodiment(CALIBRATION / "aloha_sim.yaml")
+        self.clock = clock
+        self.position = np.array(start, dtype=np.float64)
+        self.frame_stamp: float | None = None  # None: fresh every time
+        self.state_stamp: float | None = None
+        self.cameras_on = True
+        self.fault: str | None = None
+        self.sent: list[np.ndarray] = []
+
+    def connect(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+    def now(self) -> float:
+        return self.clock()
+
+    def observe(self, cameras: bool | Sequence[str] = True) -> Observation:
+        names = ("cam_high",) if cameras is True else tuple(cameras or ())
+        stamp = self.clock() if self.frame_stamp is None else self.frame_stamp
+        frames = {n: CameraFrame(np.zeros((8, 8, 3), np.uint8), stamp) for n in names} if self.cameras_on else {}
+        state_stamp = self.clock() if self.state_stamp is None else self.state_stamp
+        return Observation(state_stamp, self.position.copy(), frames=frames, fault=self.fault)
+
+    def send(self, result: FilterResult) -> np.ndarray:
+        self.position = check_command(self.embodiment, result).copy()
+        self.sent.append(self.position.copy())
+        return self.position.copy()
+
+
+def _home(limits: SafetyLimits) -> np.ndarray:
+    return (limits.soft_low + limits.soft_high) / 2
+
+
+def ramp_planner(clock: Clock, robot: FakeRobot, latency_s: float = 0.3, reject: bool = False) -> InProcessPlanner:
+    """Plans that move every joint slowly away from where the robot is (well inside every cap)."""
+
+    def plan(request: PlanRequest) -> PlanOutcome:
+        if reject:
+            return PlanOutcome(None, (-1.0,), latency_s, "best reward -1 < 0")
+        steps = np.arange(37)[:, None] * 0.002
+        return PlanOutcome(Plan(request.time, 12.5, robot.position + steps, "ramp", 1.0), (1.0,), latency_s)
+
+    return InProcessPlanner(plan, clock, latency_s)
+
+
+def make_loop(latency_s: float = 0.3, reject: bool = False, **settings) -> tuple[AutonomousLoop, FakeRobot, Clock]:
+    clock = Clock()
+    embodiment = load_embodiment(CALIBRATION / "aloha_sim.yaml")
+    robot = FakeRobot(clock, _home(SafetyLimits.from_embodiment(embodiment)))
+    planner = ramp_planner(clock, robot, latency_s, reject)
+    loop = AutonomousLoop(robot, planner, LoopSettings(pace=False, **settings), clock=clock, instruction="do it")
+    loop.start(seed=3)
+    return loop, robot, clock
+
+
+def run(loop: AutonomousLoop, clock: Clock, ticks: int) -> list:
+    results = []
+    for _ in range(ticks):
+        results.append(loop.tick())
+        clock.t += loop.period
+    return results
+
+
+def test_the_in_process_planner_is_a_planner_port() -> None:
+    assert isinstance(ramp_planner(Clock(), None), PlannerPort)  # type: ignore[arg-type]
+
+
+def test_the_robot_holds_until_the_first_plan_lands_then_follows_it() -> None:
+    loop, robot, clock = make_loop(latency_s=0.3)
+    start = robot.position.copy()
+    results = run(loop, clock, 40)
+    first_request = next(i for i, r in enumerate(results) if r.submitted is not None)
+    landed = next(i for i, r in enumerate(results) if r.installed is not None)
+    assert first_request == 0
+    assert landed * loop.period == pytest.approx(0.3, abs=1.5 * loop.period)  # the simulated latency, nothing else
+    assert all(r.target is None for r in results[:landed])
+    np.testing.assert_array_equal(robot.sent[landed - 1], start)  # held still while waiting
+    assert results[-1].target is not None and np.all(robot.position >= start - 1e-12)
+    assert np.max(robot.position - start) > 0.01  # and then moved along the plan
+    assert loop.stats.plans >= 1 and loop.stats.hold_ticks == landed
+    assert loop.stats.first_command_s == pytest.approx(landed * loop.period, abs=1e-9)
+
+
+def test_the_next_plan_is_asked_for_before_the_current_one_runs_out_so_the_robot_never_idles() -> None:
+    loop, _, clock = make_loop(latency_s=0.5)
+    results = run(loop, clock, 400)
+    landed = next(i for i, r in enumerate(results) if r.installed is not None)
+    assert loop.stats.plans >= 3
+    assert all(r.target is not None for r in results[landed:])  # no hold between plans
+    assert all(r.target is not None for r in results[landed:] if r.submitted is not None)  # asked while moving
+    assert len(loop.planner.requests) == loop.stats.plans or len(loop.planner.requests) == loop.stats.plans + 1
+
+
+def test_synchronous_mode_asks_only_when_the_plan_has_run_out() -> None:
+    loop, _, clock = make_loop(latency_s=0.5, synchronous=True)
+    results = run(loop, clock, 300)
+    assert loop.stats.plans >= 2
+    # Every request comes on a tick with nothing left to execute (async asks while still moving, below).
+    assert all(r.target is None for r in results if r.submitted is not None)
+    holds = sum(r.target is None for r in results)
+    assert holds > 2 * int(0.5 / loop.period)  # every plan's latency is spent holding
+
+
+def test_a_rejection_holds_records_why_and_plans_again() -> None:
+    loop, _, clock = make_loop(latency_s=0.2, reject=True)
+    results = run(loop, clock, 60)
+    rejected = [e for r in results for e in r.events if e.trigger is Trigger.PLAN_REJECTED]
+    assert rejected and "best reward" in rejected[0].detail
+    assert loop.stats.rejected >= 2 and loop.stats.plans == 0
+    assert all(r.target is None for r in results)
+    assert len(loop.planner.requests) >= 2  # an automatic hold keeps asking
+
+
+def test_a_silent_planner_times_out_into_hold_and_a_late_plan_resumes() -> None:
+    loop, _, clock = make_loop(latency_s=1.5, planner_timeout_s=1.0)
+    results = run(loop, clock, 120)
+    timeouts = [(i, e) for i, r in enumerate(results) for e in r.events if e.trigger is Trigger.PLANNER_TIMEOUT]
+    assert timeouts and timeouts[0][1].after is Mode.HOLD
+    assert timeouts[0][0] * loop.period == pytest.approx(1.0, abs=2 * loop.period)
+    resumed = [e for r in results for e in r.events if e.trigger is Trigger.CAUSE_CLEARED and e.accepted]
+    assert resumed and loop.stats.plans >= 1 and loop.stats.planner_faults >= 1
+
+
+def test_a_dead_planner_holds_and_is_restarted() -> None:
+    loop, _, clock = make_loop(latency_s=0.2)
+    restarts = []
+    loop.restart_planner = lambda: (restarts.append(clock()), loop.planner.restart())
+    run(loop, clock, 30)
+    loop.planner.die()
+    result = loop.tick()
+    assert result.target is None and result.mode is Mode.HOLD and len(restarts) == 1
+    assert any(e.trigger is Trigger.PLANNER_TIMEOUT and "ended" in e.detail for e in result.events)
+    clock.t += loop.period
+    after = run(loop, clock, 40)
+    assert after[-1].mode is Mode.AUTONOMOUS and after[-1].target is not None
+
+
+def test_stale_frames_are_never_planned_from() -> None:
+    loop, robot, clock = make_loop(latency_s=0.2)
+    robot.frame_stamp = clock() - 1.0  # older than the 0.5 s frame timeout
+    results = run(loop, clock, 20)
+    assert not loop.planner.requests
+    assert results[0].mode is Mode.HOLD
+    assert any(e.trigger is Trigger.STALE_INPUT and "stale frames" in e.detail for e in results[0].events)
+    robot.frame_stamp = None
+    later = run(loop, clock, 30)
+    assert loop.planner.requests and later[-1].mode is Mode.AUTONOMOUS
+
+
+def test_a_camera_that_never_delivered_counts_as_stale() -> None:
+    loop, robot, clock = make_loop()
+    robot.cameras_on = False
+    results = run(loop, clock, 5)
+    assert not loop.planner.requests and results[-1].mode is Mode.HOLD
+
+
+def test_stale_joint_state_holds_through_the_filter_and_the_mode() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 30)
+    robot.state_stamp = clock() - 0.5
+    held = robot.position.copy()
+    result = loop.tick()
+    assert any(e.trigger is Trigger.STALE_INPUT and "joint state" in e.detail for e in result.events)
+    assert result.mode is Mode.HOLD and loop.executor.plan is None
+    np.testing.assert_allclose(result.applied, held, atol=1e-3)  # braking from a slow motion: no jump
+
+
+def test_a_robot_fault_is_an_operator_matter() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 20)
+    robot.fault = "arm 1 over-current"
+    result = loop.tick()
+    assert result.mode is Mode.FAULT and any(e.trigger is Trigger.ROBOT_FAULT for e in result.events)
+    robot.fault = None
+    clock.t += loop.period
+    assert all(r.mode is Mode.FAULT and r.target is None for r in run(loop, clock, 20))
+
+
+def test_fail_safe_goes_through_the_mode_table_and_into_the_record() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 20)
+    result = loop.fail_safe("control tick failed: boom")
+    robot.send(result)
+    assert loop.modes.mode is Mode.FAULT and loop.executor.plan is None
+    assert loop.stats.mode_events[-1].trigger is Trigger.ROBOT_FAULT
+    assert "boom" in loop.stats.mode_events[-1].detail
+    clock.t += loop.period
+    assert loop.tick().events[0].trigger is Trigger.ROBOT_FAULT  # reported with the next tick
+
+
+def test_teleop_takes_over_and_a_silent_leader_holds() -> None:
+    class Leader:
+        def __init__(self) -> None:
+            self.reading: tuple[float, np.ndarray] | None = None
+            self.took_over = 0
+
+        def takeover(self, progress: int, command: np.ndarray) -> None:
+            self.took_over += 1
+
+        def read(self) -> tuple[float, np.ndarray] | None:
+            return self.reading
+
+    loop, robot, clock = make_loop(latency_s=0.1)
+    leader = Leader()
+    loop.leader = leader
+    run(loop, clock, 20)
+    leader.reading = (clock(), robot.position + 0.05)
+    assert loop.command(Trigger.OPERATOR_TELEOP).accepted and leader.took_over == 1
+    assert loop.executor.plan is None
+    result = loop.tick()
+    assert result.mode is Mode.TELEOP and result.target is not None and loop.stats.teleop_interventions == 1
+    clock.t += 1.0  # the leader's reading is now a second old
+    result = loop.tick()
+    assert result.target is None and any(e.trigger is Trigger.STALE_INPUT for e in result.events)
+
+
+def test_homing_slides_to_the_pose_in_an_operator_hold_and_is_not_task_progress() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 20)
+    loop.command(Trigger.OPERATOR_HOLD)
+    limits = loop.safety.limits
+    pose = limits.soft_low + 0.4 * (limits.soft_high - limits.soft_low)
+    loop.begin_homing(pose, speed_fraction=0.5)
+    progress = loop.progress
+    for _ in range(2000):
+        if not loop.homing:
+            break
+        result = loop.tick()
+        clock.t += loop.period
+        assert result.homing
+    assert not loop.homing
+    np.testing.assert_allclose(robot.position, pose, atol=1e-6)
+    assert loop.progress == progress
