@@ -13,6 +13,7 @@ simulated scene steps in 1.67 ms physics steps (3 per tick) and the embodiment f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -33,8 +34,7 @@ def measure(bundle, embodiment_file: Path, synchronous: bool, episodes: int) -> 
     embodiment = load_embodiment(embodiment_file)
     robot = MujocoRobot(embodiment, "transfer_cube")
     robot.connect()
-    spec = planner_spec(bundle, "transfer_cube")
-    spec["embodiment"] = str(embodiment_file)
+    spec = dataclasses.replace(planner_spec(bundle, "transfer_cube"), embodiment=str(embodiment_file))
     planner = PlannerProcess(spec)
     planner.start()
     ticks_per_episode = round(400 * embodiment.control_rate_hz / 50)  # 8 s episodes at any rate

@@ -1,6 +1,11 @@
-"""Fault injection on the autonomous loop: a killed planner, a planner slower than the horizon, plans that decode to
-NaN, and a tampered bundle. In every case the commands the robot receives stay within the limits and the robot
-holds instead of jumping; a planner that comes back resumes the episode.
+"""Faults on the autonomous loop with the real simulated robot and the real planner: a killed planner process, a
+planner slower than the horizon, plans that decode to NaN, stale cameras and joint states, robot faults, an
+e-stop, teleop switches, and a tampered bundle. In every case the commands the robot receives stay within the
+limits and the robot holds instead of jumping; a planner that comes back resumes the episode.
+
+Most run on the simulator's clock with the planner in this process (behaviour is the subject, so the result may
+not depend on how busy the machine is); the killed planner and the rollout preview use a real planner process
+in real time, end to end.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from eva_runtime.bundle import create_bundle
 from eva_runtime.cli import app
 from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
 from eva_runtime.control.modes import Trigger
-from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.control.planner import Planner, PlannerSettings
+from eva_runtime.control.planner_port import InProcessPlanner
+from eva_runtime.control.planner_process import PlannerProcess, PlannerSpec, build_planner
 from eva_runtime.control.teleop import ScriptedLeader
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.robots.mujoco_robot import MujocoRobot
@@ -54,29 +61,32 @@ def assert_within_limits(commands: list[np.ndarray]) -> None:
     assert np.all(np.abs(np.diff(velocity, axis=0)) <= LIMITS.acceleration_max * LIMITS.control_period_s + 1e-6)
 
 
-def spec(idm: Path, **faults: object) -> dict:
-    result = {
-        "idm": str(idm),
-        "embodiment": str(ALOHA),
-        "world_model": {"kind": "oracle", "task": "transfer_cube"},
-        "settings": {"horizon": 9, "attempts": 1, "threshold": 0.0},
-    }
-    if faults:
-        result["fault_injection"] = faults
-    return result
+def spec(idm: Path) -> PlannerSpec:
+    return PlannerSpec(
+        idm=str(idm),
+        embodiment=str(ALOHA),
+        world_model={"kind": "oracle", "task": "transfer_cube"},
+        settings=PlannerSettings(horizon=9, attempts=1, threshold=0.0),
+    )
 
 
-def run(robot: RecordingRobot, planner: PlannerProcess, settings: LoopSettings, **kwargs):
+def run(robot: RecordingRobot, planner, settings: LoopSettings, **kwargs):
     def privileged(progress: int, filter_state: object) -> OracleState:
         return OracleState(robot.sim.snapshot(), progress, filter_state)
 
     return run_autonomous_episode(robot, planner, 3, settings, privileged, **kwargs)
 
 
-def episode(robot: RecordingRobot, idm: Path, settings: LoopSettings, faults: dict | None = None, hooks=None):
-    """One episode on `robot` with a fresh planner process (stopped afterwards, whatever happens).
+def episode(robot: RecordingRobot, idm: Path, settings: LoopSettings, hooks=None, process: bool = False):
+    """One episode on `robot`. By default on the simulator's clock, unpaced, with the real planner in this
+    process answering after 0.3 s of simulated time: behaviour, not timing, is what most tests here check.
+    `process`: a real planner process in real time instead (stopped afterwards, whatever happens).
     `hooks(planner)` may return extra keyword arguments for the loop (operator, leader, callbacks)."""
-    planner = PlannerProcess(spec(idm, **(faults or {})))
+    if not process:
+        planner = InProcessPlanner(build_planner(spec(idm)).plan, robot.now, latency_s=0.3)
+        simulated = dataclasses.replace(settings, pace=False)
+        return run(robot, planner, simulated, clock=robot.now, **(hooks(planner) if hooks else {}))
+    planner = PlannerProcess(spec(idm))
     planner.start()
     try:
         return run(robot, planner, settings, **(hooks(planner) if hooks else {}))
@@ -116,7 +126,8 @@ def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(rob
 
         return {"on_tick": kill_once, "restart_planner": lambda: planner.alive or planner.start(wait_s=None)}
 
-    stats = episode(robot, idm_onnx, LoopSettings(max_steps=300, pace=True, initial_latency_s=0.3), hooks=hooks)
+    settings = LoopSettings(max_steps=300, pace=True, initial_latency_s=0.3)
+    stats = episode(robot, idm_onnx, settings, hooks=hooks, process=True)
     timeouts = [e for e in stats.mode_events if e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted]
     assert timeouts and "ended" in timeouts[0].detail
     # The next tick after the kill (60 -> 61 at 50 Hz) already holds.
@@ -127,19 +138,40 @@ def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(rob
     assert_within_limits(robot.sent)
 
 
+def simulated_episode(robot: RecordingRobot, planner, settings: LoopSettings):
+    """One episode on the simulator's own clock, unpaced, with the given planner."""
+    return run(robot, planner, dataclasses.replace(settings, pace=False), clock=robot.now)
+
+
 def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onnx) -> None:  # noqa: F811
-    stats = episode(robot, idm_onnx, LoopSettings(max_steps=120, pace=True, planner_timeout_s=1.0), {"delay_s": 30.0})
+    planner = InProcessPlanner(build_planner(spec(idm_onnx)).plan, robot.now, latency_s=30.0)
+    stats = simulated_episode(robot, planner, LoopSettings(max_steps=120, planner_timeout_s=1.0))
     assert stats.plans == 0 and stats.hold_ticks == 120
-    assert any(e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted for e in stats.mode_events)
+    timeouts = [e for e in stats.mode_events if e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted]
+    assert timeouts and timeouts[0].time == pytest.approx(1.0, abs=2 * LIMITS.control_period_s)
     start = robot.sent[0]
     assert np.max(np.abs(np.array(robot.sent) - start)) < 1e-9  # held still: never a jump, never zeros
     assert_within_limits(robot.sent)
 
 
+class NanDecoder:
+    """The real IDM decoder whose output is replaced by NaN (a corrupted model's symptom)."""
+
+    def __init__(self, decoder) -> None:
+        self.decoder, self.fps, self.config = decoder, decoder.fps, decoder.config
+
+    def decode_batch(self, videos):
+        return np.full_like(self.decoder.decode_batch(videos), np.nan)
+
+
 def test_plans_that_decode_to_nan_are_rejected_and_the_robot_holds(robot, idm_onnx) -> None:  # noqa: F811
-    stats = episode(robot, idm_onnx, LoopSettings(max_steps=150, pace=True), {"nan": True})
-    assert stats.plans == 0 and stats.rejected >= 1
-    assert any(e.trigger is Trigger.PLAN_REJECTED and e.accepted for e in stats.mode_events)
+    real = build_planner(spec(idm_onnx))
+    planner = Planner(real.world_model, NanDecoder(real.decoder), real.reward, real.settings)
+    stats = simulated_episode(robot, InProcessPlanner(planner.plan, robot.now, 0.2), LoopSettings(max_steps=150))
+    assert stats.plans == 0 and stats.rejected >= 2
+    rejections = [e for e in stats.mode_events if e.trigger is Trigger.PLAN_REJECTED and e.accepted]
+    assert rejections and rejections[0].detail == "no finite rollout"
+    assert np.max(np.abs(np.array(robot.sent) - robot.sent[0])) < 1e-9
     assert_within_limits(robot.sent)
 
 
@@ -304,7 +336,8 @@ def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None: 
         planner.poll = watching_poll
         return {}
 
-    stats = episode(robot, idm_onnx, LoopSettings(max_steps=400, pace=True, initial_latency_s=0.3), hooks=hooks)
+    settings = LoopSettings(max_steps=400, pace=True, initial_latency_s=0.3)
+    stats = episode(robot, idm_onnx, settings, hooks=hooks, process=True)
     assert stats.plans > 0, "no plan arrived in 8 s"
     assert captured
     from eva_runtime.idm.decoder import IdmDecoder

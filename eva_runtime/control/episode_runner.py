@@ -39,11 +39,14 @@ def run_autonomous_episode(
     restart_planner: Callable[[], None] | None = None,
     operator: Callable[[int, float], Trigger | None] | None = None,
     leader: LeaderArms | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> EpisodeStats:
     """Run one episode from `robot.reset_episode(seed)`; the planner process must already be started.
 
     Paced on a monotonic clock (with `settings.pace`), counting every missed deadline. `stats.success` is the
     robot's own success check where it has one (simulation); elsewhere it stays False and an operator labels.
+    `clock`: what the loop measures planner waits on (default monotonic time; the robot's simulated clock for
+    tests of behaviour without pacing).
     """
     robot.reset_episode(seed)
     loop = AutonomousLoop(
@@ -54,6 +57,7 @@ def run_autonomous_episode(
         restart_planner=restart_planner,
         leader=leader,
         instruction=robot.instruction,
+        clock=clock or time.monotonic,
     )
     loop.start(seed)
     stats = loop.stats

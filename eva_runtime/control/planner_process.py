@@ -8,94 +8,93 @@ The child builds its world model and IDM decoder from a JSON spec (paths and num
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from eva_runtime.control.executor import Plan
-from eva_runtime.control.planner import PlanOutcome, PlanRequest
+from eva_runtime.control.planner import Planner, PlannerSettings, PlanOutcome, PlanRequest
 from eva_runtime.wire import pack, unpack
 
-__all__ = ["PlannerProcess", "build_planner", "decode_state", "encode_state"]
+__all__ = ["PlannerProcess", "PlannerSpec", "build_planner"]
 
 
-def encode_state(state: object | None) -> dict | None:
-    """Privileged simulator state (OracleState) as plain arrays and numbers."""
-    if state is None:
-        return None
-    snapshot, filter_state = state.snapshot, state.filter_state
-    return {
-        "sim_state": snapshot.state,
-        "sim_time": snapshot.time,
-        "step": state.step,
-        "filter": {
-            "time": filter_state.time,
-            "command": filter_state.command,
-            "velocity": filter_state.velocity,
-            "target": filter_state.target,
-            "fault": filter_state.fault,
-        },
-    }
+@dataclass(frozen=True)
+class PlannerSpec:
+    """Everything the planner process builds its planner from: paths, hashes and numbers, no live objects.
+
+    Crosses the process boundary as JSON and is validated on both sides (unknown keys and bad settings are
+    errors that name them)."""
+
+    idm: str
+    embodiment: str
+    world_model: Mapping[str, Any]  # the world-model factory's spec (world_model/factory.py)
+    settings: PlannerSettings = field(default_factory=PlannerSettings)
+    idm_sha256: str | None = None
+    reward: Mapping[str, Any] = field(default_factory=dict)  # RewardConfig.from_embodiment keywords
+
+    def to_json(self) -> str:
+        values = dataclasses.asdict(self)
+        values["world_model"], values["reward"] = dict(self.world_model), dict(self.reward)
+        return json.dumps(values)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PlannerSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"planner spec: unknown keys {unknown} (known: {sorted(known)})")
+        values = dict(values)
+        settings = values.get("settings", {})
+        if not isinstance(settings, PlannerSettings):
+            fields = {f.name for f in dataclasses.fields(PlannerSettings)}
+            if sorted(set(settings) - fields):
+                raise ValueError(f"planner spec: settings: unknown keys {sorted(set(settings) - fields)}")
+            values["settings"] = PlannerSettings(**settings)
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> PlannerSpec:
+        return cls.from_dict(json.loads(text))
+
+    def merged(self, world_model: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None):
+        """A copy with keys merged into the world-model spec and replaced in the planner settings."""
+        return dataclasses.replace(
+            self,
+            world_model={**self.world_model, **dict(world_model or {})},
+            settings=dataclasses.replace(self.settings, **dict(settings or {})),
+        )
 
 
-def decode_state(data: dict | None) -> object | None:
-    if data is None:
-        return None
-    from eva_runtime.safety import FilterState
-    from eva_runtime.sim.bimanual_sim import SimSnapshot
-    from eva_runtime.world_model.oracle import OracleState
-
-    f = data["filter"]
-    filter_state = FilterState(f["time"], f["command"], f["velocity"], f["target"], f["fault"])
-    return OracleState(SimSnapshot(data["sim_state"], data["sim_time"]), int(data["step"]), filter_state)
-
-
-def build_planner(spec: dict[str, Any]):
-    """Planner from a spec: {"idm", "embodiment", "world_model": {...}, "settings": {...}}."""
-    from eva_runtime.control.planner import Planner, PlannerSettings
+def build_planner(spec: PlannerSpec):
+    """The planner a spec describes: verified IDM, embodiment, world model (from the factory), reward."""
     from eva_runtime.embodiment import load_embodiment
     from eva_runtime.idm.decoder import IdmDecoder
     from eva_runtime.reward import RewardConfig
-
-    embodiment = load_embodiment(spec["embodiment"])
-    decoder = IdmDecoder(spec["idm"], spec.get("idm_sha256"))
     from eva_runtime.world_model.factory import build_world_model
 
+    embodiment = load_embodiment(spec.embodiment)
+    decoder = IdmDecoder(spec.idm, spec.idm_sha256)
     world_model = build_world_model(
-        spec["world_model"],
+        dict(spec.world_model),
         embodiment=embodiment,
         fps=decoder.fps,
         cameras=decoder.config.cameras,
         image_size=decoder.config.image_size,
     )
-    reward = RewardConfig.from_embodiment(embodiment, decoder.fps, **spec.get("reward", {}))
-    planner = Planner(world_model, decoder, reward, PlannerSettings(**spec.get("settings", {})))
-    faults = spec.get("fault_injection")
-    return _FaultInjectingPlanner(planner, **faults) if faults else planner
-
-
-class _FaultInjectingPlanner:
-    """Test instrument: a planner that is slow (`delay_s`) or returns rollouts that decode to NaN (`nan`)."""
-
-    def __init__(self, planner, delay_s: float = 0.0, nan: bool = False) -> None:
-        self.planner, self.delay_s, self.nan = planner, delay_s, nan
-        self.world_model = planner.world_model
-
-    def plan(self, request: PlanRequest) -> PlanOutcome:
-        import time
-
-        time.sleep(self.delay_s)
-        if self.nan:
-            return PlanOutcome(None, (float("nan"),), self.delay_s, "no finite rollout (injected NaN)")
-        return self.planner.plan(request)
+    reward = RewardConfig.from_embodiment(embodiment, decoder.fps, **spec.reward)
+    return Planner(world_model, decoder, reward, spec.settings)
 
 
 def _serve(connection, spec_json: str) -> None:
     import time
 
-    planner = build_planner(json.loads(spec_json))
+    planner = build_planner(PlannerSpec.from_json(spec_json))
     warm_up = getattr(planner.world_model, "warm_up", None)
     if warm_up is not None:
         warm_up()  # build simulators and renderers now, not inside the first plan's latency
@@ -112,7 +111,7 @@ def _serve(connection, spec_json: str) -> None:
             frames=message["frames"],
             instruction=message["instruction"],
             seed=message["seed"],
-            privileged_state=decode_state(message["state"]),
+            privileged_state=message["state"],  # the world model that reads it decodes it
         )
         began = time.perf_counter()
         try:
@@ -149,8 +148,9 @@ def _serve(connection, spec_json: str) -> None:
 
 
 class PlannerProcess:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec_json = json.dumps(spec)
+    def __init__(self, spec: PlannerSpec | Mapping[str, Any]) -> None:
+        self.spec = spec if isinstance(spec, PlannerSpec) else PlannerSpec.from_dict(spec)
+        self.spec_json = self.spec.to_json()
         self._process = None
         self._connection = None
         self.ready = False
@@ -200,7 +200,7 @@ class PlannerProcess:
                     "frames": dict(request.frames),
                     "instruction": request.instruction,
                     "seed": request.seed,
-                    "state": encode_state(request.privileged_state),
+                    "state": _to_wire(request.privileged_state),
                 }
             )
         )
@@ -244,3 +244,13 @@ class PlannerProcess:
         self.ready = False
 
     close = kill
+
+
+def _to_wire(context: object | None) -> dict | None:
+    if context is None:
+        return None
+    if not callable(getattr(context, "to_wire", None)):
+        raise TypeError(
+            f"privileged context {type(context).__name__} cannot cross into the planner process (no to_wire)"
+        )
+    return context.to_wire()

@@ -6,22 +6,24 @@ Shared by `eva run` and the control-loop benchmark so both run exactly the same 
 from __future__ import annotations
 
 from eva_runtime.bundle import Bundle
+from eva_runtime.control.planner import PlannerSettings
+from eva_runtime.control.planner_process import PlannerSpec
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 
 __all__ = ["oracle_state_source", "planner_spec", "world_model_spec"]
 
 
-def planner_spec(bundle: Bundle, task: str, attempts: int = 2, threshold: float = 0.0) -> dict:
+def planner_spec(bundle: Bundle, task: str, attempts: int = 2, threshold: float = 0.0) -> PlannerSpec:
     """The planner process's spec: IDM (with its verified hash), embodiment, world model, reward from the bundle."""
     reward = bundle.manifest.reward
-    return {
-        "idm": str(bundle.idm_path),
-        "idm_sha256": bundle.hashes()["idm"],
-        "embodiment": str(bundle.files["embodiment"]),
-        "world_model": world_model_spec(bundle, task),
-        "reward": {"p0": reward.p0, "form": reward.form, "gamma": reward.gamma},
-        "settings": {"horizon": bundle.manifest.world_model.horizon, "attempts": attempts, "threshold": threshold},
-    }
+    return PlannerSpec(
+        idm=str(bundle.idm_path),
+        idm_sha256=bundle.hashes()["idm"],
+        embodiment=str(bundle.files["embodiment"]),
+        world_model=world_model_spec(bundle, task),
+        reward={"p0": reward.p0, "form": reward.form, "gamma": reward.gamma},
+        settings=PlannerSettings(horizon=bundle.manifest.world_model.horizon, attempts=attempts, threshold=threshold),
+    )
 
 
 def world_model_spec(bundle: Bundle, task: str, threads: int | None = 1) -> dict:

@@ -72,15 +72,13 @@ def run_sim_episodes(
     from eva_runtime.robots.mujoco_robot import MujocoRobot
 
     deployed = load_bundle(bundle_dir)  # every hash, the embodiment and the timing are checked here
-    spec = planner_spec(deployed, task)
-    spec["world_model"].update(dict(world_model or {}))
-    spec["settings"].update(dict(planner or {}))
+    spec = planner_spec(deployed, task).merged(world_model, planner)
     sim = MujocoRobot(load_embodiment(deployed.files["embodiment"]), task)
     sim.connect()
     process = PlannerProcess(spec)
     process.start()
     model_id = f"{deployed.manifest.world_model.id}+idm:{deployed.hashes()['idm'][:8]}"
-    degrade = spec["world_model"].get("degrade")
+    degrade = spec.world_model.get("degrade")
     if degrade or planner:
         model_id += "~" + ",".join(f"{k}={v}" for k, v in sorted({**(degrade or {}), **(planner or {})}.items()))
     # Only the oracle (a test instrument) reads the simulator's state; a learned model sees only the cameras.

@@ -33,6 +33,28 @@ class OracleState:
     step: int  # control steps since the episode started
     filter_state: FilterState
 
+    def to_wire(self) -> dict:
+        """Plain arrays and numbers (msgpack-able): how the state crosses into the planner process."""
+        f = self.filter_state
+        return {
+            "sim_state": self.snapshot.state,
+            "sim_time": self.snapshot.time,
+            "step": self.step,
+            "filter": {
+                "time": f.time,
+                "command": f.command,
+                "velocity": f.velocity,
+                "target": f.target,
+                "fault": f.fault,
+            },
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict) -> OracleState:
+        f = data["filter"]
+        filter_state = FilterState(f["time"], f["command"], f["velocity"], f["target"], f["fault"])
+        return cls(SimSnapshot(data["sim_state"], data["sim_time"]), int(data["step"]), filter_state)
+
 
 @dataclass(frozen=True)
 class OracleRollout(Rollout):
@@ -99,10 +121,13 @@ class OracleWorldModel:
         return frames, actions
 
     def rollout(self, request: RolloutRequest) -> OracleRollout:
-        if not isinstance(request.privileged_state, OracleState):
+        state = request.privileged_state
+        if isinstance(state, dict):
+            state = OracleState.from_wire(state)  # it came through the planner process
+        if not isinstance(state, OracleState):
             raise TypeError("the oracle world model needs RolloutRequest.privileged_state = OracleState(...)")
         began = time.perf_counter()
-        clean, actions = self.imagine(request.privileged_state, request.horizon)
+        clean, actions = self.imagine(state, request.horizon)
         frames = {}
         for name, video in clean.items():
             samples = []

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Rollout", "RolloutRequest", "WorldModel"]
+__all__ = ["PrivilegedContext", "Rollout", "RolloutRequest", "WorldModel"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,16 @@ class RolloutRequest:
     horizon: int  # frames per rollout, frame 0 included
     seed: int
     samples: int = 1  # G rollouts of the same condition
-    # Privileged simulator state. Only test instruments (the oracle) read it; a learned model must not.
+    # Privileged simulator state. Only test instruments (the oracle) read it; a learned model must not. Opaque to
+    # the runtime: a `PrivilegedContext` in process, its `to_wire()` dict after crossing a process boundary.
     privileged_state: object | None = None
+
+
+class PrivilegedContext(Protocol):
+    """What a test-instrument world model knows beyond the cameras; it encodes itself for the planner process
+    (plain arrays and numbers), and the instrument that reads it decodes it, so the runtime carries it unread."""
+
+    def to_wire(self) -> dict: ...
 
 
 @dataclass(frozen=True)
