@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from eva_runtime.bundle import load_bundle
+from eva_runtime.control.deployment import Deployment
 from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
-from eva_runtime.control.planner_process import PlannerProcess
-from eva_runtime.control.sim_runtime import oracle_state_source, planner_spec
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 
@@ -34,12 +33,13 @@ def measure(bundle, embodiment_file: Path, synchronous: bool, episodes: int) -> 
     embodiment = load_embodiment(embodiment_file)
     robot = MujocoRobot(embodiment, "transfer_cube")
     robot.connect()
-    spec = dataclasses.replace(planner_spec(bundle, "transfer_cube"), embodiment=str(embodiment_file))
-    planner = PlannerProcess(spec)
-    planner.start()
+    deployment = Deployment.from_bundle(bundle, "transfer_cube")
+    spec = dataclasses.replace(deployment.spec, embodiment=str(embodiment_file))
+    deployment = dataclasses.replace(deployment, spec=spec)
+    planner = deployment.start_planner()
     ticks_per_episode = round(400 * embodiment.control_rate_hz / 50)  # 8 s episodes at any rate
     settings = LoopSettings(synchronous=synchronous, max_steps=ticks_per_episode)
-    oracle = oracle_state_source(robot)
+    oracle = deployment.privileged_source(robot)
     stats = [run_autonomous_episode(robot, planner, 5000 + i, settings, oracle) for i in range(episodes)]
     planner.close()
     robot.disconnect()

@@ -89,7 +89,7 @@ def run_command(
     except BundleError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    operator_factory = None
+    operator = leader_factory = None
     if keys:
         import sys
 
@@ -97,15 +97,12 @@ def run_command(
         from eva_runtime.sim.virtual_leader import ExpertLeader
 
         operator = KeyOperator(sys.stdin)
-
-        def operator_factory(sim):
-            return operator, ExpertLeader(sim)  # in sim a scripted operator moves the leader arms
-
+        leader_factory = ExpertLeader  # in sim a scripted operator moves the leader arms
         console.print(HELP)
 
     with Live(console=console, refresh_per_second=4, transient=True) as live:
 
-        def show(index, episode_id, outcomes, step, modes, stats) -> None:
+        def show(index, episode_id, step, modes, stats) -> None:
             if step % 10:
                 return
             latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
@@ -114,11 +111,6 @@ def run_command(
                 f"  plan age {stats.plan_age_s:.2f} s  planning latency {latency}"
                 f"  filter clamps {sum(stats.interventions.values())}"
             )
-
-        def label(episode_id, outcomes) -> None:
-            taken = operator.take_label() if keys else None
-            if taken is not None:  # the operator's judgement overrides the automatic check; both are kept
-                outcomes.label_episode(episode_id, taken, "operator")
 
         result = run_sim_episodes(
             bundle_dir,
@@ -130,8 +122,9 @@ def run_command(
             pace=pace,
             split=split,
             on_tick=show,
-            operator_factory=operator_factory,
-            on_episode_end=label,
+            operator=operator,
+            leader_factory=leader_factory,
+            label=operator.take_label if operator is not None else None,
         )
     with OutcomeLog(log, read_only=True) as outcomes:
         report = build_report(outcomes.episodes(run_id=result.run_id))

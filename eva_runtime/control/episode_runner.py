@@ -40,13 +40,14 @@ def run_autonomous_episode(
     operator: Callable[[int, float], Trigger | None] | None = None,
     leader: LeaderArms | None = None,
     clock: Callable[[], float] | None = None,
+    instruction: str | None = None,
 ) -> EpisodeStats:
     """Run one episode from `robot.reset_episode(seed)`; the planner process must already be started.
 
     Paced on a monotonic clock (with `settings.pace`), counting every missed deadline. `stats.success` is the
     robot's own success check where it has one (simulation); elsewhere it stays False and an operator labels.
     `clock`: what the loop measures planner waits on (default monotonic time; the robot's simulated clock for
-    tests of behaviour without pacing).
+    tests of behaviour without pacing). `instruction`: the language instruction (default: the robot's task's).
     """
     robot.reset_episode(seed)
     loop = AutonomousLoop(
@@ -56,7 +57,7 @@ def run_autonomous_episode(
         privileged=privileged,
         restart_planner=restart_planner,
         leader=leader,
-        instruction=robot.instruction,
+        instruction=instruction or robot.instruction,
         clock=clock or time.monotonic,
     )
     loop.start(seed)

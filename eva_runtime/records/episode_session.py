@@ -1,9 +1,8 @@
-"""EpisodeSession: the episodes of a long-running runtime (the ROS policy node) in the outcome log, one at a time.
-
-`eva run` opens and closes one episode per loop call; a node runs for hours while an operator starts and ends
-episodes by service call. This class keeps that bookkeeping: at most one open episode, counters written while it
-runs, an operator's outcome label (with a note) when it ends, and on `close` an open episode is ended as aborted,
-never lost.
+"""EpisodeSession: a runtime's episodes in the outcome log, one at a time: the one logging path of `eva run` (one
+episode per loop call, ended by the robot's own check or an operator's label) and of the ROS policy node (hours
+long, episodes started and ended by service call). It keeps the bookkeeping: at most one open episode, counters
+written while it runs, an outcome (and who gave it, with a note) when it ends, and on `close` an open episode is
+ended as aborted, never lost.
 """
 
 from __future__ import annotations
@@ -49,13 +48,19 @@ class EpisodeSession:
             self.log.update_episode(self.episode_id, **counters)
 
     def end(
-        self, outcome: str, counters: Mapping[str, object], note: str | None = None, labelled_by: str = "operator"
+        self,
+        outcome: str,
+        counters: Mapping[str, object],
+        note: str | None = None,
+        labelled_by: str = "operator",
+        reason: str | None = None,
     ) -> int:
         """Close the open episode with `outcome`; returns its id (ValueError when none is open)."""
         if self.episode_id is None:
             raise ValueError("no episode is running: start one first")
         episode_id = self.episode_id
-        reason = (note or "labelled a failure by the operator") if outcome == "failure" else None
+        if outcome == "failure" and reason is None:
+            reason = note or "labelled a failure by the operator"
         self.log.end_episode(episode_id, outcome, labelled_by, reason, note or None, **counters)
         self.episode_id = None
         return episode_id

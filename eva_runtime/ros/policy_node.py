@@ -195,8 +195,8 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
     # --- configure ----------------------------------------------------------------------------------------------
     def _build_runtime(self) -> _Runtime:
         from eva_runtime import __version__
-        from eva_runtime.bundle import BundleError, load_bundle
-        from eva_runtime.control.sim_runtime import planner_spec
+        from eva_runtime.bundle import BundleError
+        from eva_runtime.control.deployment import Deployment
         from eva_runtime.embodiment import EmbodimentError, load_embodiment
         from eva_runtime.records.outcome_log import OutcomeLogError
 
@@ -206,7 +206,15 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
             bundle_path = Path(str(read(self, "bundle"))).expanduser()
             embodiment_file = str(read(self, "embodiment_file"))
             robot_embodiment = load_embodiment(Path(embodiment_file).expanduser()) if embodiment_file else None
-            bundle = load_bundle(bundle_path, robot_embodiment)
+            task = str(read(self, "episode.task"))
+            deployment = Deployment.from_bundle(
+                bundle_path,
+                task,
+                embodiment=robot_embodiment,
+                attempts=int(read(self, "plan_attempts")),
+                threshold=float(read(self, "plan_threshold")),
+            )
+            bundle = deployment.bundle
             embodiment = robot_embodiment or bundle.embodiment
             topics = resolve_topics(
                 str(read(self, "topic_convention")),
@@ -219,10 +227,8 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
         for camera in embodiment.cameras:
             override = str(read(self, f"topics.camera.{camera.name}")) if camera.name in CAMERA_NAMES else ""
             camera_topics[camera.name] = override or camera.topic
-        oracle = bundle.manifest.world_model.kind == "oracle"
-        task = str(read(self, "episode.task"))
-        spec = planner_spec(bundle, task, int(read(self, "plan_attempts")), float(read(self, "plan_threshold")))
-        model_id = f"{bundle.manifest.world_model.id}+idm:{bundle.hashes()['idm'][:8]}"
+        oracle = deployment.oracle
+        model_id = deployment.model_id
         log_path = Path(str(read(self, "log_path"))).expanduser()
         with ExitStack() as undo:  # whatever was started is stopped again if a later step fails
             try:
@@ -230,7 +236,7 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
             except OutcomeLogError as error:
                 raise ConfigureError(str(error)) from None
             undo.callback(log.close)
-            planner = PlannerProcess(spec)
+            planner = PlannerProcess(deployment.spec)
             undo.callback(planner.close)
             try:
                 planner.start(wait_s=float(read(self, "planner_start_timeout_s")))

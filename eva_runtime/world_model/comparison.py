@@ -4,15 +4,12 @@ safety filter included), in one run, written as Markdown, JSON and a plot.
 
 The oracle's open-loop rollouts are the recorded futures themselves (it re-simulates the expert that recorded
 them, bit for bit: tested in tests/test_oracle.py), so its row is the recorded video's, with PSNR marked exact.
-Closed loop runs each bundle with `eva run` in a subprocess on the same seeds, so the numbers come from exactly the
-code path a user runs.
+Closed loop runs each bundle through `run_sim_episodes`, the in-process path behind `eva run`, on the same seeds,
+so the numbers come from exactly the code a user runs, returned as typed results.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +79,11 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def closed_loop(bundle_dir: Path, task: str, episodes: int, first_seed: int, log: Path, sync: bool) -> ClosedLoop:
-    """`eva run` on the bundle; its final JSON line has the counts."""
-    eva = str(Path(sys.executable).with_name("eva"))
-    command = [eva, "run", "--task", task, "--bundle", str(bundle_dir), "--episodes", str(episodes)]
-    command += ["--first-seed", str(first_seed), "--log", str(log)] + (["--sync"] if sync else [])
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise RuntimeError(f"eva run failed for {bundle_dir}:\n{finished.stderr[-2000:]}")
-    summary = json.loads(finished.stdout.strip().splitlines()[-1])
-    return ClosedLoop(summary["successes"], summary["episodes"], summary["planning_latency_p50_s"])
+    """The bundle through the same in-process path as `eva run` (`run_sim_episodes`), on the given seeds."""
+    from eva_runtime.control.sim_session import run_sim_episodes
+
+    result = run_sim_episodes(bundle_dir, task, episodes, first_seed, log, sync=sync)
+    return ClosedLoop(result.successes, result.episodes, result.planning_latency_p50_s)
 
 
 def _cell(triple, digits: int = 3) -> str:

@@ -1,0 +1,210 @@
+"""The one place a deployment is assembled, and the one way its episodes are run and logged.
+
+`Deployment.from_bundle` verifies a bundle (every hash, the embodiment, the timing) and turns it into what the
+runtime needs: the planner spec (IDM, world model, reward, gate settings), the model id every episode is logged
+under, and, only for the oracle test instrument, the source of its privileged view of a simulated robot.
+`run_episodes` drives any robot (the MuJoCo simulation, the Piper arms over CAN) through the autonomous loop and
+logs every episode through `EpisodeSession`: the robot's own success check where it has one, otherwise an
+operator's label, and an episode cut short is ended as aborted, never lost. `eva run`, the closed-loop ladder,
+`eva eval compare`, the benchmarks and the ROS policy node build their deployments here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eva_runtime.bundle import Bundle, load_bundle
+from eva_runtime.control.autonomous_loop import LoopSettings
+from eva_runtime.control.episode_runner import run_autonomous_episode
+from eva_runtime.control.episode_stats import EpisodeStats, episode_counters
+from eva_runtime.control.planner_port import PlannerPort
+from eva_runtime.control.planner_process import PlannerProcess, PlannerSpec
+from eva_runtime.control.sim_runtime import planner_spec
+from eva_runtime.embodiment import Embodiment
+from eva_runtime.records.episode_session import EpisodeSession
+from eva_runtime.records.outcome_log import OutcomeLog
+from eva_runtime.robots.interface import RobotInterface
+
+__all__ = ["Deployment", "RunResult", "run_episodes"]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    bundle: Bundle
+    task: str
+    spec: PlannerSpec
+    model_id: str
+
+    @classmethod
+    def from_bundle(
+        cls,
+        source: Path | str | Bundle,
+        task: str,
+        *,
+        embodiment: Embodiment | None = None,
+        world_model: Mapping[str, Any] | None = None,
+        planner: Mapping[str, Any] | None = None,
+        attempts: int = 2,
+        threshold: float = 0.0,
+    ) -> Deployment:
+        """`embodiment`: the robot's own file, checked against the bundle's; `world_model` and `planner`: keys
+        merged into the world-model spec and the gate's settings for this deployment (the ladder's degradations,
+        best-of-N) without writing a new bundle. Raises `BundleError` before anything starts."""
+        bundle = source if isinstance(source, Bundle) else load_bundle(Path(source), embodiment)
+        spec = planner_spec(bundle, task, attempts, threshold).merged(world_model, planner)
+        model_id = f"{bundle.manifest.world_model.id}+idm:{bundle.hashes()['idm'][:8]}"
+        changes = {**dict(spec.world_model.get("degrade") or {}), **dict(planner or {})}
+        if changes:
+            model_id += "~" + ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
+        return cls(bundle, task, spec, model_id)
+
+    @property
+    def oracle(self) -> bool:
+        return self.bundle.manifest.world_model.kind == "oracle"
+
+    def start_planner(self, wait_s: float | None = 120.0) -> PlannerProcess:
+        planner = PlannerProcess(self.spec)
+        planner.start(wait_s)
+        return planner
+
+    def privileged_source(self, robot: RobotInterface) -> Callable[[int, object], object] | None:
+        """The oracle's view of the live simulation; None for a learned model (it sees only the cameras)."""
+        if not self.oracle:
+            return None
+        from eva_runtime.robots.mujoco_robot import MujocoRobot
+
+        if not isinstance(robot, MujocoRobot):
+            raise ValueError("the oracle world model is a simulation instrument: it cannot drive a real robot")
+        from eva_runtime.control.sim_runtime import oracle_state_source
+
+        return oracle_state_source(robot)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    task: str
+    mode: str
+    episodes: int
+    successes: int
+    planning_latency_p50_s: float | None
+    hold_ticks_per_episode: float
+    overruns: int
+    max_command_step: float
+    log: str
+    run_id: str
+    model_id: str
+    plans: int = 0
+    rejected: int = 0
+    mean_score: float | None = None
+    per_episode: tuple[bool, ...] = field(default_factory=tuple)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "per_episode"}
+
+
+def run_episodes(
+    deployment: Deployment,
+    robot: RobotInterface,
+    planner: PlannerPort,
+    episodes: int,
+    first_seed: int,
+    log: Path,
+    settings: LoopSettings,
+    *,
+    split: str = "seen",
+    on_tick: Callable | None = None,
+    operator: Callable | None = None,
+    leader: Any = None,
+    label: Callable[[], str | None] | None = None,
+    restart_planner: Callable[[], None] | None = None,
+    clock: Callable[[], float] | None = None,
+    instruction: str | None = None,
+) -> RunResult:
+    """Episodes on a connected robot with a started planner, each one in the outcome log at `log`.
+
+    The outcome is the robot's own check where it has one (simulation; "aborted" with the reason where it has
+    none), relabelled by `label()` when an operator gave one ("success"/"failure"; the log keeps both).
+    `on_tick(index, episode_id, step, modes, stats)` sees every tick. `instruction`: what the robot is told
+    (default: the simulated task's own; a real robot has none, so it must be given)."""
+    from eva_runtime import __version__
+
+    instruction = instruction or robot.instruction
+    if not instruction.strip():
+        raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
+
+    privileged = deployment.privileged_source(robot)
+    period = robot.embodiment.control_period_s
+    log.parent.mkdir(parents=True, exist_ok=True)
+    results: list[EpisodeStats] = []
+    with OutcomeLog(log) as outcomes:
+        session = EpisodeSession(
+            outcomes, robot.embodiment.name, deployment.bundle.hashes(), deployment.model_id, __version__
+        )
+        try:
+            for index in range(episodes):
+                episode_id = session.start(deployment.task, instruction, split)
+
+                def tick(step, modes, stats, index=index, episode_id=episode_id) -> None:
+                    if on_tick is not None:
+                        on_tick(index, episode_id, step, modes, stats)
+                    if step % 100 == 0:
+                        session.update(episode_counters(stats, period))
+
+                stats = run_autonomous_episode(
+                    robot,
+                    planner,
+                    first_seed + index,
+                    settings,
+                    privileged,
+                    tick,
+                    restart_planner,
+                    operator,
+                    leader,
+                    clock,
+                    instruction,
+                )
+                results.append(stats)
+                _end(session, robot, stats, period, label)
+        finally:
+            session.close()  # an episode cut short by an error is ended as aborted
+    return _result(deployment, settings, results, log, outcomes.run_id)
+
+
+def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, period: float, label) -> None:
+    counters = episode_counters(stats, period)
+    checked = robot.success()
+    if checked is None:
+        episode_id = session.end("aborted", counters, labelled_by="automatic", reason="no success check on this robot")
+    else:
+        reason = None if checked else ("planner faults" if stats.planner_faults else "task not completed")
+        episode_id = session.end("success" if checked else "failure", counters, labelled_by="automatic", reason=reason)
+    taken = label() if label is not None else None
+    if taken is not None:  # the operator's judgement overrides the automatic one; the log keeps both
+        session.log.label_episode(episode_id, taken, "operator")
+
+
+def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str) -> RunResult:
+    latencies = [x for r in results for x in r.latencies_s]
+    scores = [s for r in results for s in r.scores if np.isfinite(s)]
+    return RunResult(
+        task=deployment.task,
+        mode="sync" if settings.synchronous else "async",
+        episodes=len(results),
+        successes=sum(r.success for r in results),
+        planning_latency_p50_s=float(np.median(latencies)) if latencies else None,
+        hold_ticks_per_episode=float(np.mean([r.hold_ticks for r in results])) if results else 0.0,
+        overruns=sum(r.overruns for r in results),
+        max_command_step=max((r.max_step_change for r in results), default=0.0),
+        log=str(log),
+        run_id=run_id,
+        model_id=deployment.model_id,
+        plans=sum(r.plans for r in results),
+        rejected=sum(r.rejected for r in results),
+        mean_score=float(np.mean(scores)) if scores else None,
+        per_episode=tuple(bool(r.success) for r in results),
+    )

@@ -1,0 +1,58 @@
+"""Stand-ins for what the loop's behaviour tests must not depend on: a clock the test advances, and a robot that
+tracks every command exactly and stamps its readings on that clock (the real robots are tested on their own:
+the MuJoCo simulation, the Piper arms over python-can's virtual bus)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from eva_runtime.embodiment import load_embodiment
+from eva_runtime.robots.interface import CameraFrame, Observation, RobotInterface, check_command
+from eva_runtime.safety import FilterResult
+from tests.conftest import CALIBRATION
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeRobot(RobotInterface):
+    """Tracks every command exactly; frames and state are stamped on the test's clock unless frozen."""
+
+    def __init__(self, clock: Clock, start: np.ndarray, advance_on_send: bool = False) -> None:
+        self.embodiment = load_embodiment(CALIBRATION / "aloha_sim.yaml")
+        self.clock = clock
+        self.advance_on_send = advance_on_send  # each command takes one control period (a driver without pacing)
+        self.position = np.array(start, dtype=np.float64)
+        self.frame_stamp: float | None = None  # None: fresh every time
+        self.state_stamp: float | None = None
+        self.cameras_on = True
+        self.fault: str | None = None
+        self.sent: list[np.ndarray] = []
+
+    def connect(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+    def now(self) -> float:
+        return self.clock()
+
+    def observe(self, cameras: bool | Sequence[str] = True) -> Observation:
+        names = ("cam_high",) if cameras is True else tuple(cameras or ())
+        stamp = self.clock() if self.frame_stamp is None else self.frame_stamp
+        frames = {n: CameraFrame(np.zeros((8, 8, 3), np.uint8), stamp) for n in names} if self.cameras_on else {}
+        state_stamp = self.clock() if self.state_stamp is None else self.state_stamp
+        return Observation(state_stamp, self.position.copy(), frames=frames, fault=self.fault)
+
+    def send(self, result: FilterResult) -> np.ndarray:
+        self.position = check_command(self.embodiment, result).copy()
+        self.sent.append(self.position.copy())
+        if self.advance_on_send:
+            self.clock.t += self.embodiment.control_period_s
+        return self.position.copy()
