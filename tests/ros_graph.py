@@ -3,7 +3,7 @@
 Real rclpy (the `ros` extra's wheels), real MuJoCo, a real planner process: one MultiThreadedExecutor spins all
 three nodes on a background thread while the test talks to them through ROS only (lifecycle and Trigger services,
 parameter services, topics). Discovery stays on loopback and every graph gets its own rclpy Context and a domain
-id no other module of this run uses (FACTS section 3).
+id no other module of this run uses (docs/references.md §3).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Teleoperation: the leader arms as an input device, and a bumpless handover onto them.
 
-On CobotMagic the firmware's own leader-follower mode cannot be left without a reset that drops the arm (FACTS
-section 1), so teleop is done in software: the leader arms are read like any sensor and their pose becomes the
-follower's target, through the same safety filter as every other command. A handover never jumps: on entering
-TELEOP the target slides from the command being sent toward the leader pose at a capped speed, and follows the
-leader directly once they agree within a tolerance (the operator may also move the leader to the follower).
+On CobotMagic the firmware's own leader-follower mode cannot be left without a reset that drops the arm
+(docs/references.md §1), so teleop is done in software: the leader arms are read like any sensor and their pose
+becomes the follower's target, through the same safety filter as every other command. A handover never jumps: on
+entering TELEOP the target slides from the command being sent toward the leader pose at a capped speed, and
+follows the leader directly once they agree within a tolerance (the operator may also move the leader to the
+follower).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The CobotMagic vendor topic conventions as data, and how a node's topic parameters resolve against them.
 
-Two conventions exist in vendor code (FACTS section 1):
+Two conventions exist in vendor code (docs/references.md §1):
 - ``classic``: follower feedback on ``/puppet/joint_left|right``; the leader (teach) arms publish on
   ``/master/joint_left|right``, and in control mode the follower driver takes its commands from the same
   ``/master/...`` topics. Commands and leader readings therefore share a topic: a node cannot read the leader

@@ -2,7 +2,7 @@
 
 Every command to the arms, in every mode, passes through :func:`filter_step`. It reads no clock and does no I/O:
 time arrives as data in the request, so tests replay any timing exactly. Per control tick, on the whole
-bimanual vector (contract in FACTS.md section 4):
+bimanual vector (contract in docs/references.md §4):
 
 1. non-finite target values -> that arm holds; non-finite measurement -> every arm holds;
 2. input older than its timeout (plan, joint state, frame, teleop) -> every arm holds;

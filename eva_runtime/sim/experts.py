@@ -4,7 +4,7 @@ Each arm follows a list of Cartesian waypoints for its tool centre point (betwee
 minimum-jerk interpolation of position, rotation and gripper, turned into joint targets by inverse kinematics
 every control step. A waypoint's target may be a function of the simulation state, evaluated when the arm
 starts moving toward it, so the expert reacts to where the objects really are (e.g. the cube in the other
-gripper). Handover order follows FACTS section 5: the receiving gripper closes before the giving one opens.
+gripper). Handover order follows docs/references.md §5: the receiving gripper closes before the giving one opens.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The scenes (Apache-2.0, package `gym-aloha`) are loaded from the installed package's assets and edited through
 `mujoco.MjSpec`, never copied:
-- the wrist cameras are widened (as shipped, fovy 20 sees mostly the gripper; FACTS section 5);
+- the wrist cameras are widened (as shipped, fovy 20 sees mostly the gripper; docs/references.md §5);
 - a `tcp` site is added between the fingertip pads of each gripper (the point the experts steer);
 - shadows and reflections are switched off before any renderer exists (they dominate render time).
 Camera names map to the real robot's: cam_high = `top`, cam_left_wrist = `left_wrist`, cam_right_wrist =

@@ -1,7 +1,7 @@
 """Simulated tasks: seeded initial object placement, the instruction text, episode length and the success check.
 
 Success is judged on the final state, stricter than gym-aloha's reward (which counts the first instant of a
-touch; FACTS section 5):
+touch; docs/references.md §5):
 - transfer_cube: the cube is in the air, touched by the left (receiving) gripper and not by the right one;
 - insertion: the peg's end is at least 1.5 cm inside the socket's opening, centred in its hollow and aligned
   with it, and neither object touches the table. This is geometric, not the peg-pin contact of gym-aloha: a peg

@@ -4,7 +4,7 @@ and a sampler that records every step of a rollout.
 Flow convention x_s = (1 - s) x0 + s eps, velocity v = eps - x0, sigmas s_0 = 1 > ... > s_N = 0, dt < 0.
 `sde_step_with_logprob` has the shape of the public Flow-GRPO function: it returns the next latent, the per-sample
 log-probability (the Gaussian log-density averaged over latent elements, in float32), the step mean and the
-step std. Two noise schedules (FACTS section 2):
+step std. Two noise schedules (docs/references.md §2):
 - "flow_grpo": std_t = a sqrt(s / (1 - s)) (at s = 1 the next sigma is used), with the noise-level knob a;
 - "wan": std_t = s_min + (s_max - s_min) s, the variant the EVA authors used (no noise-level knob).
 The mean is the SDE's drift step x + v dt + std_t^2 / (2 s) (x + (1 - s) v) dt in both; the sample is

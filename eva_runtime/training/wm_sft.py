@@ -3,7 +3,7 @@
 Each training example is a clip of the robot's video at the IDM's fps: `history_frames` observed frames (the
 conditioning, kept clean with timestep 0, as at inference) followed by the future, `horizon` frames from the last
 observed one. Latents (VAE means, normalised) and the instruction's text embeddings are computed once before
-training, because the VAE, not the transformer, dominates the cost on CPU (FACTS section 3). The loss is the
+training, because the VAE, not the transformer, dominates the cost on CPU (docs/references.md §3). The loss is the
 rectified-flow velocity error on the noisy latent frames only: x_s = (1 - s) x0 + s e, target e - x0, with s drawn
 logit-normal and shifted like the sampler's schedule.
 

@@ -32,7 +32,7 @@ __all__ = [
     "check_arm_limits",
 ]
 
-# piper-sdk JointCtrl limit table (FACTS.md section 1), J1..J6 in rad.
+# piper-sdk JointCtrl limit table (docs/references.md §1), J1..J6 in rad.
 SDK_POSITION_TABLE: tuple[tuple[float, float], ...] = (
     (-2.6179, 2.6179),
     (0.0, 3.14),

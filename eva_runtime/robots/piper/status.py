@@ -1,7 +1,7 @@
 """Piper status codes: turn the arm status frame (0x2A1), the drive status bytes (0x261-0x266) and the gripper
 status byte (0x2A8) into one readable fault string for :attr:`Observation.fault` (None when healthy).
 
-Code tables follow piper-sdk 0.6.2's message documentation (FACTS.md section 1). Every non-zero arm status is a
+Code tables follow piper-sdk 0.6.2's message documentation (docs/references.md §1). Every non-zero arm status is a
 fault here, including the teach states 0x0B-0x0D: an arm in teach mode does not obey CAN joint commands, which
 for this runtime is as bad as an error. Unknown codes are reported with their number, never ignored.
 """

@@ -77,7 +77,7 @@ class GripperScale:
     """
 
     units: Literal["m", "normalized"]
-    full_open_m: float = 0.07  # only used for "normalized"; SDK soft-limit default (FACTS section 1)
+    full_open_m: float = 0.07  # only used for "normalized"; SDK soft-limit default (docs/references.md §1)
 
     def __post_init__(self) -> None:
         if self.units not in ("m", "normalized"):

@@ -5,7 +5,7 @@ Two layouts, told apart by the transformer's config:
   pipeline's), which also takes several past frames as clean history latents (diffusion forcing) and batches the
   G samples of a request in one transformer call;
 - Wan2.1 I2V (CLIP image encoder, `image_dim` set): the diffusers pipeline call itself, one conditioning frame,
-  the prompt repeated G times (`num_videos_per_prompt > 1` crashes that pipeline, FACTS section 3) and the full
+  the prompt repeated G times (`num_videos_per_prompt > 1` crashes that pipeline, docs/references.md §3) and the full
   512-token text context its attention split needs.
 Base weights and LoRA adapters are hash-verified before loading. Prompt embeddings are cached per instruction.
 """

@@ -26,7 +26,7 @@ __all__ = [
     "instruction_vocabulary",
 ]
 
-# The I2V attention splits image and text context at `len - 512` (FACTS section 3): keep the real length.
+# The I2V attention splits image and text context at `len - 512` (docs/references.md §3): keep the real length.
 MAX_SEQUENCE_LENGTH = 512
 _SPECIAL = ("<pad>", "</s>", "<unk>")
 

@@ -1,8 +1,8 @@
 """LoRA adapters on the Wan transformer (peft): add, save with their metadata, load by name, enable/disable.
 
 Saved through diffusers' `WanImageToVideoPipeline.save_lora_weights` with `transformer_lora_adapter_metadata`, so
-rank and alpha survive the round trip (without the metadata a reload silently uses alpha = rank, FACTS section
-3), plus `eva_hashes.json` so a corrupted adapter is refused at load.
+rank and alpha survive the round trip (without the metadata a reload silently uses alpha = rank,
+docs/references.md §3), plus `eva_hashes.json` so a corrupted adapter is refused at load.
 """
 
 from __future__ import annotations
