@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -54,7 +55,9 @@ def report_command(
 def run_command(
     task: TaskOption = "transfer_cube",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
-    robot: Annotated[str, typer.Option(help="Robot backend: sim (the MuJoCo bimanual robot).")] = "sim",
+    robot: Annotated[
+        str, typer.Option(help="sim (the MuJoCo bimanual robot) or piper (the CobotMagic's arms over CAN).")
+    ] = "sim",
     bundle: Annotated[Path | None, typer.Option(help="Deployment bundle (overrides --world-model).")] = None,
     world_model: Annotated[
         str, typer.Option(help="Shipped bundle: oracle (models/bundle_<task>), wan or aligned (bundle_<task>_<name>).")
@@ -67,6 +70,22 @@ def run_command(
     first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 1000,
     pace: Annotated[bool, typer.Option(help="Real-time pacing (off only for quick logic checks).")] = True,
     keys: Annotated[bool, typer.Option(help="Operator keys on stdin (mode switches, ESTOP, outcome labels).")] = False,
+    world_model_url: Annotated[
+        str | None, typer.Option(help="Use the world model served at this URL (eva serve world-model) instead.")
+    ] = None,
+    embodiment: Annotated[
+        Path | None, typer.Option(help="piper: the robot's embodiment file (default calibration/cobot_magic.yaml).")
+    ] = None,
+    can_left: Annotated[str, typer.Option(help="piper: CAN channel of the left follower arm.")] = "can_left",
+    can_right: Annotated[str, typer.Option(help="piper: CAN channel of the right follower arm.")] = "can_right",
+    can_interface: Annotated[str, typer.Option(help="piper: python-can interface (socketcan; virtual).")] = "socketcan",
+    camera: Annotated[
+        list[str] | None, typer.Option(help="piper: NAME=SOURCE per camera (/dev/video0, an index, a video file).")
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="The instruction (a real robot has no task of its own).")
+    ] = None,
+    episode_seconds: Annotated[float, typer.Option(min=0.1, help="piper: length of each episode.")] = 8.0,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     from rich.live import Live
@@ -76,14 +95,19 @@ def run_command(
     from eva_runtime.records.outcome_log import OutcomeLog
     from eva_runtime.records.report import build_report, render_markdown
 
-    if robot != "sim":
-        console.print("[red]error:[/red] available now: --robot sim")
+    if robot not in ("sim", "piper"):
+        console.print(f"[red]error:[/red] --robot {robot!r}: use sim or piper")
         raise typer.Exit(2)
     shipped = {"oracle": f"bundle_{task}", "wan": f"bundle_{task}_wan", "aligned": f"bundle_{task}_aligned"}
     if bundle is None and world_model not in shipped:
         console.print(f"[red]error:[/red] --world-model {world_model!r}: use one of {', '.join(shipped)}, or --bundle")
         raise typer.Exit(2)
     bundle_dir = bundle or Path(__file__).resolve().parents[2] / "models" / shipped[world_model]
+    remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
+    if robot == "piper":
+        piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
+        _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, piper)
+        return
     try:
         load_bundle(bundle_dir)  # refused before the simulator, the log or the planner start
     except BundleError as error:
@@ -125,6 +149,8 @@ def run_command(
             operator=operator,
             leader_factory=leader_factory,
             label=operator.take_label if operator is not None else None,
+            world_model=remote,
+            instruction=instruction,
         )
     with OutcomeLog(log, read_only=True) as outcomes:
         report = build_report(outcomes.episodes(run_id=result.run_id))
@@ -144,3 +170,69 @@ _SUMMARY_KEYS = (
     "log",
     "run_id",
 )
+
+
+@dataclass(frozen=True)
+class PiperOptions:
+    embodiment: Path | None
+    can_left: str
+    can_right: str
+    can_interface: str
+    cameras: list[str]
+    episode_seconds: float
+
+
+def _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, options) -> None:
+    """The same deployment and loop as in simulation, on the arms: Piper over CAN, cameras through OpenCV."""
+    import sys
+
+    from eva_runtime.bundle import BundleError
+    from eva_runtime.control.autonomous_loop import LoopSettings
+    from eva_runtime.control.deployment import Deployment, run_episodes
+    from eva_runtime.embodiment import EmbodimentError, load_embodiment
+    from eva_runtime.robots.opencv_cameras import OpenCvCameras, parse_camera_sources
+    from eva_runtime.robots.piper.piper_robot import PiperRobot, PiperRobotConfig
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        embodiment = load_embodiment(options.embodiment or root / "calibration" / "cobot_magic.yaml")
+        deployment = Deployment.from_bundle(bundle_dir, task, embodiment=embodiment, world_model=remote)
+        if deployment.oracle:
+            raise ValueError("the oracle world model re-simulates the simulator: give a learned one for the arms")
+        if not (instruction or "").strip():
+            raise ValueError("--instruction is required on a real robot")
+        sources = parse_camera_sources(options.cameras)
+        missing = sorted(set(deployment.bundle.manifest.idm.cameras) - set(sources))
+        if missing:
+            raise ValueError(f"no --camera for {missing} (the IDM reads them)")
+    except (BundleError, EmbodimentError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    config = PiperRobotConfig.bimanual(options.can_left, options.can_right, interface=options.can_interface)
+    operator = None
+    if keys:
+        from eva_runtime.control.operator_keys import HELP, KeyOperator
+
+        operator = KeyOperator(sys.stdin)
+        console.print(HELP)
+    settings = LoopSettings(synchronous=sync, max_steps=round(options.episode_seconds * embodiment.control_rate_hz))
+    with OpenCvCameras(sources) as cameras, PiperRobot(embodiment, config, cameras) as arms:
+        planner = deployment.start_planner()
+        try:
+            result = run_episodes(
+                deployment,
+                arms,
+                planner,
+                episodes,
+                first_seed,
+                log,
+                settings,
+                split=split,
+                operator=operator,
+                label=operator.take_label if operator is not None else None,
+                restart_planner=lambda: planner.alive or planner.start(wait_s=None),
+                instruction=instruction,
+            )
+        finally:
+            planner.close()
+    typer.echo(json.dumps({k: result.summary()[k] for k in _SUMMARY_KEYS}))

@@ -57,7 +57,9 @@ class Deployment:
         best-of-N) without writing a new bundle. Raises `BundleError` before anything starts."""
         bundle = source if isinstance(source, Bundle) else load_bundle(Path(source), embodiment)
         spec = planner_spec(bundle, task, attempts, threshold).merged(world_model, planner)
-        model_id = f"{bundle.manifest.world_model.id}+idm:{bundle.hashes()['idm'][:8]}"
+        remote = spec.world_model.get("kind") == "remote"  # the bundle's model, served from another machine
+        served = f"remote:{spec.world_model.get('url')}" if remote else bundle.manifest.world_model.id
+        model_id = f"{served}+idm:{bundle.hashes()['idm'][:8]}"
         changes = {**dict(spec.world_model.get("degrade") or {}), **dict(planner or {})}
         if changes:
             model_id += "~" + ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
@@ -65,7 +67,8 @@ class Deployment:
 
     @property
     def oracle(self) -> bool:
-        return self.bundle.manifest.world_model.kind == "oracle"
+        """The world model that will run is the oracle (a bundle's oracle may be replaced, e.g. by a remote one)."""
+        return self.spec.world_model.get("kind") == "oracle"
 
     def start_planner(self, wait_s: float | None = 120.0) -> PlannerProcess:
         planner = PlannerProcess(self.spec)
