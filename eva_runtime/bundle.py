@@ -22,8 +22,9 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from eva_runtime.config_files import parse_yaml, validate
 from eva_runtime.embodiment import Embodiment, EmbodimentError, load_embodiment
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.decoder import FORMAT as IDM_FORMAT
@@ -192,16 +193,6 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _validation_message(where: Path, error: ValidationError) -> str:
-    problems = []
-    for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"])
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
-        # Errors of the whole manifest (loc empty) already name their fields in the message.
-        problems.append(f"{where}: {field}: {message}" if field else f"{where}: {message}")
-    return "\n".join(problems)
-
-
 def _idm_section(where: Path, idm_path: Path) -> IdmEntry:
     """The manifest's idm section as the ONNX file's own metadata states it."""
     # onnx directly rather than eva_runtime.idm.export.read_metadata: that module imports torch, which the
@@ -261,25 +252,23 @@ def create_bundle(
         for role, source in sources.items()
     }
     idm = _idm_section(out_dir, sources["idm"])
-    try:
-        manifest = Manifest(
-            format=FORMAT,
-            created=datetime.now(UTC).replace(microsecond=0),
-            software_version=__version__,
-            embodiment=EmbodimentEntry(
-                name=robot.name,
-                joint_names=robot.joint_names,
-                control_rate_hz=robot.control_rate_hz,
-                file=EMBODIMENT_FILE,
-                sha256=files["embodiment"]["sha256"],
-            ),
-            files=tuple(files.values()),
-            idm=idm,
-            world_model={"fps": idm.fps, **world_model},  # fps defaults to the IDM's: one source of fps
-            reward=reward,
-        )
-    except ValidationError as error:
-        raise BundleError(_validation_message(out_dir, error)) from None
+    fields = {
+        "format": FORMAT,
+        "created": datetime.now(UTC).replace(microsecond=0),
+        "software_version": __version__,
+        "embodiment": {
+            "name": robot.name,
+            "joint_names": robot.joint_names,
+            "control_rate_hz": robot.control_rate_hz,
+            "file": EMBODIMENT_FILE,
+            "sha256": files["embodiment"]["sha256"],
+        },
+        "files": list(files.values()),
+        "idm": idm,
+        "world_model": {"fps": idm.fps, **world_model},  # fps defaults to the IDM's: one source of fps
+        "reward": reward,
+    }
+    manifest = validate(out_dir, Manifest, fields, error=BundleError)
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in manifest.files:
         target = out_dir / entry.path
@@ -295,24 +284,19 @@ def create_bundle(
 
 def load_bundle(path: Path, embodiment: Embodiment | None = None) -> Bundle:
     """Read and verify a bundle; with `embodiment`, also refuse one built for a different robot."""
-    from eva_runtime.embodiment import _UniqueKeyLoader  # the same repeated-key refusal as embodiment files
-
     path = Path(path).resolve()
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: no {MANIFEST} (not a bundle, or an unfinished one)")
-    data = manifest_path.read_bytes()
+    data = manifest_path.read_bytes()  # parsed and hashed from the same bytes
     try:
-        raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise BundleError(f"{path}: {MANIFEST}: not valid YAML ({error})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        found = raw.get("format") if isinstance(raw, dict) else None
-        raise BundleError(f"{path}: format: {found!r}, expected {FORMAT!r}")
-    try:
-        manifest = Manifest.model_validate(raw)
-    except ValidationError as error:
-        raise BundleError(_validation_message(path, error)) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BundleError(f"{manifest_path}: not valid UTF-8 ({error})") from None
+    raw = parse_yaml(text, manifest_path, error=BundleError)
+    if raw.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: format: {raw.get('format')!r}, expected {FORMAT!r}")
+    manifest = validate(manifest_path, Manifest, raw, error=BundleError)
     files: dict[str, Path] = {}
     for entry in manifest.files:
         file = path / entry.path

@@ -18,8 +18,9 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from eva_runtime.config_files import ConfigFileError, load_model
 
 __all__ = [
     "ArmSpec",
@@ -40,7 +41,7 @@ NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 
 
-class EmbodimentError(ValueError):
+class EmbodimentError(ConfigFileError):
     """An embodiment file is missing, unreadable or invalid; the message names the file and the key."""
 
 
@@ -198,71 +199,6 @@ class Embodiment(_Frozen):
         return low, high
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a repeated key: in a limits file the second value silently winning is a hazard."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"repeated key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _format_location(location: tuple[Any, ...], data: Any) -> str:
-    """Turn a pydantic location into a YAML key path, e.g. ``arms[0].joints[6](left_gripper).position``."""
-    path = ""
-    node = data
-    for item in location:
-        if isinstance(item, int) and isinstance(node, list) and 0 <= item < len(node):
-            node = node[item]
-            label = node.get("name") if isinstance(node, dict) else None
-            path += f"[{item}]" + (f"({label})" if label else "")
-        else:
-            path += f".{item}" if path else str(item)
-            node = node.get(item) if isinstance(node, dict) else None
-    return path or "<top level>"
-
-
-def _describe(item: dict[str, Any]) -> str:
-    kind = item["type"]
-    if kind == "extra_forbidden":
-        return "unknown key (not part of the embodiment schema)"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "finite_number":
-        return f"must be a finite number, got {item.get('input')!r}"
-    if kind == "value_error":
-        return str(item["msg"]).removeprefix("Value error, ")
-    given = repr(item.get("input"))
-    return f"{item['msg']} (got {given if len(given) <= 80 else given[:77] + '...'})"
-
-
 def load_embodiment(path: str | Path) -> Embodiment:
     """Read and validate an embodiment YAML; raise :class:`EmbodimentError` naming file, key and problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise EmbodimentError(f"{path}: cannot read embodiment file ({reason})") from error
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as error:
-        raise EmbodimentError(f"{path}: not valid YAML ({error})") from error
-    if not isinstance(data, dict):
-        raise EmbodimentError(f"{path}: <top level>: expected a mapping of keys, got {type(data).__name__}")
-    try:
-        return Embodiment.model_validate(data)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors(include_url=False):
-            given = item.get("input")
-            min_length = item.get("ctx", {}).get("min_length")
-            if item["type"] == "too_short" and isinstance(given, list) and len(given) >= (min_length or 0):
-                continue  # an echo of errors inside the list's entries, reported on their own
-            where = _format_location(tuple(item["loc"]), data)
-            problems.append(f"{path}: {where}: {_describe(item)}")
-        raise EmbodimentError("\n".join(problems)) from None
+    return load_model(path, Embodiment, what="embodiment file", error=EmbodimentError)

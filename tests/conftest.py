@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository's embodiment files and the safety limits derived from them."""
+"""Shared fixtures: the repository's embodiment files, the safety limits derived from them, and a real exported IDM."""
 
 from __future__ import annotations
 
@@ -30,3 +30,25 @@ def embodiment(request: pytest.FixtureRequest) -> Embodiment:
 @pytest.fixture
 def limits(embodiment: Embodiment) -> SafetyLimits:
     return SafetyLimits.from_embodiment(embodiment)
+
+
+@pytest.fixture(scope="session")
+def idm_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real exported IDM for the simulated ALOHA (a few steps on the synthetic square dataset), built once."""
+    import dataclasses
+
+    from eva_runtime.idm.export import export_idm
+    from eva_runtime.idm.train import train_idm
+    from eva_runtime.records.hdf5_episodes import episode_path, list_episodes, read_episode, write_episode
+    from tests.idm_helpers import tiny_config, tiny_settings, write_synthetic_dataset
+
+    robot = load_embodiment(CALIBRATION / "aloha_sim.yaml")
+    synthetic = tmp_path_factory.mktemp("bundle_synthetic")
+    data = tmp_path_factory.mktemp("bundle_data")
+    for index, path in enumerate(write_synthetic_dataset(synthetic, episodes=3, frames=12)):
+        episode = dataclasses.replace(read_episode(path), joint_names=robot.joint_names)
+        write_episode(episode_path(data, index), episode)
+    assert len(list_episodes(data)) == 3
+    settings = tiny_settings(data, tmp_path_factory.mktemp("bundle_run"), steps=2, eval_every=2, held_out=0.34)
+    train_idm(settings, tiny_config(joint_names=robot.joint_names))
+    return export_idm(settings.out / "last.safetensors", tmp_path_factory.mktemp("bundle_onnx") / "model.onnx").path

@@ -7,7 +7,6 @@ simulated ALOHA's, so it belongs to calibration/aloha_sim.yaml.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,7 @@ from typer.testing import CliRunner
 from eva_runtime.bundle import FORMAT, BundleError, create_bundle, load_bundle
 from eva_runtime.cli import app
 from eva_runtime.embodiment import load_embodiment
-from eva_runtime.idm.export import export_idm
-from eva_runtime.idm.train import train_idm
-from eva_runtime.records.hdf5_episodes import episode_path, list_episodes, read_episode, write_episode
 from tests.conftest import CALIBRATION
-from tests.test_idm import tiny_config, tiny_settings, write_synthetic_dataset
 
 ALOHA = CALIBRATION / "aloha_sim.yaml"
 COBOT = CALIBRATION / "cobot_magic.yaml"
@@ -34,20 +29,6 @@ runner = CliRunner()
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def idm_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    robot = load_embodiment(ALOHA)
-    synthetic = tmp_path_factory.mktemp("bundle_synthetic")
-    data = tmp_path_factory.mktemp("bundle_data")
-    for index, path in enumerate(write_synthetic_dataset(synthetic, episodes=3, frames=12)):
-        episode = dataclasses.replace(read_episode(path), joint_names=robot.joint_names)
-        write_episode(episode_path(data, index), episode)
-    assert len(list_episodes(data)) == 3
-    settings = tiny_settings(data, tmp_path_factory.mktemp("bundle_run"), steps=2, eval_every=2, held_out=0.34)
-    train_idm(settings, tiny_config(joint_names=robot.joint_names))
-    return export_idm(settings.out / "last.safetensors", tmp_path_factory.mktemp("bundle_onnx") / "model.onnx").path
 
 
 @pytest.fixture
@@ -177,7 +158,7 @@ def test_create_refuses_an_idm_for_another_robot(idm_onnx: Path, tmp_path: Path)
         create_bundle(tmp_path / "bundle", idm_onnx, COBOT, WORLD_MODEL, REWARD)
     with pytest.raises(BundleError, match="role 'idm' is reserved"):
         create_bundle(tmp_path / "bundle", idm_onnx, ALOHA, WORLD_MODEL, REWARD, {"idm": ALOHA})
-    with pytest.raises(BundleError, match=r"files\.2\.role: String should match pattern"):
+    with pytest.raises(BundleError, match=r"files\[2\]\(LoRA\)\.role: String should match pattern"):
         create_bundle(tmp_path / "bundle", idm_onnx, ALOHA, WORLD_MODEL, REWARD, {"LoRA": ALOHA})
     with pytest.raises(BundleError, match="not found: lora"):
         create_bundle(tmp_path / "bundle", idm_onnx, ALOHA, WORLD_MODEL, REWARD, {"lora": tmp_path / "absent"})
@@ -212,10 +193,16 @@ def test_missing_file_and_missing_manifest_are_refused(bundle_dir: Path) -> None
     [
         (lambda m: m.update(notes="x"), r"notes: unknown key"),
         (lambda m: m["world_model"].update(horizn=37), r"world_model\.horizn: unknown key"),
-        (lambda m: m["files"][0].update(sha=m["files"][0]["sha256"]), r"files\.0\.sha: unknown key"),
+        (
+            lambda m: m["files"][0].update(sha=m["files"][0]["sha256"]),
+            r"files\[0\]\(idm\)\.sha: unknown key \(did you mean \'sha256\'\?\)",
+        ),
         (lambda m: m.update(format="eva-runtime/bundle-v0"), r"format: 'eva-runtime/bundle-v0', expected"),
         (lambda m: m["world_model"].update(fps=25.0), r"world_model\.fps 25\.0 differs from idm\.fps 12\.5"),
-        (lambda m: m["files"][0].update(path="../idm.onnx"), r"files\.0\.path: .*relative path inside the bundle"),
+        (
+            lambda m: m["files"][0].update(path="../idm.onnx"),
+            r"files\[0\]\(idm\)\.path: .*relative path inside the bundle",
+        ),
         (lambda m: m["embodiment"].update(sha256="0" * 64), r"embodiment\.sha256 differs from the files entry"),
         (lambda m: m["reward"].update(p0=-1.0), r"reward\.p0: Input should be greater than 0"),
     ],

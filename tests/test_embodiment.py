@@ -241,7 +241,7 @@ MALFORMED = [
     pytest.param(
         # A doubled key must not let the second value silently raise a limit.
         _replace("velocity_max: 2.89,", "velocity_max: 2.89, velocity_max: 99.0,"),
-        ["not valid YAML", "repeated key 'velocity_max'"],
+        [f"{J2}.velocity_max: repeated key 'velocity_max' at line 22", "(first at line 22"],
         id="repeated-key",
     ),
     pytest.param(

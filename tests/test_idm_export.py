@@ -22,7 +22,7 @@ from eva_runtime.idm.replay import ReplayPolicy
 from eva_runtime.idm.train import train_idm
 from eva_runtime.idm.windows import stack_windows
 from eva_runtime.records.hdf5_episodes import dataset_digest, list_episodes, read_episode
-from tests.test_idm import IMAGE, tiny_config, tiny_settings, write_synthetic_dataset
+from tests.idm_helpers import IMAGE, tiny_config, tiny_settings, write_synthetic_dataset
 
 
 class Exported(NamedTuple):

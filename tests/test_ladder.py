@@ -102,12 +102,15 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("rungs:\n  - {name: a, bundle: b, wobble: 1}\n", "rungs.0.wobble"),
+        ("rungs:\n  - {name: a, bundle: b, wobble: 1}\n", "rungs[0](a).wobble: unknown key"),
         ("rungs:\n  - {name: a, bundle: b}\n  - {name: a, bundle: c}\n", "unique"),
         ("rungs:\n  - {name: 'a, b', bundle: b}\n", "commas"),
         ("rungs:\n  - {name: a, bundle: b, degrade: {motion_scale: 0}}\n", "rungs[0](a).degrade"),
-        ("episodes: 5\nepisodes: 6\nrungs: []\n", "repeated key"),
-        ("rungs:\n  - {name: a, bundle: b, samples: 0}\n", "rungs.0.samples"),
+        ("episodes: 5\nepisodes: 6\nrungs: []\n", "episodes: repeated key 'episodes' at line 2"),
+        (
+            "rungs:\n  - {name: a, bundle: b, samples: 0}\n",
+            "rungs[0](a).samples: Input should be greater than or equal to 1 (allowed: 1 <= value <= 32; got 0)",
+        ),
     ],
 )
 def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:

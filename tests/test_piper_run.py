@@ -24,8 +24,8 @@ from eva_runtime.robots.opencv_cameras import OpenCvCameras, parse_camera_source
 from eva_runtime.robots.piper.virtual_arm import VirtualPiperArm
 from eva_runtime.world_model.serving.server import WorldModelServer
 from tests.conftest import CALIBRATION
-from tests.test_idm import tiny_config, tiny_settings, write_synthetic_dataset
-from tests.test_world_model_serving import ShiftingWorldModel
+from tests.fakes import ShiftingWorldModel
+from tests.idm_helpers import tiny_config, tiny_settings, write_synthetic_dataset
 
 COBOT_FILE = CALIBRATION / "cobot_magic.yaml"
 COBOT = load_embodiment(COBOT_FILE)

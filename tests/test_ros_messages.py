@@ -1,5 +1,5 @@
 """The ROS adapter's pure parts: message conversions and their validation, the topic conventions, the diagnostics
-builder, the episode session over the outcome log, and the homing slide of the loop."""
+builder, and the episode session over the outcome log."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image, JointState
 
-from eva_runtime.control.episode_runner import HomingSlide
 from eva_runtime.control.executor import Plan
-from eva_runtime.embodiment import load_embodiment
 from eva_runtime.records.episode_session import EpisodeSession
 from eva_runtime.records.outcome_log import OutcomeLog
 from eva_runtime.ros.conventions import resolve_topics
@@ -28,9 +26,6 @@ from eva_runtime.ros.messages import (
     tile_frames,
     vector_to_joint_state,
 )
-from eva_runtime.safety import SafetyFilter, SafetyLimits
-from eva_runtime.sim.bimanual_sim import START_POSE
-from tests.conftest import CALIBRATION
 
 NAMES = [f"joint{i}" for i in range(7)]
 
@@ -176,26 +171,3 @@ def test_an_episode_session_labels_one_episode_at_a_time_and_aborts_an_open_one_
     assert records[first].teleop_interventions == 1 and records[first].failure_reason == "dropped it"
     assert (records[second].outcome, records[second].labelled_by) == ("aborted", "automatic")
     assert records[second].safety_interventions == {"velocity": 2}
-
-
-def test_the_homing_slide_stops_on_the_pose_without_the_filter_overshooting() -> None:
-    embodiment = load_embodiment(CALIBRATION / "aloha_sim.yaml")
-    limits = SafetyLimits.from_embodiment(embodiment)
-    safety = SafetyFilter(limits)
-    start = START_POSE + np.where(limits.is_gripper, -0.5, 0.6)
-    safety.reset(0.0, start)
-    slide = HomingSlide(limits, start, START_POSE, 0.3)
-    commands = [start]
-    for tick in range(1, 400):
-        result = safety.step(tick * limits.control_period_s, slide.target(limits.control_period_s))
-        commands.append(result.command)
-        if slide.arrived and np.max(np.abs(result.command - START_POSE)) <= 1e-9:
-            break
-    commands = np.array(commands)
-    assert slide.arrived and np.abs(commands[-1] - START_POSE).max() <= 1e-9
-    assert not any(item.check.value == "acceleration" for item in result.interventions)
-    # Monotone approach: no joint ever passes the pose (the filter never had to brake a stopped target).
-    sign = np.sign(START_POSE - start)
-    assert np.all((START_POSE - commands) * sign >= -1e-12)
-    speed = np.abs(np.diff(commands, axis=0)) / limits.control_period_s
-    assert np.all(speed <= 0.3 * limits.velocity_max + 1e-9)

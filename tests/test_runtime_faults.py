@@ -31,7 +31,6 @@ from eva_runtime.safety import FilterResult, SafetyLimits
 from eva_runtime.sim.bimanual_sim import START_POSE
 from eva_runtime.world_model.oracle import OracleState
 from tests.conftest import CALIBRATION
-from tests.test_bundle import idm_onnx  # noqa: F401  (module fixture: a real exported IDM for aloha_sim)
 
 ALOHA = CALIBRATION / "aloha_sim.yaml"
 EMBODIMENT = load_embodiment(ALOHA)
@@ -115,7 +114,7 @@ def robot(connected) -> RecordingRobot:
     return connected()
 
 
-def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(robot, idm_onnx) -> None:  # noqa: F811
+def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(robot, idm_onnx) -> None:
     killed_at: list[int] = []
 
     def hooks(planner: PlannerProcess) -> dict:
@@ -143,7 +142,7 @@ def simulated_episode(robot: RecordingRobot, planner, settings: LoopSettings):
     return run(robot, planner, dataclasses.replace(settings, pace=False), clock=robot.now)
 
 
-def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onnx) -> None:  # noqa: F811
+def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onnx) -> None:
     planner = InProcessPlanner(build_planner(spec(idm_onnx)).plan, robot.now, latency_s=30.0)
     stats = simulated_episode(robot, planner, LoopSettings(max_steps=120, planner_timeout_s=1.0))
     assert stats.plans == 0 and stats.hold_ticks == 120
@@ -164,7 +163,7 @@ class NanDecoder:
         return np.full_like(self.decoder.decode_batch(videos), np.nan)
 
 
-def test_plans_that_decode_to_nan_are_rejected_and_the_robot_holds(robot, idm_onnx) -> None:  # noqa: F811
+def test_plans_that_decode_to_nan_are_rejected_and_the_robot_holds(robot, idm_onnx) -> None:
     real = build_planner(spec(idm_onnx))
     planner = Planner(real.world_model, NanDecoder(real.decoder), real.reward, real.settings)
     stats = simulated_episode(robot, InProcessPlanner(planner.plan, robot.now, 0.2), LoopSettings(max_steps=150))
@@ -175,7 +174,7 @@ def test_plans_that_decode_to_nan_are_rejected_and_the_robot_holds(robot, idm_on
     assert_within_limits(robot.sent)
 
 
-def test_tampered_bundle_is_refused_before_anything_moves(idm_onnx, tmp_path: Path) -> None:  # noqa: F811
+def test_tampered_bundle_is_refused_before_anything_moves(idm_onnx, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     world_model = {"kind": "oracle", "id": "oracle:transfer_cube", "fps": 12.5, "horizon": 9}
     create_bundle(bundle, idm_onnx, ALOHA, world_model, {"p0": 50.0})
@@ -189,7 +188,7 @@ def test_tampered_bundle_is_refused_before_anything_moves(idm_onnx, tmp_path: Pa
     assert not log.exists()  # refused before the log, the planner or the robot were started
 
 
-def test_estop_stops_the_robot_and_only_an_operator_release_ends_it(robot, idm_onnx) -> None:  # noqa: F811
+def test_estop_stops_the_robot_and_only_an_operator_release_ends_it(robot, idm_onnx) -> None:
     script = {80: Trigger.OPERATOR_ESTOP, 160: Trigger.CAUSE_CLEARED, 200: Trigger.OPERATOR_RELEASE}
     settings = LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3)
     stats = episode(robot, idm_onnx, settings, hooks=lambda _: {"operator": lambda step, now: script.get(step)})
@@ -226,7 +225,7 @@ class StaleCameraRobot(RecordingRobot):
         return observation
 
 
-def test_stale_camera_holds_and_fresh_frames_resume(connected, idm_onnx) -> None:  # noqa: F811
+def test_stale_camera_holds_and_fresh_frames_resume(connected, idm_onnx) -> None:
     robot = connected(StaleCameraRobot)
     stats = episode(robot, idm_onnx, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
     stale = [e for e in stats.mode_events if e.trigger is Trigger.STALE_INPUT and e.accepted]
@@ -236,9 +235,10 @@ def test_stale_camera_holds_and_fresh_frames_resume(connected, idm_onnx) -> None
 
 
 @pytest.mark.parametrize("seed", [11, 12])
-def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits(robot, idm_onnx, seed: int) -> None:  # noqa: F811
+def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits(robot, idm_onnx, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    take, give_back = int(rng.integers(40, 110)), int(rng.integers(150, 210))
+    take = int(rng.integers(40, 110))
+    give_back = int(rng.integers(150, 210))
     start = robot.observe(cameras=False).joint_position
     reach = np.where(LIMITS.is_gripper, 0.0, 0.25) * rng.choice([-1.0, 1.0], size=LIMITS.dof)
     leader = ScriptedLeader(robot.now, lambda now: START_POSE + reach)  # the operator holds the leaders here
@@ -260,7 +260,7 @@ def test_teleop_takeover_and_return_at_random_times_never_step_beyond_the_limits
     assert_within_limits(robot.sent)
 
 
-def test_scripted_operator_on_the_leader_arms_completes_the_task(robot, idm_onnx) -> None:  # noqa: F811
+def test_scripted_operator_on_the_leader_arms_completes_the_task(robot, idm_onnx) -> None:
     """Teleop from the first tick: the virtual leader arms, moved by the task's expert, do the whole handover."""
     from eva_runtime.sim.virtual_leader import ExpertLeader
 
@@ -284,7 +284,7 @@ class FaultingRobot(RecordingRobot):
         return observation
 
 
-def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(connected, idm_onnx) -> None:  # noqa: F811
+def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(connected, idm_onnx) -> None:
     robot = connected(FaultingRobot)
     stats = episode(robot, idm_onnx, LoopSettings(max_steps=150, pace=True, initial_latency_s=0.3))
     faults = [e for e in stats.mode_events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
@@ -310,7 +310,7 @@ class StaleStateRobot(RecordingRobot):
         return observation
 
 
-def test_stale_joint_state_holds_and_a_fresh_one_resumes(connected, idm_onnx) -> None:  # noqa: F811
+def test_stale_joint_state_holds_and_a_fresh_one_resumes(connected, idm_onnx) -> None:
     robot = connected(StaleStateRobot)
     stats = episode(robot, idm_onnx, LoopSettings(max_steps=260, pace=True, initial_latency_s=0.3))
     stale = [e for e in stats.mode_events if e.trigger is Trigger.STALE_INPUT and e.accepted]
@@ -320,7 +320,7 @@ def test_stale_joint_state_holds_and_a_fresh_one_resumes(connected, idm_onnx) ->
     assert_within_limits(robot.sent)
 
 
-def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None:  # noqa: F811
+def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None:
     """The planner sends the best rollout's frames back with its plan (ROS `~/rollout` shows them)."""
     captured: list = []
 

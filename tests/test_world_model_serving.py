@@ -45,7 +45,7 @@ from eva_runtime.control.planner import PlanRequest
 from eva_runtime.control.planner_process import PlannerProcess
 from eva_runtime.wire import pack
 from eva_runtime.world_model import factory
-from eva_runtime.world_model.protocol import Rollout, RolloutRequest
+from eva_runtime.world_model.protocol import RolloutRequest
 from eva_runtime.world_model.serving.client import RemoteRollout, RemoteWorldModel, WorldModelUnavailable
 from eva_runtime.world_model.serving.messages import (
     MAX_SAMPLES,
@@ -61,46 +61,11 @@ from eva_runtime.world_model.serving.messages import (
 )
 from eva_runtime.world_model.serving.server import HEALTH_PATH, WorldModelServer
 from tests.conftest import CALIBRATION, REPO
-from tests.test_bundle import idm_onnx  # noqa: F401  (module fixture: a real exported IDM for aloha_sim)
+from tests.fakes import ShiftingWorldModel
 
 ALOHA = CALIBRATION / "aloha_sim.yaml"
 CAMERAS = ("cam_high", "cam_left_wrist")
 TOKEN = "correct horse battery staple"
-
-
-class ShiftingWorldModel:
-    """Frame k of sample g: the newest input frame rolled k pixels right, plus noise seeded by (seed, g).
-
-    `gate`, when given, makes every rollout wait for it (a generation that takes as long as a test wants);
-    `calls` counts the rollouts it was asked for.
-    Instruction "fail" raises and "bad shape" returns one frame too few: the two ways a model can fail a call.
-    """
-
-    def __init__(
-        self, cameras: tuple[str, ...] = CAMERAS, fps: float = 12.5, gate: threading.Event | None = None
-    ) -> None:
-        self.model_id = "shifting:test"
-        self.fps = fps
-        self.cameras = cameras
-        self.gate = gate
-        self.calls = 0
-
-    def rollout(self, request: RolloutRequest) -> Rollout:
-        self.calls += 1
-        if self.gate is not None:
-            self.gate.wait(10)
-        if request.instruction == "fail":
-            raise RuntimeError("the generator ran out of memory")
-        horizon = request.horizon - (request.instruction == "bad shape")
-        frames = {}
-        for camera in self.cameras:
-            newest = request.frames[camera][-1]
-            samples = []
-            for g in range(request.samples):
-                noise = np.random.default_rng([request.seed, g]).integers(0, 8, (horizon, *newest.shape), np.uint8)
-                samples.append(np.stack([np.roll(newest, k, axis=1) for k in range(horizon)]) + noise)
-            frames[camera] = np.stack(samples)
-        return Rollout(frames, self.fps, 0.0, self.model_id)
 
 
 def observation(cameras: tuple[str, ...] = CAMERAS, size: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
@@ -372,7 +337,7 @@ def test_an_unreachable_server_is_unavailable_at_construction() -> None:
 # The planner process holds when its world model is gone ------------------------------------------------------
 
 
-def test_the_planner_process_rejects_with_world_model_unavailable_when_the_server_is_gone(idm_onnx: Path) -> None:  # noqa: F811
+def test_the_planner_process_rejects_with_world_model_unavailable_when_the_server_is_gone(idm_onnx: Path) -> None:
     model = ShiftingWorldModel(cameras=("cam_high",))  # the IDM fixture's camera, at its 12.5 fps
     server = WorldModelServer(model, port=0)
     port, stop = server.run_in_thread()
@@ -412,7 +377,7 @@ def test_the_planner_process_rejects_with_world_model_unavailable_when_the_serve
 # The command line ---------------------------------------------------------------------------------------------
 
 
-def test_serve_refuses_the_oracle_and_a_broken_bundle(idm_onnx: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_serve_refuses_the_oracle_and_a_broken_bundle(idm_onnx: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     create_bundle(bundle, idm_onnx, ALOHA, {"kind": "oracle", "id": "oracle", "horizon": 9}, {"p0": 2000.0})
     runner = CliRunner()
@@ -423,7 +388,7 @@ def test_serve_refuses_the_oracle_and_a_broken_bundle(idm_onnx: Path, tmp_path: 
 
 
 def test_serving_a_bundle_resolves_its_adapters_and_publishes_its_hashes(
-    idm_onnx: Path,  # noqa: F811
+    idm_onnx: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

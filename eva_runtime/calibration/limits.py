@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
+from eva_runtime.config_files import ConfigFileError, load_yaml, validate
 from eva_runtime.embodiment import Embodiment
 from eva_runtime.records.hdf5_episodes import Episode, dataset_digest, read_episode
 
@@ -24,6 +26,26 @@ __all__ = ["EpisodeSource", "calibrate_limits", "read_limits_yaml", "write_limit
 EpisodeSource = Episode | Path | str | tuple[np.ndarray, float]
 QUANTITIES = ("velocity", "acceleration", "jerk")
 FORMAT = "eva-runtime/limits-v1"
+
+
+PositiveCap = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+
+
+class JointCaps(BaseModel):
+    """One joint's caps in a limits file; other keys (``sources``) are provenance and pass through."""
+
+    model_config = ConfigDict(extra="allow")
+    velocity_max: PositiveCap
+    acceleration_max: PositiveCap
+    jerk_max: PositiveCap
+
+
+class LimitsFile(BaseModel):
+    """What :func:`read_limits_yaml` checks of a limits file; it returns the parsed mapping itself."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str  # checked against FORMAT first, with its own message
+    joints: dict[str, JointCaps] = Field(default_factory=dict)
 
 
 def _number(value: object) -> bool:
@@ -162,13 +184,10 @@ def write_limits_yaml(path: Path | str, result: dict[str, Any]) -> Path:
 
 
 def read_limits_yaml(path: Path | str) -> dict[str, Any]:
-    """Read a file written by :func:`write_limits_yaml`; refuse anything else."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a limits file (expected format {FORMAT!r})")
-    for name, entry in data.get("joints", {}).items():
-        for quantity in QUANTITIES:
-            value = entry.get(f"{quantity}_max") if isinstance(entry, dict) else None
-            if not isinstance(value, int | float) or not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{path}: joints.{name}.{quantity}_max: expected a number > 0, got {value!r}")
+    """Read a file written by :func:`write_limits_yaml`; refuse anything else (errors as ``file: key: problem``)."""
+    data = load_yaml(path, what="limits file")
+    if data.get("format") != FORMAT:
+        found = data.get("format")
+        raise ConfigFileError(f"{path}: format: not a limits file (expected format {FORMAT!r}, got {found!r})")
+    validate(Path(path), LimitsFile, data)
     return data

@@ -18,14 +18,22 @@ class HomingSlide:
 
     SNAP = 1e-4  # rad: the last bit is one step (braking alone approaches the pose only asymptotically)
 
-    def __init__(self, limits: SafetyLimits, start: np.ndarray, pose: np.ndarray, speed_fraction: float) -> None:
-        if not 0 < speed_fraction <= 1:
-            raise ValueError(f"homing speed fraction must be in (0, 1], got {speed_fraction}")
+    def __init__(
+        self,
+        limits: SafetyLimits,
+        start: np.ndarray,
+        pose: np.ndarray,
+        speed_fraction: float,
+        acceleration_fraction: float | None = None,
+    ) -> None:
+        acceleration_fraction = speed_fraction if acceleration_fraction is None else acceleration_fraction
+        if not (0 < speed_fraction <= 1 and 0 < acceleration_fraction <= 1):
+            raise ValueError(f"homing speed and acceleration fractions must be in (0, 1], got {speed_fraction}")
         self.limits = limits
         self.pose = np.array(pose, dtype=np.float64, copy=True)
         self.position = np.array(start, dtype=np.float64, copy=True)
         self.speed = speed_fraction * limits.velocity_max
-        self.acceleration = speed_fraction * limits.acceleration_max
+        self.acceleration = acceleration_fraction * limits.acceleration_max
         self._step = np.zeros_like(self.position)  # last step per joint: the ramp starts from rest
 
     @property

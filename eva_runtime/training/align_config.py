@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from eva_runtime.config_files import ConfigFileError, load_model
 
 __all__ = ["AlignConfig", "AlignConfigError", "load_align_config"]
 
@@ -71,25 +72,11 @@ class AlignConfig(_Strict):
     seed: int = 0
 
 
-class AlignConfigError(ValueError):
-    pass
+class AlignConfigError(ConfigFileError):
+    """The alignment file is unreadable or invalid; the message names the file and the key."""
 
 
 def load_align_config(path: Path | str, **overrides) -> AlignConfig:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise AlignConfigError(f"{path}: cannot read YAML ({error})") from None
-    if not isinstance(raw, dict):
-        raise AlignConfigError(f"{path}: expected a mapping at the top level")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return AlignConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors(include_url=False):
-            key = ".".join(str(part) for part in item["loc"])
-            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-            problems.append(f"{path}: {key}: {message}")
-        raise AlignConfigError("\n".join(problems)) from None
+    """Read and validate an alignment YAML; `overrides` (None: not given) replace top-level keys before validation."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return load_model(path, AlignConfig, what="alignment config", error=AlignConfigError, overrides=given)

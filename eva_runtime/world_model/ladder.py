@@ -13,16 +13,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from eva_runtime.config_files import ConfigFileError, load_model
 from eva_runtime.records.success_rate import wilson_interval
 
 __all__ = ["LadderConfig", "LadderConfigError", "load_ladder", "render_ladder", "run_ladder"]
 
 
-class LadderConfigError(ValueError):
-    pass
+class LadderConfigError(ConfigFileError):
+    """The ladder file is unreadable or invalid; the message names the file and the key."""
 
 
 class _Strict(BaseModel):
@@ -49,19 +49,9 @@ class LadderConfig(_Strict):
 
 
 def load_ladder(path: Path) -> LadderConfig:
-    from eva_runtime.embodiment import _UniqueKeyLoader
     from eva_runtime.world_model.degraded import Degradation
 
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise LadderConfigError(f"{path}: not valid YAML ({error})") from None
-    try:
-        config = LadderConfig.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise LadderConfigError(f"{path}: {key}: {first['msg']}") from None
+    config = load_model(path, LadderConfig, what="ladder file", error=LadderConfigError)
     for index, rung in enumerate(config.rungs):
         try:
             Degradation(**rung.degrade)
@@ -69,9 +59,9 @@ def load_ladder(path: Path) -> LadderConfig:
             raise LadderConfigError(f"{path}: rungs[{index}]({rung.name}).degrade: {error}") from None
     names = [r.name for r in config.rungs]
     if any("," in name for name in names):
-        raise LadderConfigError(f"{path}: rung names must not contain commas (they select rungs): {names}")
+        raise LadderConfigError(f"{path}: rungs: names must not contain commas (they select rungs), got {names}")
     if len(set(names)) != len(names):
-        raise LadderConfigError(f"{path}: rung names must be unique, got {names}")
+        raise LadderConfigError(f"{path}: rungs: names must be unique, got {names}")
     return config
 
 
