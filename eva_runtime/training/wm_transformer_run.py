@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -313,6 +313,31 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(temporary, path)
 
 
+@dataclass
+class _Training:
+    """What one session of a run works with (rebuilt on resumption from the files and the checkpoint)."""
+
+    run: TransformerRun
+    out: Path
+    cache: VideoCache
+    vae: object
+    config: object
+    data: dict
+    embeds: object
+    conditioned: int
+    model: object
+    ema: object
+    optimizer: object
+    generator: object
+    report: dict
+    step: int = 0
+    curve: list = field(default_factory=list)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "last" / "state.safetensors"
+
+
 def train_transformer_run(
     cache_path: Path,
     vae_path: Path,
@@ -324,112 +349,139 @@ def train_transformer_run(
 ) -> dict:
     """Train (or continue) into `out`; returns the recipe-layout report. `stop_after` ends this call after that
     many steps (a test's stand-in for a killed job: the checkpoint is whatever was last saved)."""
+    training = _prepare(cache_path, Path(vae_path), out, run, resume, log)
+    running: list[float] = []
+    began, done_here = time.perf_counter(), 0
+    while training.step < run.steps and (stop_after is None or done_here < stop_after):
+        running.append(_train_step(training))
+        done_here += 1
+        if training.step % run.checkpoint_every == 0 or training.step == run.steps:
+            _checkpoint(training, float(np.mean(running)), time.perf_counter() - began, log)
+            running = []
+    return training.report
+
+
+def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log) -> _Training:
+    """Check the inputs and the run directory, encode (or reuse) the latents, build or restore the model."""
     import torch
 
     from eva_runtime.training.vae_candidates import load_candidate_vae
-    from eva_runtime.training.wm_sft import flow_matching_loss
     from eva_runtime.world_model.wan.components import build_transformer
 
     cache = load_video_cache(cache_path)
     if len(cache.videos) <= run.held_out:
         raise ValueError(f"{cache_path}: {len(cache.videos)} episodes, need more than {run.held_out}")
-    vae_sha = _sha256(Path(vae_path))
+    vae_sha = _sha256(vae_path)
     vae, candidate, vae_extra = load_candidate_vae(vae_path)
     temporal = candidate.temporal_factor
     if (run.history_frames - 1) % temporal or (run.horizon - 1) % temporal:
         raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of the VAE's time factor {temporal}")
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "last" / "state.safetensors"
-    if resume and (out / "run.json").is_file():
-        _check_resume(out, run, cache.sha256, vae_sha)
-    elif (out / "run.json").is_file() and state_path.is_file():
-        raise ValueError(f"{out} holds a run already; pass resume to continue it or choose another directory")
-    _write_json(
-        out / "run.json",
-        {
-            "format": FORMAT,
-            "settings": run.identity(),
-            "cache_sha256": cache.sha256,
-            "vae_sha256": vae_sha,
-            "vae_file": str(vae_path),
-            "torch": torch.__version__,
-        },
-    )
+    _claim_directory(out, run, cache.sha256, vae_sha, vae_path, resume)
     device = torch.device("cpu")
     data = _latents(out, vae, cache, run, vae_sha, device, log)
-    embeds = torch.from_numpy(cache.text_embeds).to(device)
     config = transformer_config(candidate, run.transformer, cache)
-    conditioned = (run.history_frames - 1) // temporal + 1
-    shift = config.flow_shift
-
     model = build_transformer(config, seed=run.seed).to(device).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
-    generator = torch.Generator(device=device).manual_seed(run.seed)
-    step, curve = 0, []
-    if resume and state_path.is_file():
-        step, curve = _load_state(state_path, model, ema, optimizer, generator)
-        log(f"resumed at step {step}/{run.steps}")
+    training = _Training(
+        run=run,
+        out=out,
+        cache=cache,
+        vae=vae,
+        config=config,
+        data=data,
+        embeds=torch.from_numpy(cache.text_embeds).to(device),
+        conditioned=(run.history_frames - 1) // temporal + 1,
+        model=model,
+        ema=copy.deepcopy(model).eval().requires_grad_(False),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0),
+        generator=torch.Generator(device=device).manual_seed(run.seed),
+        report=_report(cache, run, candidate, vae_extra, vae_sha, vae_path, config, len(data["latents"])),
+    )
+    if resume and training.state_path.is_file():
+        training.step, training.curve = _load_state(
+            training.state_path, training.model, training.ema, training.optimizer, training.generator
+        )
+        log(f"resumed at step {training.step}/{run.steps}")
+    training.report["sft"]["curve"] = training.curve
+    if not (out / f"vae_{candidate.name}.safetensors").is_file():
+        shutil.copyfile(vae_path, out / f"vae_{candidate.name}.safetensors")
+    return training
 
-    def factor(s: int) -> float:
-        return min(1.0, (s + 1) / run.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / run.steps)))
+
+def _claim_directory(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str, vae_path: Path, resume: bool):
+    """A fresh directory, or the same run resumed: anything else is refused before it is touched."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / "run.json").is_file():
+        _check_resume(out, run, cache_sha, vae_sha)
+    elif (out / "run.json").is_file() and (out / "last" / "state.safetensors").is_file():
+        raise ValueError(f"{out} holds a run already; pass resume to continue it or choose another directory")
+    description = {"format": FORMAT, "settings": run.identity(), "cache_sha256": cache_sha, "vae_sha256": vae_sha}
+    _write_json(out / "run.json", {**description, "vae_file": str(vae_path), "torch": torch.__version__})
+
+
+def _report(cache, run, candidate, vae_extra, vae_sha, vae_path, config, clips: int) -> dict:
+    """The recipe-layout report `world-model-assemble` reads."""
+    import torch
 
     name = candidate.name
-    if not (out / f"vae_{name}.safetensors").is_file():
-        shutil.copyfile(vae_path, out / f"vae_{name}.safetensors")
-    report = {
+    return {
         "cache_sha256": cache.sha256,
         "episodes": len(cache.videos),
         "held_out_episodes": [v.name for v in cache.videos[-run.held_out :]],
-        "device": str(device),
+        "device": "cpu",
         "torch": torch.__version__,
         "settings": dataclasses.asdict(run),
         "vae": {name: {**vae_extra.get("measured", {}), "sha256": vae_sha, "candidate": candidate.as_dict()}},
         "selection": {"chosen": name, "reason": f"given: {vae_path}"},
-        "sft": {"config": config.as_dict(), "steps": run.steps, "clips": len(data["latents"]), "curve": curve},
+        "sft": {"config": config.as_dict(), "steps": run.steps, "clips": clips, "curve": []},
     }
-    held, held_videos = data["held_latents"], cache.videos[-run.held_out :]
-    running: list[float] = []
-    began, done_here = time.perf_counter(), 0
-    while step < run.steps and (stop_after is None or done_here < stop_after):
-        for group in optimizer.param_groups:
-            group["lr"] = run.lr * factor(step)
-        rows = torch.randint(0, len(data["latents"]), (run.batch,), generator=generator, device=device)
-        loss = flow_matching_loss(
-            model, data["latents"][rows], embeds[data["text"][rows]], conditioned, generator, shift
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(run.ema_decay, (1 + step) / (10 + step))
-            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
-                target.lerp_(source, 1 - decay)
-        running.append(float(loss.detach()))
-        step += 1
-        done_here += 1
-        finished = step == run.steps
-        if step % run.checkpoint_every == 0 or finished:
-            held_loss = held_out_loss(ema, held, embeds[data["held_text"]], conditioned, shift, device)
-            point = {
-                "step": step,
-                "loss": float(np.mean(running)),
-                "held_out_loss_ema": held_loss,
-                "seconds_this_session": round(time.perf_counter() - began, 1),
-            }
-            running = []
-            if step % run.samples_every == 0 or finished:
-                point["samples"] = sample_rollouts(
-                    ema, vae, held_videos, cache, config, run.history_frames, run.horizon, run.end_padding,
-                    run.sample_steps, out / f"samples_{step:06d}.gif",
-                )  # fmt: skip
-            curve.append(point)
-            with open(out / "progress.jsonl", "a") as handle:
-                handle.write(json.dumps(point) + "\n")
-            save_transformer(ema, config, out / "transformer.safetensors", {"step": step, "of": run.steps})
-            _save_state(state_path, model, ema, optimizer, generator, step, curve)
-            report["sft"].update(curve=curve, saved_step=step)
-            _write_json(out / "recipe.json", report)
-            log(f"step {step}/{run.steps} loss {point['loss']:.4f} held-out (EMA) {held_loss:.4f}")
-    return report
+
+
+def _train_step(t: _Training) -> float:
+    """One optimizer step (cosine schedule with warm-up) and the EMA update; returns the loss."""
+    import torch
+
+    from eva_runtime.training.wm_sft import flow_matching_loss
+
+    run, step = t.run, t.step
+    factor = min(1.0, (step + 1) / run.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / run.steps)))
+    for group in t.optimizer.param_groups:
+        group["lr"] = run.lr * factor
+    latents, text = t.data["latents"], t.data["text"]
+    rows = torch.randint(0, len(latents), (run.batch,), generator=t.generator, device=latents.device)
+    shift = t.config.flow_shift
+    loss = flow_matching_loss(t.model, latents[rows], t.embeds[text[rows]], t.conditioned, t.generator, shift)
+    t.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(t.model.parameters(), 1.0)
+    t.optimizer.step()
+    with torch.no_grad():
+        decay = min(run.ema_decay, (1 + step) / (10 + step))
+        for target, source in zip(t.ema.parameters(), t.model.parameters(), strict=True):
+            target.lerp_(source, 1 - decay)
+    t.step += 1
+    return float(loss.detach())
+
+
+def _checkpoint(t: _Training, loss: float, seconds: float, log) -> None:
+    """Held-out loss (and samples when due), then progress line, EMA weights, state and report, in that order:
+    a kill between two writes leaves a checkpoint that is at most one interval old, never a torn one."""
+    run, step = t.run, t.step
+    finished = step == run.steps
+    held_text = t.embeds[t.data["held_text"]]
+    held_loss = held_out_loss(t.ema, t.data["held_latents"], held_text, t.conditioned, t.config.flow_shift, "cpu")
+    point = {"step": step, "loss": loss, "held_out_loss_ema": held_loss, "seconds_this_session": round(seconds, 1)}
+    if step % run.samples_every == 0 or finished:
+        point["samples"] = sample_rollouts(
+            t.ema, t.vae, t.cache.videos[-run.held_out :], t.cache, t.config, run.history_frames, run.horizon,
+            run.end_padding, run.sample_steps, t.out / f"samples_{step:06d}.gif",
+        )  # fmt: skip
+    t.curve.append(point)
+    with open(t.out / "progress.jsonl", "a") as handle:
+        handle.write(json.dumps(point) + "\n")
+    save_transformer(t.ema, t.config, t.out / "transformer.safetensors", {"step": step, "of": run.steps})
+    _save_state(t.state_path, t.model, t.ema, t.optimizer, t.generator, step, t.curve)
+    t.report["sft"].update(curve=t.curve, saved_step=step)
+    _write_json(t.out / "recipe.json", t.report)
+    log(f"step {step}/{run.steps} loss {loss:.4f} held-out (EMA) {held_loss:.4f}")
