@@ -39,12 +39,15 @@ from eva_runtime.training.vae_candidates import (
 )
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
 from eva_runtime.training.wm_transformer_run import (
+    SftTraining,
+    TransformerRun,
     TransformerShape,
     encode_padded_clips,
     held_out_loss,
     pad_video,
     sample_rollouts,
     save_transformer,
+    sft_step,
     transformer_config,
 )
 
@@ -181,96 +184,116 @@ def _vae_phase(cache: VideoCache, settings: RecipeSettings, out: Path, device, r
 
 
 def _sft_phase(cache: VideoCache, settings: RecipeSettings, chosen: str, vae, out: Path, device, report, log):
-    import torch
-
-    from eva_runtime.training.wm_sft import flow_matching_loss
-    from eva_runtime.world_model.wan.components import build_transformer
-
-    config = transformer_config(CANDIDATES[chosen], settings.transformer, cache)
-    train, held = cache.videos[: -settings.held_out], cache.videos[-settings.held_out :]
+    """Transformer SFT on the chosen VAE's latents for a step count (given, or what fits the time budget)."""
     began = time.perf_counter()
-    shape = (settings.history_frames, settings.horizon, settings.end_padding)
-    latents, episodes = encode_padded_clips(vae, train, *shape, settings.clip_stride, device)
-    held_latents, held_episodes = encode_padded_clips(vae, held, *shape, 8, device)
-    embeds = torch.from_numpy(cache.text_embeds).to(device)
-    index = {text: i for i, text in enumerate(cache.instructions)}
-    clip_text = torch.tensor([index[train[e].instruction] for e in episodes], device=device)
-    held_text = torch.tensor([index[held[e].instruction] for e in held_episodes], device=device)
+    data = _sft_data(vae, cache, settings, device)
     encode_seconds = time.perf_counter() - began
-    conditioned = (settings.history_frames - 1) // CANDIDATES[chosen].temporal_factor + 1
-    shift = config.flow_shift
-    log(f"sft: {len(latents)} clips {tuple(latents.shape[1:])}, encoded in {encode_seconds:.0f} s")
-
-    def make():
-        return build_transformer(config, seed=settings.seed).to(device).train()
-
-    def step_fn(model, optimizer, generator):
-        chosen_rows = torch.randint(0, len(latents), (settings.sft_batch,), generator=generator, device=device)
-        loss = flow_matching_loss(
-            model, latents[chosen_rows], embeds[clip_text[chosen_rows]], conditioned, generator, shift
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        return loss
-
-    def probe_steps(model, n):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        generator = torch.Generator(device=device).manual_seed(0)
-        for _ in range(n):
-            step_fn(model, optimizer, generator)
-
+    log(f"sft: {len(data['latents'])} clips {tuple(data['latents'].shape[1:])}, encoded in {encode_seconds:.0f} s")
+    config = transformer_config(CANDIDATES[chosen], settings.transformer, cache)
     if settings.sft_steps is not None:
         steps, per_step = settings.sft_steps, None
     else:
-        steps, per_step = _probe_steps(make, probe_steps, settings.sft_seconds)
-    model = make()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.sft_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / settings.sft_warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
-    )
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+
+        def probe(training, n: int) -> None:
+            for _ in range(n):
+                sft_step(training)
+
+        steps, per_step = _probe_steps(lambda: _training(settings, 1_000_000, data, cache, config, device), probe,
+                                       settings.sft_seconds)  # fmt: skip
+    training = _training(settings, steps, data, cache, config, device)
     sft = {
         "chosen_vae": chosen,
         "config": config.as_dict(),
         "steps": steps,
         "probe_seconds_per_step": per_step,
-        "clips": len(latents),
+        "clips": len(data["latents"]),
         "encode_seconds": round(encode_seconds, 1),
-        "conditioned_latent_frames": conditioned,
+        "conditioned_latent_frames": training.conditioned,
         "curve": [],
     }
     report["sft"] = sft
-    train_began, last_save, running = time.perf_counter(), time.perf_counter(), []
-    for step in range(steps):
-        loss = step_fn(model, optimizer, generator)
-        schedule.step()
-        with torch.no_grad():
-            decay = min(settings.ema_decay, (1 + step) / (10 + step))
-            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
-                target.lerp_(source, 1 - decay)
-        running.append(loss.detach())
-        if step % 250 == 0 or step == steps - 1:
-            value = float(torch.stack(running).mean())
-            running = []
-            held_loss = held_out_loss(ema, held_latents, embeds[held_text], conditioned, shift, device)
-            seconds = round(time.perf_counter() - train_began, 1)
-            sft["curve"].append({"step": step, "loss": value, "held_out_loss_ema": held_loss, "seconds": seconds})
-            log(f"  sft step {step}/{steps} loss {value:.4f} held-out (EMA) {held_loss:.4f} ({seconds} s)")
-        if time.perf_counter() - last_save > settings.checkpoint_seconds or step == steps - 1:
-            save_transformer(ema, config, out / "transformer.safetensors", {"step": step + 1, "of": steps})
-            sft["saved_step"] = step + 1
-            _write_report(out, report)
-            last_save = time.perf_counter()
-    sft["train_seconds"] = round(time.perf_counter() - train_began, 1)
+    _sft_loop(training, settings, sft, out, report, log)
+    held = cache.videos[-settings.held_out :]
     sft["samples"] = sample_rollouts(
-        ema, vae, held, cache, config, settings.history_frames, settings.horizon, settings.end_padding,
+        training.ema, vae, held, cache, config, settings.history_frames, settings.horizon, settings.end_padding,
         settings.sample_steps, out / "samples.gif",
     )  # fmt: skip
     _write_report(out, report)
+
+
+def _sft_data(vae, cache: VideoCache, settings: RecipeSettings, device) -> dict:
+    """Latents and instruction indices of every training and held-out clip."""
+    import torch
+
+    train, held = cache.videos[: -settings.held_out], cache.videos[-settings.held_out :]
+    shape = (settings.history_frames, settings.horizon, settings.end_padding)
+    latents, episodes = encode_padded_clips(vae, train, *shape, settings.clip_stride, device)
+    held_latents, held_episodes = encode_padded_clips(vae, held, *shape, 8, device)
+    index = {text: i for i, text in enumerate(cache.instructions)}
+    return {
+        "latents": latents,
+        "text": torch.tensor([index[train[e].instruction] for e in episodes], device=device),
+        "held_latents": held_latents,
+        "held_text": torch.tensor([index[held[e].instruction] for e in held_episodes], device=device),
+    }
+
+
+def _training(settings: RecipeSettings, steps: int, data: dict, cache: VideoCache, config, device) -> SftTraining:
+    """The shared training state (wm_transformer_run) for `steps` steps of the recipe's settings."""
+    import torch
+
+    from eva_runtime.world_model.wan.components import build_transformer
+
+    run = TransformerRun(
+        steps=steps,
+        batch=settings.sft_batch,
+        lr=settings.sft_lr,
+        warmup=settings.sft_warmup,
+        ema_decay=settings.ema_decay,
+        history_frames=settings.history_frames,
+        horizon=settings.horizon,
+        seed=settings.seed,
+    )
+    model = build_transformer(config, seed=settings.seed).to(device).train()
+    return SftTraining(
+        run=run,
+        out=Path("."),
+        cache=cache,
+        vae=None,
+        config=config,
+        data=data,
+        embeds=torch.from_numpy(cache.text_embeds).to(device),
+        conditioned=(settings.history_frames - 1) // config.temporal_factor + 1,
+        model=model,
+        ema=copy.deepcopy(model).eval().requires_grad_(False),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=settings.sft_lr, weight_decay=0.0),
+        generator=torch.Generator(device=device).manual_seed(settings.seed),
+        report={},
+    )
+
+
+def _sft_loop(training: SftTraining, settings: RecipeSettings, sft: dict, out: Path, report: dict, log) -> None:
+    """Train, logging the held-out loss every 250 steps and saving the EMA weights every `checkpoint_seconds`."""
+    steps, config, data = training.run.steps, training.config, training.data
+    began, last_save, running = time.perf_counter(), time.perf_counter(), []
+    held_text = training.embeds[data["held_text"]]
+    for step in range(steps):
+        running.append(sft_step(training))
+        if step % 250 == 0 or step == steps - 1:
+            value, running = float(np.mean(running)), []
+            held_loss = held_out_loss(
+                training.ema, data["held_latents"], held_text, training.conditioned, config.flow_shift,
+                data["latents"].device,
+            )  # fmt: skip
+            seconds = round(time.perf_counter() - began, 1)
+            sft["curve"].append({"step": step, "loss": value, "held_out_loss_ema": held_loss, "seconds": seconds})
+            log(f"  sft step {step}/{steps} loss {value:.4f} held-out (EMA) {held_loss:.4f} ({seconds} s)")
+        if time.perf_counter() - last_save > settings.checkpoint_seconds or step == steps - 1:
+            save_transformer(training.ema, config, out / "transformer.safetensors", {"step": step + 1, "of": steps})
+            sft["saved_step"] = step + 1
+            _write_report(out, report)
+            last_save = time.perf_counter()
+    sft["train_seconds"] = round(time.perf_counter() - began, 1)
 
 
 def _write_report(out: Path, report: dict) -> None:

@@ -35,6 +35,7 @@ from eva_runtime.training.video_cache import VideoCache, load_video_cache
 from eva_runtime.training.wm_data import EpisodeVideo
 
 __all__ = [
+    "SftTraining",
     "TransformerRun",
     "TransformerShape",
     "encode_padded_clips",
@@ -42,6 +43,7 @@ __all__ = [
     "pad_video",
     "sample_rollouts",
     "save_transformer",
+    "sft_step",
     "train_transformer_run",
     "transformer_config",
 ]
@@ -314,8 +316,9 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 @dataclass
-class _Training:
-    """What one session of a run works with (rebuilt on resumption from the files and the checkpoint)."""
+class SftTraining:
+    """What a training session works with: this run's sessions (rebuilt on resumption from the files and the
+    checkpoint) and the recipe's time-budgeted SFT share it and `sft_step`."""
 
     run: TransformerRun
     out: Path
@@ -353,7 +356,7 @@ def train_transformer_run(
     running: list[float] = []
     began, done_here = time.perf_counter(), 0
     while training.step < run.steps and (stop_after is None or done_here < stop_after):
-        running.append(_train_step(training))
+        running.append(sft_step(training))
         done_here += 1
         if training.step % run.checkpoint_every == 0 or training.step == run.steps:
             _checkpoint(training, float(np.mean(running)), time.perf_counter() - began, log)
@@ -361,7 +364,7 @@ def train_transformer_run(
     return training.report
 
 
-def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log) -> _Training:
+def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log) -> SftTraining:
     """Check the inputs and the run directory, encode (or reuse) the latents, build or restore the model."""
     import torch
 
@@ -381,7 +384,7 @@ def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, r
     data = _latents(out, vae, cache, run, vae_sha, device, log)
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
-    training = _Training(
+    training = SftTraining(
         run=run,
         out=out,
         cache=cache,
@@ -438,7 +441,7 @@ def _report(cache, run, candidate, vae_extra, vae_sha, vae_path, config, clips: 
     }
 
 
-def _train_step(t: _Training) -> float:
+def sft_step(t: SftTraining) -> float:
     """One optimizer step (cosine schedule with warm-up) and the EMA update; returns the loss."""
     import torch
 
@@ -464,7 +467,7 @@ def _train_step(t: _Training) -> float:
     return float(loss.detach())
 
 
-def _checkpoint(t: _Training, loss: float, seconds: float, log) -> None:
+def _checkpoint(t: SftTraining, loss: float, seconds: float, log) -> None:
     """Held-out loss (and samples when due), then progress line, EMA weights, state and report, in that order:
     a kill between two writes leaves a checkpoint that is at most one interval old, never a torn one."""
     run, step = t.run, t.step
