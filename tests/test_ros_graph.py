@@ -311,3 +311,26 @@ def test_a_tampered_bundle_is_refused_on_configure_and_the_node_stays_unconfigur
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_the_instruction_parameter_is_cached_for_the_tick_and_follows_a_runtime_change() -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from eva_runtime.ros.policy_node import PolicyNode
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id(4))
+    try:
+        overrides = [Parameter("episode.instruction", value="pick up the cube")]
+        node = PolicyNode(context=context, parameter_overrides=overrides)
+        assert node._instruction(None) == "pick up the cube"
+        assert node.set_parameters([Parameter("episode.instruction", value="hand it over")])[0].successful
+        assert node._instruction(None) == "hand it over"  # what the next plan request carries
+        node.set_parameters([Parameter("episode.instruction", value="")])
+        node._instruction_topic = "from the topic"
+        assert node._instruction(None) == "from the topic"  # an empty parameter defers to the topic
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -90,6 +90,9 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
         self._active = False
         self._started = False  # the loop was seeded (first activation)
         self._instruction_topic = ""
+        # Read here and whenever it is set, never from the control tick (a parameter read takes the node's lock).
+        self._instruction_parameter = str(read(self, "episode.instruction"))
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self._privileged: tuple[np.ndarray, float] | None = None  # (sim state, sim time): oracle only
         self._privileged_rejected = 0
         self._request_frames: dict[int, dict[str, np.ndarray]] = {}
@@ -393,7 +396,12 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
         self._publish_mode()
 
     def _instruction(self, runtime: _Runtime) -> str:
-        return str(read(self, "episode.instruction")) or self._instruction_topic
+        return self._instruction_parameter or self._instruction_topic
+
+    def _on_parameters_set(self, parameters) -> None:
+        for parameter in parameters:
+            if parameter.name == "episode.instruction":
+                self._instruction_parameter = str(parameter.value)
 
     def _oracle_state(self, progress: int, filter_state: object):
         """The oracle world model's privileged view: the sim's latest state, the loop's progress and filter.
