@@ -325,6 +325,7 @@ def train_world_model_sft_run_command(
     lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 200,
     samples_every: Annotated[int, typer.Option(min=1)] = 2000,
+    clip_stride: Annotated[int, typer.Option(min=1, help="Start a training clip every N frames.")] = 2,
     resume: Annotated[
         bool, typer.Option(help="Continue OUT from its last checkpoint (same settings and files).")
     ] = False,
@@ -335,7 +336,12 @@ def train_world_model_sft_run_command(
 
     _threads(threads)
     run = TransformerRun(
-        steps=steps, batch=batch, lr=lr, checkpoint_every=checkpoint_every, samples_every=samples_every
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        samples_every=samples_every,
+        clip_stride=clip_stride,
     )
     try:
         train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line))
