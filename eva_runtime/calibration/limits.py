@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from eva_runtime.config_files import ConfigFileError, load_yaml, validate
-from eva_runtime.embodiment import Embodiment
+from eva_runtime.embodiment import Embodiment, JointSpec
 from eva_runtime.records.hdf5_episodes import Episode, dataset_digest, read_episode
 
 __all__ = ["EpisodeSource", "calibrate_limits", "read_limits_yaml", "write_limits_yaml"]
@@ -103,48 +103,20 @@ def calibrate_limits(
     episode fps (the reward's default jerk scale) as the reference for its floor, and its jerk is not capped.
     Each value records its source: ``data``, ``hard_cap`` (the estimate was above it) or ``floor``.
     """
-    if not (_number(percentile) and 0 < percentile <= 100):
-        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
-    if not (_number(margin) and margin > 0):
-        raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
-    # A zero floor would let a still joint's cap be 0: a policy could then never move it.
-    if not (_number(floor_fraction) and 0 < floor_fraction <= 1):
-        raise ValueError(f"floor_fraction must be in (0, 1], got {floor_fraction!r}")
+    _check_options(percentile, margin, floor_fraction)
     loaded, paths = _load(episodes, embodiment)
     if not loaded:
         raise ValueError("calibrate_limits needs at least one episode")
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in QUANTITIES}
-    for actions, fps in loaded:
-        for name, values in _differences(actions, fps).items():
-            pooled[name].append(np.abs(values))
-    stacked = {name: np.concatenate(parts, axis=0) for name, parts in pooled.items()}
-    for name, values in stacked.items():
-        if values.shape[0] == 0:
-            raise ValueError(f"no {name} samples: episodes need at least 4 frames for jerk, 3 for acceleration")
+    stacked = _pooled_differences(loaded)
     if paths and len(paths) == len(loaded) and data_digest is None:
         data_digest = dataset_digest(paths)
     top_fps = max(fps for _, fps in loaded)
-    joints: dict[str, dict[str, Any]] = {}
-    for index, joint in enumerate(embodiment.joints):
-        hard = {
-            "velocity": joint.velocity_max,
-            "acceleration": joint.acceleration_max,
-            "jerk": joint.jerk_max,
-        }
-        reference = {**hard, "jerk": joint.jerk_max or joint.acceleration_max * top_fps / 2}
-        entry: dict[str, Any] = {"sources": {}}
-        for name in QUANTITIES:
-            estimate = float(np.percentile(stacked[name][:, index], percentile)) * margin
-            floor = floor_fraction * reference[name]
-            if hard[name] is not None and estimate > hard[name]:
-                value, source = float(hard[name]), "hard_cap"
-            elif estimate < floor:
-                value, source = floor, "floor"
-            else:
-                value, source = estimate, "data"
-            entry[f"{name}_max"] = value
-            entry["sources"][name] = source
-        joints[joint.name] = entry
+    joints = {
+        joint.name: _joint_caps(
+            joint, {n: v[:, index] for n, v in stacked.items()}, percentile, margin, floor_fraction, top_fps
+        )
+        for index, joint in enumerate(embodiment.joints)
+    }
     return {
         "format": FORMAT,
         "embodiment": embodiment.name,
@@ -158,6 +130,60 @@ def calibrate_limits(
         "data_files": [str(p) for p in paths],
         "joints": joints,
     }
+
+
+def _check_options(percentile: float, margin: float, floor_fraction: float) -> None:
+    """Refuse a percentile, margin or floor fraction outside its range."""
+    if not (_number(percentile) and 0 < percentile <= 100):
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    if not (_number(margin) and margin > 0):
+        raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
+    # A zero floor would let a still joint's cap be 0: a policy could then never move it.
+    if not (_number(floor_fraction) and 0 < floor_fraction <= 1):
+        raise ValueError(f"floor_fraction must be in (0, 1], got {floor_fraction!r}")
+
+
+def _pooled_differences(loaded: list[tuple[np.ndarray, float]]) -> dict[str, np.ndarray]:
+    """|velocity|, |acceleration| and |jerk| samples of every episode, stacked per quantity (N, D)."""
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in QUANTITIES}
+    for actions, fps in loaded:
+        for name, values in _differences(actions, fps).items():
+            pooled[name].append(np.abs(values))
+    stacked = {name: np.concatenate(parts, axis=0) for name, parts in pooled.items()}
+    for name, values in stacked.items():
+        if values.shape[0] == 0:
+            raise ValueError(f"no {name} samples: episodes need at least 4 frames for jerk, 3 for acceleration")
+    return stacked
+
+
+def _joint_caps(
+    joint: JointSpec,
+    samples: dict[str, np.ndarray],
+    percentile: float,
+    margin: float,
+    floor_fraction: float,
+    top_fps: float,
+) -> dict[str, Any]:
+    """One joint's caps from its pooled samples, each with its source (data, hard_cap or floor)."""
+    hard = {
+        "velocity": joint.velocity_max,
+        "acceleration": joint.acceleration_max,
+        "jerk": joint.jerk_max,
+    }
+    reference = {**hard, "jerk": joint.jerk_max or joint.acceleration_max * top_fps / 2}
+    entry: dict[str, Any] = {"sources": {}}
+    for name in QUANTITIES:
+        estimate = float(np.percentile(samples[name], percentile)) * margin
+        floor = floor_fraction * reference[name]
+        if hard[name] is not None and estimate > hard[name]:
+            value, source = float(hard[name]), "hard_cap"
+        elif estimate < floor:
+            value, source = floor, "floor"
+        else:
+            value, source = estimate, "data"
+        entry[f"{name}_max"] = value
+        entry["sources"][name] = source
+    return entry
 
 
 def write_limits_yaml(path: Path | str, result: dict[str, Any]) -> Path:

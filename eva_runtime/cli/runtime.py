@@ -88,6 +88,41 @@ def run_command(
     episode_seconds: Annotated[float, typer.Option(min=0.1, help="piper: length of each episode.")] = 8.0,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
+    if robot not in ("sim", "piper"):
+        console.print(f"[red]error:[/red] --robot {robot!r}: use sim or piper")
+        raise typer.Exit(2)
+    bundle_dir = _bundle_dir(task, bundle, world_model)
+    remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
+    if robot == "piper":
+        piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
+        _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, piper)
+        return
+    _run_sim(bundle_dir, task, episodes, first_seed, log, split, sync, pace, keys, remote, instruction)
+
+
+def _bundle_dir(task: str, bundle: Path | None, world_model: str) -> Path:
+    """--bundle, or the shipped bundle --world-model names; exit 2 for a name that is not shipped."""
+    shipped = {"oracle": f"bundle_{task}", "wan": f"bundle_{task}_wan", "aligned": f"bundle_{task}_aligned"}
+    if bundle is None and world_model not in shipped:
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: use one of {', '.join(shipped)}, or --bundle")
+        raise typer.Exit(2)
+    return bundle or Path(__file__).resolve().parents[2] / "models" / shipped[world_model]
+
+
+def _run_sim(
+    bundle_dir: Path,
+    task: str,
+    episodes: int,
+    first_seed: int,
+    log: Path,
+    split: str,
+    sync: bool,
+    pace: bool,
+    keys: bool,
+    remote: dict | None,
+    instruction: str | None,
+) -> None:
+    """The simulated robot under a live status line, then the run's report and its summary as one JSON line."""
     from rich.live import Live
 
     from eva_runtime.bundle import BundleError, load_bundle
@@ -95,47 +130,13 @@ def run_command(
     from eva_runtime.records.outcome_log import OutcomeLog
     from eva_runtime.records.report import build_report, render_markdown
 
-    if robot not in ("sim", "piper"):
-        console.print(f"[red]error:[/red] --robot {robot!r}: use sim or piper")
-        raise typer.Exit(2)
-    shipped = {"oracle": f"bundle_{task}", "wan": f"bundle_{task}_wan", "aligned": f"bundle_{task}_aligned"}
-    if bundle is None and world_model not in shipped:
-        console.print(f"[red]error:[/red] --world-model {world_model!r}: use one of {', '.join(shipped)}, or --bundle")
-        raise typer.Exit(2)
-    bundle_dir = bundle or Path(__file__).resolve().parents[2] / "models" / shipped[world_model]
-    remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
-    if robot == "piper":
-        piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
-        _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, piper)
-        return
     try:
         load_bundle(bundle_dir)  # refused before the simulator, the log or the planner start
     except BundleError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    operator = leader_factory = None
-    if keys:
-        import sys
-
-        from eva_runtime.control.operator_keys import HELP, KeyOperator
-        from eva_runtime.sim.virtual_leader import ExpertLeader
-
-        operator = KeyOperator(sys.stdin)
-        leader_factory = ExpertLeader  # in sim a scripted operator moves the leader arms
-        console.print(HELP)
-
+    operator, leader_factory = _sim_operator(keys)
     with Live(console=console, refresh_per_second=4, transient=True) as live:
-
-        def show(index, episode_id, step, modes, stats) -> None:
-            if step % 10:
-                return
-            latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
-            live.update(
-                f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
-                f"  plan age {stats.plan_age_s:.2f} s  planning latency {latency}"
-                f"  filter clamps {sum(stats.interventions.values())}"
-            )
-
         result = run_sim_episodes(
             bundle_dir,
             task,
@@ -145,7 +146,7 @@ def run_command(
             sync=sync,
             pace=pace,
             split=split,
-            on_tick=show,
+            on_tick=_live_status(live, episodes),
             operator=operator,
             leader_factory=leader_factory,
             label=operator.take_label if operator is not None else None,
@@ -156,6 +157,36 @@ def run_command(
         report = build_report(outcomes.episodes(run_id=result.run_id))
     console.print(render_markdown(report))
     typer.echo(json.dumps({k: result.summary()[k] for k in _SUMMARY_KEYS}))
+
+
+def _sim_operator(keys: bool):
+    """With --keys: operator keys on stdin and, since the sim has no person at the leader arms, a scripted one."""
+    if not keys:
+        return None, None
+    import sys
+
+    from eva_runtime.control.operator_keys import HELP, KeyOperator
+    from eva_runtime.sim.virtual_leader import ExpertLeader
+
+    operator = KeyOperator(sys.stdin)
+    console.print(HELP)
+    return operator, ExpertLeader
+
+
+def _live_status(live, episodes: int):
+    """The per-tick callback that refreshes the live line every 10th tick."""
+
+    def show(index, episode_id, step, modes, stats) -> None:
+        if step % 10:
+            return
+        latency = f"{1e3 * np.median(stats.latencies_s):.0f} ms" if stats.latencies_s else "-"
+        live.update(
+            f"episode {index + 1}/{episodes}  step {step}  mode {modes.mode.value}  plans {stats.plans}"
+            f"  plan age {stats.plan_age_s:.2f} s  planning latency {latency}"
+            f"  filter clamps {sum(stats.interventions.values())}"
+        )
+
+    return show
 
 
 _SUMMARY_KEYS = (

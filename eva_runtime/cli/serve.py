@@ -38,25 +38,50 @@ def serve_world_model_command(
     max_message_mb: Annotated[float, typer.Option(min=0.001, help="Largest accepted call, in MiB.")] = 64.0,
 ) -> None:
     """Serve the bundle's world model over websockets (`GET /healthz` for health; one generation at a time)."""
-    from eva_runtime.bundle import BundleError, load_bundle
-    from eva_runtime.world_model.factory import build_world_model
     from eva_runtime.world_model.serving.server import WorldModelServer
 
+    deployed = _servable_bundle(bundle)
+    token = os.environ.get(token_env) or None  # an empty variable is no token, not a token that is empty
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one INFO line per health probe would bury ours
+    world_model = _matching_world_model(deployed)
+    server = WorldModelServer(
+        world_model,
+        host=host,
+        port=port,
+        token=token,
+        max_message_bytes=int(max_message_mb * 1024 * 1024),
+        metadata=_server_metadata(deployed),
+    )
     try:
-        deployed = load_bundle(bundle)  # every hash is checked before anything is served
+        server.run()
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+def _servable_bundle(path: Path) -> Bundle:
+    """The verified bundle, or exit 2 when it does not load or its world model is the oracle."""
+    from eva_runtime.bundle import BundleError, load_bundle
+
+    try:
+        deployed = load_bundle(path)  # every hash is checked before anything is served
     except BundleError as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    section, idm = deployed.manifest.world_model, deployed.manifest.idm
-    if section.kind == "oracle":
+    if deployed.manifest.world_model.kind == "oracle":
         console.print(
             "[red]error:[/red] the bundle's world model is the oracle, a test instrument that re-simulates the "
             "expert from privileged simulator state; that state never crosses the network, so it cannot be served"
         )
         raise typer.Exit(2)
-    token = os.environ.get(token_env) or None  # an empty variable is no token, not a token that is empty
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)  # one INFO line per health probe would bury ours
+    return deployed
+
+
+def _matching_world_model(deployed: Bundle) -> Any:
+    """The bundle's world model, built; exit 2 when it cannot be or does not make what the bundle's IDM decodes."""
+    from eva_runtime.world_model.factory import build_world_model
+
+    section, idm = deployed.manifest.world_model, deployed.manifest.idm
     try:
         world_model = build_world_model(
             world_model_spec(deployed),
@@ -76,8 +101,13 @@ def serve_world_model_command(
             f"bundle's IDM decodes {list(idm.cameras)} at {idm.fps} fps"
         )
         raise typer.Exit(2)
-    # What a client may check before trusting the frames: which bundle, which base, what the IDM expects.
-    metadata = {
+    return world_model
+
+
+def _server_metadata(deployed: Bundle) -> dict[str, Any]:
+    """What a client may check before trusting the frames: which bundle, which base, what the IDM expects."""
+    section, idm = deployed.manifest.world_model, deployed.manifest.idm
+    return {
         "world_model_id": section.id,
         "horizon": section.horizon,
         "idm_image_size": list(idm.image_size),
@@ -87,15 +117,3 @@ def serve_world_model_command(
             "base_sha256": section.base_sha256,
         },
     }
-    server = WorldModelServer(
-        world_model,
-        host=host,
-        port=port,
-        token=token,
-        max_message_bytes=int(max_message_mb * 1024 * 1024),
-        metadata=metadata,
-    )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        console.print("stopped")

@@ -120,22 +120,57 @@ def train_idm(
     validation_set = IdmDataset(load_episodes(validation_paths, config), config)
     last = settings.out / "last.safetensors"
     if resume and last.is_file():
-        model, optimizer, state = load_checkpoint(last, torch.optim.AdamW, restore_rng=True, lr=settings.learning_rate)
-        if state.data_digest != digest:
-            raise ValueError(f"{last}: was trained on other data (digest {state.data_digest[:12]}...)")
-        unnormalised = {"action_mean": (), "action_std": ()}
-        if model.config.model_copy(update=unnormalised) != config.model_copy(update=unnormalised):
-            raise ValueError(f"{last}: was trained with another IDM configuration; resume with the same options")
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state.numpy_rng
+        model, optimizer, state, rng = _resumed(last, settings, config, digest)
     else:
-        torch.manual_seed(settings.seed)
-        model = InverseDynamicsModel(_normalised(config, train_set.actions()))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        rng = np.random.default_rng(settings.seed)
-        state = TrainingState(data_digest=digest, history=[])
+        model, optimizer, state, rng = _fresh(settings, config, train_set, digest)
     settings.out.mkdir(parents=True, exist_ok=True)
-    (settings.out / "split.json").write_text(
+    _write_split(settings.out / "split.json", train_paths, validation_paths)
+    mean, std = model.action_mean, model.action_std
+    generator = torch.Generator()
+    best = min((h["validation"]["arm_mae"] for h in state.history or []), default=math.inf)
+    while state.step < settings.steps:
+        loss = _train_step(model, optimizer, train_set, settings, state, rng, generator, mean, std)
+        report = None
+        if state.step % settings.eval_every == 0 or state.step == settings.steps:
+            state.epoch = state.step * settings.batch_size // len(train_set)
+            report = {"step": state.step, "epoch": state.epoch, "loss": float(loss.detach())}
+            report["validation"] = evaluate_idm(model, validation_set, settings)
+            best = _record_evaluation(model, optimizer, settings, state, rng, report, best)
+        if on_progress is not None:
+            on_progress(state.step, float(loss.detach()), report)
+    return model, state.history
+
+
+def _resumed(
+    last: Path, settings: TrainSettings, config: IdmConfig, digest: str
+) -> tuple[InverseDynamicsModel, torch.optim.Optimizer, TrainingState, np.random.Generator]:
+    """Model, optimiser, state and batch generator from `last`, refused when its data or configuration differ."""
+    model, optimizer, state = load_checkpoint(last, torch.optim.AdamW, restore_rng=True, lr=settings.learning_rate)
+    if state.data_digest != digest:
+        raise ValueError(f"{last}: was trained on other data (digest {state.data_digest[:12]}...)")
+    # The action normalisation is fitted to the data, not chosen: compare everything else.
+    unnormalised = {"action_mean": (), "action_std": ()}
+    if model.config.model_copy(update=unnormalised) != config.model_copy(update=unnormalised):
+        raise ValueError(f"{last}: was trained with another IDM configuration; resume with the same options")
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state.numpy_rng
+    return model, optimizer, state, rng
+
+
+def _fresh(
+    settings: TrainSettings, config: IdmConfig, train_set: IdmDataset, digest: str
+) -> tuple[InverseDynamicsModel, torch.optim.Optimizer, TrainingState, np.random.Generator]:
+    """A new model normalised on the training episodes' actions, its optimiser, state and batch generator."""
+    torch.manual_seed(settings.seed)
+    model = InverseDynamicsModel(_normalised(config, train_set.actions()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    rng = np.random.default_rng(settings.seed)
+    return model, optimizer, TrainingState(data_digest=digest, history=[]), rng
+
+
+def _write_split(path: Path, train_paths: list[EpisodeSource], validation_paths: list[EpisodeSource]) -> None:
+    """split.json: the training and the held-out episodes, by name."""
+    path.write_text(
         json.dumps(
             {
                 "train": [source_name(p) for p in train_paths],
@@ -143,34 +178,51 @@ def train_idm(
             }
         )
     )
-    mean, std = model.action_mean, model.action_std
-    generator = torch.Generator()
-    best = min((h["validation"]["arm_mae"] for h in state.history or []), default=math.inf)
-    while state.step < settings.steps:
-        model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(settings, state.step)
-        pixels, actions = train_set.batch(rng.integers(0, len(train_set), settings.batch_size))
-        generator.manual_seed(int(rng.integers(0, 2**62)))
-        inputs = augment(torch.from_numpy(pixels), settings.augmentation, generator)
-        loss = F.smooth_l1_loss(model.normalized(inputs), (torch.from_numpy(actions) - mean) / std)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        state.step += 1
-        report = None
-        if state.step % settings.eval_every == 0 or state.step == settings.steps:
-            state.epoch = state.step * settings.batch_size // len(train_set)
-            report = {"step": state.step, "epoch": state.epoch, "loss": float(loss.detach())}
-            report["validation"] = evaluate_idm(model, validation_set, settings)
-            state.history.append(report)
-            state.numpy_rng = rng.bit_generator.state
-            save_checkpoint(last, model, optimizer, state)
-            if report["validation"]["arm_mae"] < best:
-                best = report["validation"]["arm_mae"]
-                save_checkpoint(settings.out / "best.safetensors", model, None, state)
-            with open(settings.out / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(report) + "\n")
-        if on_progress is not None:
-            on_progress(state.step, float(loss.detach()), report)
-    return model, state.history
+
+
+def _train_step(
+    model: InverseDynamicsModel,
+    optimizer: torch.optim.Optimizer,
+    train_set: IdmDataset,
+    settings: TrainSettings,
+    state: TrainingState,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
+    """One optimiser step on a random augmented batch; advances `state.step` and returns the loss."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(settings, state.step)
+    pixels, actions = train_set.batch(rng.integers(0, len(train_set), settings.batch_size))
+    # Augmentation draws from its own generator, seeded from the batch generator, so a resume replays it exactly.
+    generator.manual_seed(int(rng.integers(0, 2**62)))
+    inputs = augment(torch.from_numpy(pixels), settings.augmentation, generator)
+    loss = F.smooth_l1_loss(model.normalized(inputs), (torch.from_numpy(actions) - mean) / std)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    state.step += 1
+    return loss
+
+
+def _record_evaluation(
+    model: InverseDynamicsModel,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    state: TrainingState,
+    rng: np.random.Generator,
+    report: dict,
+    best: float,
+) -> float:
+    """Save `last` (and `best` when the arm MAE improved), append the report to metrics.jsonl; return the best MAE."""
+    state.history.append(report)
+    state.numpy_rng = rng.bit_generator.state
+    save_checkpoint(settings.out / "last.safetensors", model, optimizer, state)
+    if report["validation"]["arm_mae"] < best:
+        best = report["validation"]["arm_mae"]
+        save_checkpoint(settings.out / "best.safetensors", model, None, state)
+    with open(settings.out / "metrics.jsonl", "a") as log:
+        log.write(json.dumps(report) + "\n")
+    return best

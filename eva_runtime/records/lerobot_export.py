@@ -200,22 +200,13 @@ def _export(
     repo_id: str,
     robot_type: str,
 ) -> None:
-    fps, names, n_eps = episodes[0].fps, list(episodes[0].joint_names), len(episodes)
-    fps_json = int(fps) if float(fps).is_integer() else fps  # LeRobot writes integer fps
+    fps, n_eps = episodes[0].fps, len(episodes)
     task_of = [ep.instruction or ep.task for ep in episodes]
     tasks = list(dict.fromkeys(task_of))
     lengths = np.array([ep.length for ep in episodes], dtype=np.int64)
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    columns = {
-        "observation.state": np.concatenate([ep.qpos for ep in episodes]).astype(np.float32),
-        "action": np.concatenate([ep.action for ep in episodes]).astype(np.float32),
-        "timestamp": np.concatenate([np.arange(n) / fps for n in lengths]).astype(np.float32),
-        "frame_index": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
-        "episode_index": np.repeat(np.arange(n_eps, dtype=np.int64), lengths),
-        "index": np.arange(int(ends[-1]), dtype=np.int64),
-        "task_index": np.repeat(np.array([tasks.index(t) for t in task_of], dtype=np.int64), lengths),
-    }
+    columns = _frame_columns(episodes, lengths, [tasks.index(t) for t in task_of])
     data_path = root / DATA_PATH.format(chunk_index=0, file_index=0)
     data_path.parent.mkdir(parents=True)
     pq.write_table(pa.table({key: _column(v) for key, v in columns.items()}), data_path)
@@ -226,22 +217,81 @@ def _export(
         video = root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
         hists[cam] = _write_video(video, cam, cameras[cam], fps, paths, lengths.tolist())
 
-    def stats_of(rows: slice, image_hists: dict[str, _PixelHistogram]) -> dict[str, Stats]:
-        out = {key: _vector_stats(v[rows].reshape(len(v[rows]), -1).astype(np.float64)) for key, v in columns.items()}
-        out.update({video_keys[cam]: h.stats() for cam, h in image_hists.items()})
-        return out
-
     ep_stats = [
-        stats_of(slice(s, e), {c: hists[c][i] for c in cameras})
+        _stats_of(columns, video_keys, slice(s, e), {c: hists[c][i] for c in cameras})
         for i, (s, e) in enumerate(zip(starts, ends, strict=True))
     ]
-    total_stats = stats_of(slice(None), {c: _merged(hists[c]) for c in cameras})
+    total_stats = _stats_of(columns, video_keys, slice(None), {c: _merged(hists[c]) for c in cameras})
 
     meta = root / "meta"
     (meta / "episodes" / "chunk-000").mkdir(parents=True)
-    zeros = [0] * n_eps
+    episode_rows = _episode_rows(task_of, lengths, starts, ends, fps, video_keys, ep_stats, total_stats)
+    pq.write_table(pa.table({k: pa.array(v) for k, v in episode_rows.items()}), root / EPISODES_PATH)
+    _write_tasks(meta / "tasks.parquet", tasks)
+    _write_json(meta / "stats.json", {f: {k: v.tolist() for k, v in s.items()} for f, s in total_stats.items()})
+    fps_json = int(fps) if float(fps).is_integer() else fps  # LeRobot writes integer fps
+    features = _features(list(episodes[0].joint_names), cameras, video_keys, fps_json)
+    _write_json(
+        meta / "info.json",
+        {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": robot_type,
+            "total_episodes": n_eps,
+            "total_frames": int(ends[-1]),
+            "total_tasks": len(tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": 100,
+            "video_files_size_in_mb": 500,
+            "fps": fps_json,
+            "splits": {"train": f"0:{n_eps}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if cameras else None,
+            "features": features,
+        },
+    )
+    (root / "README.md").write_text(_dataset_card(repo_id, n_eps, paths))
+
+
+def _frame_columns(episodes: list[Episode], lengths: np.ndarray, task_indices: list[int]) -> dict[str, np.ndarray]:
+    """The frame table's columns, one row per frame of every episode back to back."""
+    fps = episodes[0].fps
+    return {
+        "observation.state": np.concatenate([ep.qpos for ep in episodes]).astype(np.float32),
+        "action": np.concatenate([ep.action for ep in episodes]).astype(np.float32),
+        "timestamp": np.concatenate([np.arange(n) / fps for n in lengths]).astype(np.float32),
+        "frame_index": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]),
+        "episode_index": np.repeat(np.arange(len(episodes), dtype=np.int64), lengths),
+        "index": np.arange(int(lengths.sum()), dtype=np.int64),
+        "task_index": np.repeat(np.array(task_indices, dtype=np.int64), lengths),
+    }
+
+
+def _stats_of(
+    columns: dict[str, np.ndarray],
+    video_keys: dict[str, str],
+    rows: slice,
+    image_hists: dict[str, _PixelHistogram],
+) -> dict[str, Stats]:
+    """Stats of every feature over the given rows of the frame table and the matching pixel histograms."""
+    out = {key: _vector_stats(v[rows].reshape(len(v[rows]), -1).astype(np.float64)) for key, v in columns.items()}
+    out.update({video_keys[cam]: h.stats() for cam, h in image_hists.items()})
+    return out
+
+
+def _episode_rows(
+    task_of: list[str],
+    lengths: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    fps: float,
+    video_keys: dict[str, str],
+    ep_stats: list[dict[str, Stats]],
+    total_stats: dict[str, Stats],
+) -> dict[str, list]:
+    """The episodes table: boundaries in the frame table and the videos, file locations and per-episode stats."""
+    zeros = [0] * len(task_of)
     episode_rows: dict[str, list] = {
-        "episode_index": list(range(n_eps)),
+        "episode_index": list(range(len(task_of))),
         "tasks": [[t] for t in task_of],
         "length": lengths.tolist(),
         "data/chunk_index": zeros,
@@ -256,13 +306,17 @@ def _export(
         episode_rows[f"videos/{key}/to_timestamp"] = (ends / fps).tolist()
     episode_rows["meta/episodes/chunk_index"] = zeros
     episode_rows["meta/episodes/file_index"] = zeros
+    # Column names follow the total stats so every episode row has the same features and statistics.
     for feature, stats in total_stats.items():
         for stat in stats:
             episode_rows[f"stats/{feature}/{stat}"] = [s[feature][stat].tolist() for s in ep_stats]
-    pq.write_table(pa.table({k: pa.array(v) for k, v in episode_rows.items()}), root / EPISODES_PATH)
-    _write_tasks(meta / "tasks.parquet", tasks)
-    _write_json(meta / "stats.json", {f: {k: v.tolist() for k, v in s.items()} for f, s in total_stats.items()})
+    return episode_rows
 
+
+def _features(
+    names: list[str], cameras: dict[str, tuple[int, ...]], video_keys: dict[str, str], fps_json: float
+) -> dict[str, dict]:
+    """info.json's feature descriptions: joint vectors, one video per camera, then the index columns."""
     vector = {"dtype": "float32", "shape": [len(names)], "names": names}
     features: dict[str, dict] = {"observation.state": vector, "action": dict(vector)}
     for cam, key in video_keys.items():
@@ -285,25 +339,12 @@ def _export(
     features["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
     for key in ("frame_index", "episode_index", "index", "task_index"):
         features[key] = {"dtype": "int64", "shape": [1], "names": None}
-    _write_json(
-        meta / "info.json",
-        {
-            "codebase_version": CODEBASE_VERSION,
-            "robot_type": robot_type,
-            "total_episodes": n_eps,
-            "total_frames": int(ends[-1]),
-            "total_tasks": len(tasks),
-            "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": 100,
-            "video_files_size_in_mb": 500,
-            "fps": fps_json,
-            "splits": {"train": f"0:{n_eps}"},
-            "data_path": DATA_PATH,
-            "video_path": VIDEO_PATH if cameras else None,
-            "features": features,
-        },
-    )
+    return features
+
+
+def _dataset_card(repo_id: str, n_eps: int, paths: list[Path]) -> str:
+    """README.md: the hub's dataset-card header and the source files' digest."""
     card = "---\ntags: [LeRobot]\ntask_categories: [robotics]\nconfigs:\n- config_name: default\n"
     card += f"  data_files: data/*/*.parquet\n---\n\n# {repo_id}\n\nExported by eva-runtime from {n_eps} HDF5 "
     card += f"episodes; source SHA-256 (eva_runtime.records.hdf5_episodes.dataset_digest): {dataset_digest(paths)}\n"
-    (root / "README.md").write_text(card)
+    return card

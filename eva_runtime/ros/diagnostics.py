@@ -68,9 +68,23 @@ def _status(name: str, level: bytes, message: str, hardware_id: str, values: Map
 
 
 def build_diagnostics(node_name: str, s: PolicySnapshot) -> DiagnosticArray:
-    statuses = []
-    hw = s.hardware_id
+    """One status per concern, always in this order, stamped with the snapshot's time."""
+    statuses = [
+        _planner_status(node_name, s),
+        _cameras_status(node_name, s),
+        _safety_status(node_name, s),
+        _robot_status(node_name, s),
+        _inputs_status(node_name, s),
+        _control_loop_status(node_name, s),
+    ]
+    array = DiagnosticArray()
+    array.header.stamp = seconds_to_stamp(s.stamp)
+    array.status = statuses
+    return array
 
+
+def _planner_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
+    """ERROR without a planner process, WARN while it starts or an autonomous robot waits for a plan."""
     if not s.planner_alive:
         level, message = ERROR, "planner process is not running"
     elif not s.planner_ready:
@@ -79,46 +93,49 @@ def build_diagnostics(node_name: str, s: PolicySnapshot) -> DiagnosticArray:
         level, message = WARN, "waiting for a plan"
     else:
         level, message = OK, "planning"
-    statuses.append(
-        _status(
-            f"{node_name}: planner",
-            level,
-            message,
-            hw,
-            {
-                "model_id": s.model_id,
-                "plans": s.plans,
-                "rejected": s.rejected,
-                "planner_faults": s.planner_faults,
-                "plan_age_s": s.plan_age_s,
-                "latency_last_s": s.latency_last_s,
-                "latency_p50_s": s.latency_p50_s,
-            },
-        )
+    return _status(
+        f"{node_name}: planner",
+        level,
+        message,
+        s.hardware_id,
+        {
+            "model_id": s.model_id,
+            "plans": s.plans,
+            "rejected": s.rejected,
+            "planner_faults": s.planner_faults,
+            "plan_age_s": s.plan_age_s,
+            "latency_last_s": s.latency_last_s,
+            "latency_p50_s": s.latency_p50_s,
+        },
     )
 
+
+def _cameras_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
+    """WARN naming every camera whose last frame is older than the timeout."""
     stale = sorted(name for name, age in s.frame_ages_s.items() if not age <= s.frame_timeout_s)
-    statuses.append(
-        _status(
-            f"{node_name}: cameras",
-            WARN if stale else OK,
-            f"stale: {', '.join(stale)}" if stale else "fresh",
-            hw,
-            {f"{name}_age_s": age for name, age in s.frame_ages_s.items()} | {"timeout_s": s.frame_timeout_s},
-        )
+    return _status(
+        f"{node_name}: cameras",
+        WARN if stale else OK,
+        f"stale: {', '.join(stale)}" if stale else "fresh",
+        s.hardware_id,
+        {f"{name}_age_s": age for name, age in s.frame_ages_s.items()} | {"timeout_s": s.frame_timeout_s},
     )
 
+
+def _safety_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
+    """ERROR with the latched fault, else the intervention count; values are the counts per check."""
     total = sum(s.interventions.values())
-    statuses.append(
-        _status(
-            f"{node_name}: safety filter",
-            ERROR if s.fault else OK,
-            s.fault or f"{total} interventions",
-            hw,
-            dict(sorted(s.interventions.items())),
-        )
+    return _status(
+        f"{node_name}: safety filter",
+        ERROR if s.fault else OK,
+        s.fault or f"{total} interventions",
+        s.hardware_id,
+        dict(sorted(s.interventions.items())),
     )
 
+
+def _robot_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
+    """ERROR in ESTOP or FAULT (an operator must act), WARN while a joint state is stale."""
     stale_arms = sorted(arm for arm, age in s.state_ages_s.items() if not age <= s.state_timeout_s)
     if s.mode in ("estop", "fault"):
         level, message = ERROR, f"{s.mode.upper()}: an operator must release or reset"
@@ -130,30 +147,28 @@ def build_diagnostics(node_name: str, s: PolicySnapshot) -> DiagnosticArray:
     robot_values |= {f"{arm}_state_age_s": age for arm, age in s.state_ages_s.items()}
     robot_values |= {"fault": s.fault or "", "episode_id": "" if s.episode_id is None else s.episode_id}
     robot_values |= {"teleop": s.teleop_unavailable or "available"}
-    statuses.append(_status(f"{node_name}: robot", level, message, hw, robot_values))
+    return _status(f"{node_name}: robot", level, message, s.hardware_id, robot_values)
 
+
+def _inputs_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
+    """WARN when messages were refused since the previous report; values are counts and last reason per topic."""
     refused = sum(s.rejected_messages.values())
-    statuses.append(
-        _status(
-            f"{node_name}: inputs",
-            WARN if s.new_rejections else OK,
-            f"{refused} malformed messages refused" if refused else "all messages valid",
-            hw,
-            {f"rejected {topic}": count for topic, count in sorted(s.rejected_messages.items())}
-            | {f"last {topic}": why for topic, why in sorted(s.last_rejection.items())},
-        )
+    return _status(
+        f"{node_name}: inputs",
+        WARN if s.new_rejections else OK,
+        f"{refused} malformed messages refused" if refused else "all messages valid",
+        s.hardware_id,
+        {f"rejected {topic}": count for topic, count in sorted(s.rejected_messages.items())}
+        | {f"last {topic}": why for topic, why in sorted(s.last_rejection.items())},
     )
 
-    statuses.append(
-        _status(
-            f"{node_name}: control loop",
-            OK,
-            f"{s.overruns} overruns",
-            hw,
-            {"period_p50_s": s.tick_period_p50_s, "period_max_s": s.tick_period_max_s, "overruns": s.overruns},
-        )
+
+def _control_loop_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
+    """Always OK: tick period and overrun count, for the operator to read."""
+    return _status(
+        f"{node_name}: control loop",
+        OK,
+        f"{s.overruns} overruns",
+        s.hardware_id,
+        {"period_p50_s": s.tick_period_p50_s, "period_max_s": s.tick_period_max_s, "overruns": s.overruns},
     )
-    array = DiagnosticArray()
-    array.header.stamp = seconds_to_stamp(s.stamp)
-    array.status = statuses
-    return array

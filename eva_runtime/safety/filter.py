@@ -140,110 +140,22 @@ def _group_scale(limits: SafetyLimits, ratio: np.ndarray) -> np.ndarray:
 def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest) -> FilterResult:
     """Apply every check to one tick's request; return the new state (its ``command`` is what may be sent)."""
     report: list[Intervention] = []
-    interval = request.time - state.time
-    if not interval > 0.0:  # also catches NaN: time must advance for a rate to mean anything
-        report.append(Intervention(Check.CLOCK, "*", float(interval), 0.0))
+    dt = _tick_interval(limits, state, request, report)
+    if dt is None:
         return FilterResult(state, tuple(report), limits.arm_names)
-    dt = min(interval, limits.max_tick_interval_s)
-    if dt < interval:
-        report.append(Intervention(Check.CLOCK, "*", float(interval), dt))
-
     previous = state.command
-    hold = np.zeros(limits.dof, dtype=bool)
-    fault = state.fault
-    hold_all = fault is not None or request.target is None
-
-    for name, stamp in request.input_stamps.items():
-        timeout = limits.timeouts_s.get(name, 0.0)  # an input without a timeout is never fresh enough
-        age = request.time - stamp
-        if not age <= timeout:
-            report.append(Intervention(Check.STALE_INPUT, name, float(age), timeout))
-            hold_all = True
-
-    if request.measured is not None:
-        measured = np.asarray(request.measured, dtype=np.float64)
-        if measured.shape != previous.shape:
-            raise ValueError(f"measured position has shape {measured.shape}, expected {previous.shape}")
-        bad = ~np.isfinite(measured)
-        if bad.any():
-            _report(report, limits, Check.NON_FINITE_MEASURED, bad, measured, previous)
-            hold_all = True
-        else:
-            off = np.abs(measured - previous) > limits.tracking_error_max
-            if off.any():
-                _report(report, limits, Check.TRACKING_ERROR, off, measured, previous)
-                fault = fault or "tracking_error: " + ", ".join(limits.joint_names[i] for i in np.flatnonzero(off))
-                hold_all = True
-
-    if hold_all:
-        hold[:] = True
-        target = previous
-    else:
-        target = np.asarray(request.target, dtype=np.float64)
-        if target.shape != previous.shape:
-            raise ValueError(f"target has shape {target.shape}, expected {previous.shape}")
-        bad = ~np.isfinite(target)
-        if bad.any():
-            _report(report, limits, Check.NON_FINITE_TARGET, bad, target, previous)
-            bad_arms = np.unique(limits.arm_of_joint[bad])
-            hold = np.isin(limits.arm_of_joint, bad_arms)
-            target = np.where(hold, previous, target)
-
-    # 3. Position range; the range widens to include the previous command so a joint inside the margin band
-    #    is never pulled inward by the filter itself and cannot move further out.
-    low = np.minimum(limits.soft_low, previous)
-    high = np.maximum(limits.soft_high, previous)
-    clamped = np.minimum(np.maximum(target, low), high)
-    moved = clamped != target
-    if moved.any():
-        _report(report, limits, Check.POSITION_LIMIT, moved, target, clamped)
-
-    # Desired velocity: the target's own velocity plus a correction that closes the gap left by earlier
-    # interventions while still being able to stop at the target (so a jump is approached without overshoot).
-    gap = state.target - previous
-    desired = (clamped - state.target) / dt
-    if gap.any():  # zero while tracking undisturbed; skip the square roots then
-        distance = np.abs(gap)
-        desired += np.sign(gap) * np.minimum(distance / dt, braking_speed(distance, limits.acceleration_max, dt))
-    if hold.any():
-        desired[hold] = 0.0
-
-    # 5. Velocity cap, one factor per group.
-    velocity = desired * _group_scale(limits, np.abs(desired) / limits.velocity_max)
-    changed = velocity != desired
-    if changed.any():
-        _report(report, limits, Check.VELOCITY, changed, desired, velocity)
-
-    # 5. Acceleration cap, one factor per group (this is also how a hold comes to rest along its path).
-    step_cap = limits.acceleration_max * dt
-    change = velocity - state.velocity
-    scale = _group_scale(limits, np.abs(change) / step_cap)
-    # Only scaled joints are recomputed: (v - v_prev) + v_prev is not always v in floating point.
-    limited = np.where(scale < 1.0, state.velocity + change * scale, velocity)
-    changed = limited != velocity
-    if changed.any():
-        _report(report, limits, Check.ACCELERATION, changed, change / dt, (limited - state.velocity) / dt)
-
-    # 6. Braking: never faster toward a limit than what can still stop inside it.
-    toward_high = braking_speed(high - previous, limits.acceleration_max, dt)
-    toward_low = braking_speed(previous - low, limits.acceleration_max, dt)
-    braked = np.minimum(np.maximum(limited, -toward_low), toward_high)
-    # The braking invariant makes this a no-op; it matters only after a reset seeded with a velocity that
-    # cannot stop in time, where the acceleration cap wins and the hard limit below is the backstop.
-    braked = np.minimum(np.maximum(braked, state.velocity - step_cap), state.velocity + step_cap)
-    changed = braked != limited
-    if changed.any():
-        _report(report, limits, Check.BRAKING, changed, limited, braked)
-
-    command = previous + braked * dt
-    inside = np.minimum(
-        np.maximum(command, np.minimum(limits.hard_low, previous)), np.maximum(limits.hard_high, previous)
-    )
-    changed = inside != command
-    if changed.any():
-        _report(report, limits, Check.HARD_LIMIT, changed, command, inside)
+    stale = _stale_inputs(limits, request, report)
+    hold_all = state.fault is not None or request.target is None or stale
+    measured_bad, fault = _check_measured(limits, previous, request.measured, state.fault, report)
+    target, hold = _checked_target(limits, previous, request.target, hold_all or measured_bad, report)
+    clamped, low, high = _clamp_position(limits, previous, target, report)
+    desired, gap = _desired_velocity(limits, state, clamped, hold, dt)
+    velocity = _cap_velocity(limits, desired, report)
+    limited = _cap_acceleration(limits, state.velocity, velocity, dt, report)
+    braked = _brake(limits, state, low, high, limited, dt, report)
+    inside, hard_clamped = _move_inside_hard_limits(limits, previous, braked, dt, report)
     # Where nothing intervened, send the target itself, bit for bit, rather than previous + v*dt.
-    untouched = (braked == desired) & (gap == 0.0) & ~hold & ~changed
+    untouched = (braked == desired) & (gap == 0.0) & ~hold & ~hard_clamped
     command = np.where(untouched, clamped, inside)
 
     new_state = FilterState(
@@ -253,7 +165,178 @@ def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest
         target=np.where(hold, command, clamped),
         fault=fault,
     )
-    held = ()
+    return FilterResult(new_state, tuple(report), _held_arms(limits, hold))
+
+
+def _tick_interval(
+    limits: SafetyLimits, state: FilterState, request: FilterRequest, report: list[Intervention]
+) -> float | None:
+    """The interval the rates use (capped at the longest tick); ``None`` when time did not advance."""
+    interval = request.time - state.time
+    if not interval > 0.0:  # also catches NaN: time must advance for a rate to mean anything
+        report.append(Intervention(Check.CLOCK, "*", float(interval), 0.0))
+        return None
+    dt = min(interval, limits.max_tick_interval_s)
+    if dt < interval:
+        report.append(Intervention(Check.CLOCK, "*", float(interval), dt))
+    return dt
+
+
+def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: list[Intervention]) -> bool:
+    """Step 2: report every input older than its timeout; true when any is (every arm then holds)."""
+    stale = False
+    for name, stamp in request.input_stamps.items():
+        timeout = limits.timeouts_s.get(name, 0.0)  # an input without a timeout is never fresh enough
+        age = request.time - stamp
+        if not age <= timeout:
+            report.append(Intervention(Check.STALE_INPUT, name, float(age), timeout))
+            stale = True
+    return stale
+
+
+def _check_measured(
+    limits: SafetyLimits,
+    previous: np.ndarray,
+    measured: np.ndarray | None,
+    fault: str | None,
+    report: list[Intervention],
+) -> tuple[bool, str | None]:
+    """Steps 1 and 8 on the measurement: whether every arm must hold, and the (possibly newly latched) fault."""
+    if measured is None:
+        return False, fault
+    measured = np.asarray(measured, dtype=np.float64)
+    if measured.shape != previous.shape:
+        raise ValueError(f"measured position has shape {measured.shape}, expected {previous.shape}")
+    bad = ~np.isfinite(measured)
+    if bad.any():
+        _report(report, limits, Check.NON_FINITE_MEASURED, bad, measured, previous)
+        return True, fault
+    off = np.abs(measured - previous) > limits.tracking_error_max
+    if off.any():
+        _report(report, limits, Check.TRACKING_ERROR, off, measured, previous)
+        fault = fault or "tracking_error: " + ", ".join(limits.joint_names[i] for i in np.flatnonzero(off))
+        return True, fault
+    return False, fault
+
+
+def _checked_target(
+    limits: SafetyLimits,
+    previous: np.ndarray,
+    requested: np.ndarray | None,
+    hold_all: bool,
+    report: list[Intervention],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 on the target: the target to filter and the per-joint hold mask (every arm, or those with a bad value)."""
+    hold = np.zeros(limits.dof, dtype=bool)
+    if hold_all:
+        hold[:] = True
+        return previous, hold
+    target = np.asarray(requested, dtype=np.float64)
+    if target.shape != previous.shape:
+        raise ValueError(f"target has shape {target.shape}, expected {previous.shape}")
+    bad = ~np.isfinite(target)
+    if bad.any():
+        _report(report, limits, Check.NON_FINITE_TARGET, bad, target, previous)
+        bad_arms = np.unique(limits.arm_of_joint[bad])
+        hold = np.isin(limits.arm_of_joint, bad_arms)
+        target = np.where(hold, previous, target)
+    return target, hold
+
+
+def _clamp_position(
+    limits: SafetyLimits, previous: np.ndarray, target: np.ndarray, report: list[Intervention]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 3: the target clamped to the position range, and that range (low, high)."""
+    # The range widens to include the previous command so a joint inside the margin band is never pulled inward
+    # by the filter itself and cannot move further out.
+    low = np.minimum(limits.soft_low, previous)
+    high = np.maximum(limits.soft_high, previous)
+    clamped = np.minimum(np.maximum(target, low), high)
+    moved = clamped != target
+    if moved.any():
+        _report(report, limits, Check.POSITION_LIMIT, moved, target, clamped)
+    return clamped, low, high
+
+
+def _desired_velocity(
+    limits: SafetyLimits, state: FilterState, clamped: np.ndarray, hold: np.ndarray, dt: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The velocity asked for (zero where held), and the gap earlier interventions left between target and command."""
+    # The target's own velocity plus a correction that closes the gap while still being able to stop at the
+    # target, so a jump is approached without overshoot.
+    gap = state.target - state.command
+    desired = (clamped - state.target) / dt
+    if gap.any():  # zero while tracking undisturbed; skip the square roots then
+        distance = np.abs(gap)
+        desired += np.sign(gap) * np.minimum(distance / dt, braking_speed(distance, limits.acceleration_max, dt))
     if hold.any():
-        held = tuple(name for i, name in enumerate(limits.arm_names) if hold[limits.arm_of_joint == i].any())
-    return FilterResult(new_state, tuple(report), held)
+        desired[hold] = 0.0
+    return desired, gap
+
+
+def _cap_velocity(limits: SafetyLimits, desired: np.ndarray, report: list[Intervention]) -> np.ndarray:
+    """Step 4: the velocity cap, one factor per group so motion keeps its direction."""
+    velocity = desired * _group_scale(limits, np.abs(desired) / limits.velocity_max)
+    changed = velocity != desired
+    if changed.any():
+        _report(report, limits, Check.VELOCITY, changed, desired, velocity)
+    return velocity
+
+
+def _cap_acceleration(
+    limits: SafetyLimits, last_velocity: np.ndarray, velocity: np.ndarray, dt: float, report: list[Intervention]
+) -> np.ndarray:
+    """Step 5: the acceleration cap, one factor per group (also how a hold comes to rest along its path)."""
+    step_cap = limits.acceleration_max * dt
+    change = velocity - last_velocity
+    scale = _group_scale(limits, np.abs(change) / step_cap)
+    # Only scaled joints are recomputed: (v - v_prev) + v_prev is not always v in floating point.
+    limited = np.where(scale < 1.0, last_velocity + change * scale, velocity)
+    changed = limited != velocity
+    if changed.any():
+        _report(report, limits, Check.ACCELERATION, changed, change / dt, (limited - last_velocity) / dt)
+    return limited
+
+
+def _brake(
+    limits: SafetyLimits,
+    state: FilterState,
+    low: np.ndarray,
+    high: np.ndarray,
+    limited: np.ndarray,
+    dt: float,
+    report: list[Intervention],
+) -> np.ndarray:
+    """Step 6: never faster toward a limit than what can still stop inside it."""
+    step_cap = limits.acceleration_max * dt
+    toward_high = braking_speed(high - state.command, limits.acceleration_max, dt)
+    toward_low = braking_speed(state.command - low, limits.acceleration_max, dt)
+    braked = np.minimum(np.maximum(limited, -toward_low), toward_high)
+    # The braking invariant makes this a no-op; it matters only after a reset seeded with a velocity that
+    # cannot stop in time, where the acceleration cap wins and the hard limit is the backstop.
+    braked = np.minimum(np.maximum(braked, state.velocity - step_cap), state.velocity + step_cap)
+    changed = braked != limited
+    if changed.any():
+        _report(report, limits, Check.BRAKING, changed, limited, braked)
+    return braked
+
+
+def _move_inside_hard_limits(
+    limits: SafetyLimits, previous: np.ndarray, braked: np.ndarray, dt: float, report: list[Intervention]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The command the braked velocity reaches, clamped to the hard range (last resort), and where it was clamped."""
+    command = previous + braked * dt
+    inside = np.minimum(
+        np.maximum(command, np.minimum(limits.hard_low, previous)), np.maximum(limits.hard_high, previous)
+    )
+    changed = inside != command
+    if changed.any():
+        _report(report, limits, Check.HARD_LIMIT, changed, command, inside)
+    return inside, changed
+
+
+def _held_arms(limits: SafetyLimits, hold: np.ndarray) -> tuple[str, ...]:
+    """Names of the arms with at least one held joint."""
+    if not hold.any():
+        return ()
+    return tuple(name for i, name in enumerate(limits.arm_names) if hold[limits.arm_of_joint == i].any())

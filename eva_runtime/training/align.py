@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -173,81 +175,20 @@ def _sample_outputs(reward_fn, condition, out: Path, iteration: int, fps: float)
 
 
 def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Flow-GRPO post-training into OUT (adapter, telemetry, samples, plots, summary.json); see the module."""
     import torch
     from accelerate import Accelerator
-    from diffusers import WanImageToVideoPipeline
-    from tqdm.auto import tqdm
-
-    from eva_runtime.bundle import load_bundle
-    from eva_runtime.idm.decoder import IdmDecoder
-    from eva_runtime.reward import RewardConfig
-    from eva_runtime.training.flow_grpo import GrpoSettings, grpo_iteration
-    from eva_runtime.training.idm_reward import IdmReward
-    from eva_runtime.training.sde import NoiseSchedule
-    from eva_runtime.training.wm_data import load_videos
-    from eva_runtime.world_model.wan.latents import latent_frames
-    from eva_runtime.world_model.wan.lora import add_lora, save_lora
-    from eva_runtime.world_model.wan.model_files import verify_hashes
-    from eva_runtime.world_model.wan.sampling import flow_sigmas
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main, rank = accelerator.is_main_process, accelerator.process_index
-    base = Path(config.base)
-    verify_hashes(base)
-    pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
-    described = json.loads((base / "eva_world_model.json").read_text())
-    fps, camera = float(described["fps"]), described["camera"]
-    bundle = load_bundle(Path(config.bundle))
-    decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
-    if abs(decoder.fps - fps) > 1e-9:
-        raise ValueError(f"the world model runs at {fps} fps, the bundle's IDM at {decoder.fps}")
-    stated = bundle.manifest.reward
-    reward_config = RewardConfig.from_embodiment(
-        bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
-    )
-    reward_fn = IdmReward(pipeline.vae, decoder, reward_config, config.history_frames)
-    videos = load_videos(config.data, camera, fps, tuple(described["config"]["image_size"]))
-    if len(videos) <= config.held_out:
-        raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
-    train_conditions = _conditions(videos[: -config.held_out], config.condition_starts, config.horizon, 1)
-    heldout = _conditions(videos[-config.held_out :], config.condition_starts, config.horizon, 1)
-    picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
-    heldout = [heldout[i] for i in picks]
-    temporal = int(pipeline.vae.config.scale_factor_temporal)
-    latent_count = latent_frames(config.history_frames - 1 + config.horizon, temporal)
-    with torch.no_grad():
-        embeds = {
-            text: pipeline.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
-            for text in sorted({c.instruction for c in train_conditions + heldout})
-        }
-
-    transformer = pipeline.transformer
-    transformer.requires_grad_(False)
-    add_lora(transformer, "align", config.lora_rank, config.lora_alpha)
-    parameters = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {"iteration": 0, "best": None, "checks": [], "stopped": None}
-    if resume and (out / "last" / "state.json").is_file():
-        state = _load_state(out / "last", transformer, optimizer, parameters)
-        log(f"resumed at iteration {state['iteration']}")
-    model, optimizer = accelerator.prepare(transformer, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    main = accelerator.is_main_process
+    data = _load_data(config)
+    adapter, state = _prepare_adapter(accelerator, data.pipeline.transformer, config, out, resume, log)
     telemetry_path = out / "telemetry.jsonl"
     if main and not resume:
         telemetry_path.write_text("")
-    sigmas = flow_sigmas(pipeline.scheduler, config.sampling_steps)
-    schedule = NoiseSchedule(
-        config.schedule.kind, config.schedule.noise_level, config.schedule.sigma_min, config.schedule.sigma_max
-    )
-    settings = GrpoSettings(
-        config.clip_range, config.kl_beta, config.advantage_clip, config.inner_epochs, config.train_last_step
-    )
+    update = _update_inputs(data.pipeline, config)
     if not state["checks"]:
-        with torch.no_grad():
-            unwrapped.disable_adapters()
-            reference = _heldout_check(unwrapped, pipeline, heldout, embeds, reward_fn, config, latent_count)
-            unwrapped.enable_adapters()
+        reference = _reference_check(adapter.unwrapped, data, config)
         state["checks"].append({"iteration": 0, **reference, "passed": True})
         if main:
             log(f"SFT model on held-out conditions: {reference}")
@@ -255,75 +196,7 @@ def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Calla
     records: list[dict] = []
     if telemetry_path.is_file():
         records = [json.loads(line) for line in telemetry_path.read_text().splitlines() if line.strip()]
-    progress = tqdm(range(state["iteration"], config.iterations), desc="Flow-GRPO", disable=not main)
-    for iteration in progress:
-        began = time.perf_counter()
-        rng = np.random.default_rng([config.seed, iteration, rank])
-        chosen = [train_conditions[i] for i in rng.choice(len(train_conditions), config.conditions_per_iteration)]
-        condition_latents, texts, keys, conditioned = _batch(
-            chosen, config.group_size, pipeline.vae, embeds, latent_count
-        )
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        noise = torch.randn(condition_latents.shape, generator=generator)
-        window = None
-        if config.fast.enabled:
-            last = config.sampling_steps - (0 if config.train_last_step else 1)
-            first = int(rng.integers(0, max(1, last - config.fast.window + 1)))
-            window = set(range(first, min(last, first + config.fast.window)))
-        telemetry, _ = grpo_iteration(
-            model,
-            unwrapped,
-            optimizer,
-            accelerator.backward,
-            condition_latents,
-            texts,
-            conditioned,
-            keys,
-            noise,
-            sigmas,
-            schedule,
-            reward_fn,
-            settings,
-            window,
-            generator,
-            parameters,
-        )
-        telemetry.update({"iteration": iteration + 1, "seconds": round(time.perf_counter() - began, 2)})
-        state["iteration"] = iteration + 1
-        records.append(telemetry)
-        if main:
-            with telemetry_path.open("a") as handle:
-                handle.write(json.dumps(telemetry) + "\n")
-            progress.set_postfix(reward=f"{telemetry['reward_mean']:.3f}", kl=f"{telemetry.get('kl', 0):.2e}")
-            if (iteration + 1) % config.sample_every == 0:
-                _sample_outputs(reward_fn, chosen[0], out / "samples", iteration + 1, fps)
-        stop = None
-        if (iteration + 1) % config.guard.eval_every == 0 or iteration + 1 == config.iterations:
-            check = _heldout_check(unwrapped, pipeline, heldout, embeds, reward_fn, config, latent_count)
-            motion_ok = check["motion_rad"] >= config.guard.min_motion_ratio * reference["motion_rad"]
-            psnr_ok = check["psnr_db"] >= reference["psnr_db"] - config.guard.max_psnr_drop_db
-            check.update({"iteration": iteration + 1, "passed": bool(motion_ok and psnr_ok)})
-            state["checks"].append(check)
-            if main:
-                log(f"held-out check {check}")
-            if check["passed"] and (state["best"] is None or check["reward"] > state["best"]["reward"]):
-                state["best"] = check
-                if main:
-                    save_lora(unwrapped, "align", out / "best_lora")
-            if not check["passed"]:
-                stop = "motion collapsed" if not motion_ok else "frames drifted from the recordings (PSNR)"
-        if main and ((iteration + 1) % config.checkpoint_every == 0 or stop or iteration + 1 == config.iterations):
-            _save_state(
-                out / "last",
-                unwrapped,
-                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                parameters,
-                state,
-            )
-        if stop:
-            state["stopped"] = f"early stop at iteration {iteration + 1}: {stop}"
-            log(state["stopped"])
-            break
+    _iterate(accelerator, data, adapter, update, state, records, reference, config, out, log)
     accelerator.wait_for_everyone()
     summary = {
         "iterations": state["iteration"],
@@ -338,3 +211,256 @@ def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Calla
         _plots(records, state["checks"], out / "training_curves.png")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+@dataclass(frozen=True)
+class _AlignData:
+    """What every iteration and check draws from: the SFT pipeline, the reward, the conditions, their prompts."""
+
+    pipeline: Any
+    fps: float
+    reward_fn: Any
+    train_conditions: list
+    heldout: list
+    embeds: dict
+    latent_count: int
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    """The trained LoRA adapter's network (as accelerate prepared it, and unwrapped) and its optimiser."""
+
+    model: Any
+    unwrapped: Any
+    optimizer: Any
+    parameters: list
+
+
+@dataclass(frozen=True)
+class _UpdateInputs:
+    """The sampler's sigmas and noise schedule and the GRPO settings, the same for every iteration."""
+
+    sigmas: Any
+    schedule: Any
+    settings: Any
+
+
+def _load_data(config: AlignConfig) -> _AlignData:
+    """The SFT pipeline, the bundle's IDM reward, training and held-out conditions and their text embeddings."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.wan.latents import latent_frames
+    from eva_runtime.world_model.wan.model_files import verify_hashes
+
+    base = Path(config.base)
+    verify_hashes(base)
+    pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
+    described = json.loads((base / "eva_world_model.json").read_text())
+    fps, camera = float(described["fps"]), described["camera"]
+    reward_fn = _idm_reward(config, pipeline.vae, fps)
+    videos = load_videos(config.data, camera, fps, tuple(described["config"]["image_size"]))
+    if len(videos) <= config.held_out:
+        raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
+    train_conditions = _conditions(videos[: -config.held_out], config.condition_starts, config.horizon, 1)
+    heldout = _conditions(videos[-config.held_out :], config.condition_starts, config.horizon, 1)
+    picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
+    heldout = [heldout[i] for i in picks]
+    temporal = int(pipeline.vae.config.scale_factor_temporal)
+    latent_count = latent_frames(config.history_frames - 1 + config.horizon, temporal)
+    with torch.no_grad():
+        embeds = {
+            text: pipeline.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
+            for text in sorted({c.instruction for c in train_conditions + heldout})
+        }
+    return _AlignData(pipeline, fps, reward_fn, train_conditions, heldout, embeds, latent_count)
+
+
+def _idm_reward(config: AlignConfig, vae, fps: float):
+    """The bundle's frozen IDM and reward, refused when the IDM runs at another rate than the world model."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.reward import RewardConfig
+    from eva_runtime.training.idm_reward import IdmReward
+
+    bundle = load_bundle(Path(config.bundle))
+    decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
+    if abs(decoder.fps - fps) > 1e-9:
+        raise ValueError(f"the world model runs at {fps} fps, the bundle's IDM at {decoder.fps}")
+    stated = bundle.manifest.reward
+    reward_config = RewardConfig.from_embodiment(
+        bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
+    )
+    return IdmReward(vae, decoder, reward_config, config.history_frames)
+
+
+def _prepare_adapter(
+    accelerator, transformer, config: AlignConfig, out: Path, resume: bool, log: Callable[[str], None]
+) -> tuple[_Adapter, dict]:
+    """A new LoRA adapter on the frozen transformer, its optimiser and the run state (resumed from OUT/last)."""
+    import torch
+
+    from eva_runtime.world_model.wan.lora import add_lora
+
+    transformer.requires_grad_(False)
+    add_lora(transformer, "align", config.lora_rank, config.lora_alpha)
+    parameters = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"iteration": 0, "best": None, "checks": [], "stopped": None}
+    if resume and (out / "last" / "state.json").is_file():
+        state = _load_state(out / "last", transformer, optimizer, parameters)
+        log(f"resumed at iteration {state['iteration']}")
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    return _Adapter(model, accelerator.unwrap_model(model), optimizer, parameters), state
+
+
+def _update_inputs(pipeline, config: AlignConfig) -> _UpdateInputs:
+    """Sigmas, noise schedule and GRPO settings from the config."""
+    from eva_runtime.training.flow_grpo import GrpoSettings
+    from eva_runtime.training.sde import NoiseSchedule
+    from eva_runtime.world_model.wan.sampling import flow_sigmas
+
+    sigmas = flow_sigmas(pipeline.scheduler, config.sampling_steps)
+    schedule = NoiseSchedule(
+        config.schedule.kind, config.schedule.noise_level, config.schedule.sigma_min, config.schedule.sigma_max
+    )
+    settings = GrpoSettings(
+        config.clip_range, config.kl_beta, config.advantage_clip, config.inner_epochs, config.train_last_step
+    )
+    return _UpdateInputs(sigmas, schedule, settings)
+
+
+def _reference_check(unwrapped, data: _AlignData, config: AlignConfig) -> dict:
+    """The held-out check of the SFT model itself: the same network with the adapter disabled."""
+    import torch
+
+    with torch.no_grad():
+        unwrapped.disable_adapters()
+        reference = _heldout_check(
+            unwrapped, data.pipeline, data.heldout, data.embeds, data.reward_fn, config, data.latent_count
+        )
+        unwrapped.enable_adapters()
+    return reference
+
+
+def _iterate(
+    accelerator,
+    data: _AlignData,
+    adapter: _Adapter,
+    update: _UpdateInputs,
+    state: dict,
+    records: list[dict],
+    reference: dict,
+    config: AlignConfig,
+    out: Path,
+    log: Callable[[str], None],
+) -> None:
+    """The iterations from state["iteration"]: telemetry, samples, guard checks, checkpoints, early stop."""
+    from tqdm.auto import tqdm
+
+    main = accelerator.is_main_process
+    telemetry_path = out / "telemetry.jsonl"
+    progress = tqdm(range(state["iteration"], config.iterations), desc="Flow-GRPO", disable=not main)
+    for iteration in progress:
+        began = time.perf_counter()
+        telemetry, chosen = _grpo_update(accelerator, data, adapter, update, config, iteration)
+        telemetry.update({"iteration": iteration + 1, "seconds": round(time.perf_counter() - began, 2)})
+        state["iteration"] = iteration + 1
+        records.append(telemetry)
+        if main:
+            with telemetry_path.open("a") as handle:
+                handle.write(json.dumps(telemetry) + "\n")
+            progress.set_postfix(reward=f"{telemetry['reward_mean']:.3f}", kl=f"{telemetry.get('kl', 0):.2e}")
+            if (iteration + 1) % config.sample_every == 0:
+                _sample_outputs(data.reward_fn, chosen[0], out / "samples", iteration + 1, data.fps)
+        stop = None
+        if (iteration + 1) % config.guard.eval_every == 0 or iteration + 1 == config.iterations:
+            stop = _guard(adapter.unwrapped, data, state, reference, config, iteration + 1, out, main, log)
+        if main and ((iteration + 1) % config.checkpoint_every == 0 or stop or iteration + 1 == config.iterations):
+            optimizer = adapter.optimizer
+            # accelerate wraps the optimiser; its state is the wrapped one's.
+            optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+            _save_state(out / "last", adapter.unwrapped, optimizer, adapter.parameters, state)
+        if stop:
+            state["stopped"] = f"early stop at iteration {iteration + 1}: {stop}"
+            log(state["stopped"])
+            break
+
+
+def _grpo_update(
+    accelerator, data: _AlignData, adapter: _Adapter, update: _UpdateInputs, config: AlignConfig, iteration: int
+) -> tuple[dict, list]:
+    """One GRPO update on conditions drawn for this iteration and rank; its telemetry and the conditions."""
+    import torch
+
+    from eva_runtime.training.flow_grpo import grpo_iteration
+
+    rng = np.random.default_rng([config.seed, iteration, accelerator.process_index])
+    chosen = [data.train_conditions[i] for i in rng.choice(len(data.train_conditions), config.conditions_per_iteration)]
+    condition_latents, texts, keys, conditioned = _batch(
+        chosen, config.group_size, data.pipeline.vae, data.embeds, data.latent_count
+    )
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    noise = torch.randn(condition_latents.shape, generator=generator)
+    telemetry, _ = grpo_iteration(
+        adapter.model,
+        adapter.unwrapped,
+        adapter.optimizer,
+        accelerator.backward,
+        condition_latents,
+        texts,
+        conditioned,
+        keys,
+        noise,
+        update.sigmas,
+        update.schedule,
+        data.reward_fn,
+        update.settings,
+        _fast_window(config, rng),
+        generator,
+        adapter.parameters,
+    )
+    return telemetry, chosen
+
+
+def _fast_window(config: AlignConfig, rng: np.random.Generator) -> set[int] | None:
+    """The fast variant's consecutive stochastic steps for this iteration; None (every step) when it is off."""
+    if not config.fast.enabled:
+        return None
+    last = config.sampling_steps - (0 if config.train_last_step else 1)
+    first = int(rng.integers(0, max(1, last - config.fast.window + 1)))
+    return set(range(first, min(last, first + config.fast.window)))
+
+
+def _guard(
+    unwrapped,
+    data: _AlignData,
+    state: dict,
+    reference: dict,
+    config: AlignConfig,
+    iteration: int,
+    out: Path,
+    main: bool,
+    log: Callable[[str], None],
+) -> str | None:
+    """A held-out check against the SFT reference; keeps the best passing adapter; the reason to stop if it failed."""
+    from eva_runtime.world_model.wan.lora import save_lora
+
+    check = _heldout_check(
+        unwrapped, data.pipeline, data.heldout, data.embeds, data.reward_fn, config, data.latent_count
+    )
+    motion_ok = check["motion_rad"] >= config.guard.min_motion_ratio * reference["motion_rad"]
+    psnr_ok = check["psnr_db"] >= reference["psnr_db"] - config.guard.max_psnr_drop_db
+    check.update({"iteration": iteration, "passed": bool(motion_ok and psnr_ok)})
+    state["checks"].append(check)
+    if main:
+        log(f"held-out check {check}")
+    if check["passed"] and (state["best"] is None or check["reward"] > state["best"]["reward"]):
+        state["best"] = check
+        if main:
+            save_lora(unwrapped, "align", out / "best_lora")
+    if not check["passed"]:
+        return "motion collapsed" if not motion_ok else "frames drifted from the recordings (PSNR)"
+    return None

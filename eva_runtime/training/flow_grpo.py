@@ -134,8 +134,9 @@ def grpo_iteration(
     `model` is what gradients flow through (possibly a DDP wrapper), `unwrapped` the transformer itself (its
     adapters are switched off for the reference); `backward` is `accelerator.backward` or `Tensor.backward`.
     """
+    conditioning = _Conditioning(prompt_embeds, condition_latents, conditioned)
     unwrapped.eval()
-    sampler = Denoiser(unwrapped, prompt_embeds, condition_latents, conditioned)
+    sampler = conditioning.denoiser(unwrapped)
     rollout = sample_with_logprob(sampler, noise, sigmas, schedule, stochastic_steps, generator)
     rewards, reward_stats = reward_fn(rollout.final)
     advantages, flat_groups = group_advantages(rewards, keys, settings.advantage_clip)
@@ -148,29 +149,11 @@ def grpo_iteration(
     for _epoch in range(settings.inner_epochs):
         optimizer.zero_grad(set_to_none=True)
         for index in steps:
-            sigma, following = float(sigmas[index]), float(sigmas[index + 1])
-            current = Denoiser(model, prompt_embeds, condition_latents, conditioned)
-            velocity = current.velocity(rollout.latents[index], sigmas[index])
-            _, log_prob, mean, std = sde_step_with_logprob(
-                velocity, sigma, following, rollout.latents[index], schedule, rollout.latents[index + 1], mask=mask
+            loss, stats = _step_loss(
+                model, unwrapped, conditioning, rollout, index, sigmas, schedule, mask, advantages, settings
             )
-            loss, stats = policy_loss(log_prob, rollout.log_probs[:, index], advantages, settings.clip_range)
-            if settings.kl_beta > 0:
-                with torch.no_grad():
-                    _set_adapters(unwrapped, False)
-                    try:
-                        reference = Denoiser(unwrapped, prompt_embeds, condition_latents, conditioned)
-                        reference_velocity = reference.velocity(rollout.latents[index], sigmas[index])
-                    finally:
-                        _set_adapters(unwrapped, True)
-                    previous, recorded = rollout.latents[index], rollout.latents[index + 1]
-                    _, _, reference_mean, _ = sde_step_with_logprob(
-                        reference_velocity, sigma, following, previous, schedule, recorded
-                    )
-                kl = step_kl(mean, reference_mean, std, mask).mean()
-                loss = loss + settings.kl_beta * kl
-                stats["kl"] = kl.item()
             stats["loss"] = loss.item()
+            # Gradients accumulate over the trained steps; one optimiser step per epoch.
             backward(loss / len(steps))
             for name, value in stats.items():
                 collected.setdefault(name, []).append(value)
@@ -182,3 +165,65 @@ def grpo_iteration(
         telemetry[name] = float(reducer(values)) if reducer else float(np.mean(values))
     telemetry["trained_steps"] = len(steps)
     return telemetry, rollout
+
+
+@dataclass(frozen=True)
+class _Conditioning:
+    """What every denoiser of one batch is conditioned on: text embeddings and the clean conditioning latents."""
+
+    prompt_embeds: torch.Tensor
+    latents: torch.Tensor
+    conditioned: int
+
+    def denoiser(self, transformer) -> Denoiser:
+        return Denoiser(transformer, self.prompt_embeds, self.latents, self.conditioned)
+
+
+def _step_loss(
+    model,
+    unwrapped,
+    conditioning: _Conditioning,
+    rollout: RecordedRollout,
+    index: int,
+    sigmas: torch.Tensor,
+    schedule: NoiseSchedule,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    settings: GrpoSettings,
+) -> tuple[torch.Tensor, dict]:
+    """The clipped objective of one recorded transition under the current parameters, plus the KL term if asked."""
+    sigma, following = float(sigmas[index]), float(sigmas[index + 1])
+    velocity = conditioning.denoiser(model).velocity(rollout.latents[index], sigmas[index])
+    _, log_prob, mean, std = sde_step_with_logprob(
+        velocity, sigma, following, rollout.latents[index], schedule, rollout.latents[index + 1], mask=mask
+    )
+    loss, stats = policy_loss(log_prob, rollout.log_probs[:, index], advantages, settings.clip_range)
+    if settings.kl_beta > 0:
+        reference_mean = _reference_mean(unwrapped, conditioning, rollout, index, sigmas, schedule)
+        kl = step_kl(mean, reference_mean, std, mask).mean()
+        loss = loss + settings.kl_beta * kl
+        stats["kl"] = kl.item()
+    return loss, stats
+
+
+def _reference_mean(
+    unwrapped,
+    conditioning: _Conditioning,
+    rollout: RecordedRollout,
+    index: int,
+    sigmas: torch.Tensor,
+    schedule: NoiseSchedule,
+) -> torch.Tensor:
+    """The step's mean under the reference (the same network with its adapters off), without gradient."""
+    sigma, following = float(sigmas[index]), float(sigmas[index + 1])
+    with torch.no_grad():
+        _set_adapters(unwrapped, False)
+        try:
+            reference_velocity = conditioning.denoiser(unwrapped).velocity(rollout.latents[index], sigmas[index])
+        finally:
+            _set_adapters(unwrapped, True)
+        previous, recorded = rollout.latents[index], rollout.latents[index + 1]
+        _, _, reference_mean, _ = sde_step_with_logprob(
+            reference_velocity, sigma, following, previous, schedule, recorded
+        )
+    return reference_mean

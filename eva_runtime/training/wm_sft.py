@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,28 +100,87 @@ def train_world_model(
     import torch
     from accelerate import Accelerator
     from diffusers import WanImageToVideoPipeline
-    from tqdm.auto import tqdm
 
-    from eva_runtime.world_model.wan.latents import decode_latents
-    from eva_runtime.world_model.wan.lora import add_lora, save_lora
-    from eva_runtime.world_model.wan.model_files import verify_hashes, write_hashes
-    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
+    from eva_runtime.world_model.wan.model_files import verify_hashes
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     verify_hashes(base)
     pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
     described = json.loads((base / "eva_world_model.json").read_text())
+    clip, conditioned = _clip_geometry(pipeline, settings)
+    if len(videos) <= settings.held_out:
+        raise ValueError(f"{len(videos)} episodes: need more than the {settings.held_out} held out")
+    train, validation = videos[: len(videos) - settings.held_out], videos[len(videos) - settings.held_out :]
+
+    began = time.perf_counter()
+    clips = _encode_training_clips(pipeline, train, videos, settings, clip, conditioned, main)
+    encode_seconds = time.perf_counter() - began
+
+    optimisation = _prepare_optimisation(accelerator, pipeline.transformer, settings)
+    fps = float(described.get("fps", 12.5))
+    history, train_began = _run_steps(accelerator, optimisation, pipeline, clips, validation, settings, out, fps)
+    accelerator.wait_for_everyone()
+    summary = {
+        "settings": asdict(settings),
+        "world_size": accelerator.num_processes,
+        "clips": len(clips.latents),
+        "encode_seconds": round(encode_seconds, 1),
+        "train_seconds": round(time.perf_counter() - train_began, 1),
+        "final_loss": float(np.mean(history[-100:])),
+        "base": str(base),
+        "train_episodes": [v.name for v in train],
+        "heldout_episodes": [v.name for v in validation],
+    }
+    if main:
+        _save_trained(accelerator.unwrap_model(optimisation.model), pipeline, described, summary, settings, out)
+    accelerator.wait_for_everyone()
+    log(f"SFT done: loss {summary['final_loss']:.4f}, {summary['train_seconds']} s on {summary['world_size']} rank(s)")
+    return summary
+
+
+@dataclass(frozen=True)
+class _Clips:
+    """The training data, encoded once: clip latents, each clip's text embedding, and every instruction's."""
+
+    latents: Any  # (N, z, t, h, w) normalised VAE means
+    clip_embeds: Any  # (N, tokens, dim)
+    embeds: dict[str, Any]  # instruction -> (tokens, dim)
+    conditioned: int  # latent frames kept clean (the observed history)
+
+
+@dataclass(frozen=True)
+class _Optimisation:
+    """What the training steps update."""
+
+    model: Any  # the transformer as accelerate prepared it (possibly a DDP wrapper)
+    optimizer: Any
+    schedule: Any
+    parameters: list
+
+
+def _clip_geometry(pipeline, settings: SftSettings) -> tuple[int, int]:
+    """Frames per clip and the latent frames its history encodes to; refuses lengths the VAE cannot encode."""
     temporal = int(pipeline.vae.config.scale_factor_temporal)
     clip = settings.history_frames - 1 + settings.horizon
     if (clip - 1) % temporal or (settings.history_frames - 1) % temporal:
         raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of {temporal}")
-    if len(videos) <= settings.held_out:
-        raise ValueError(f"{len(videos)} episodes: need more than the {settings.held_out} held out")
-    train, validation = videos[: len(videos) - settings.held_out], videos[len(videos) - settings.held_out :]
-    conditioned = (settings.history_frames - 1) // temporal + 1
+    return clip, (settings.history_frames - 1) // temporal + 1
 
-    began = time.perf_counter()
+
+def _encode_training_clips(
+    pipeline,
+    train: list[EpisodeVideo],
+    videos: list[EpisodeVideo],
+    settings: SftSettings,
+    clip: int,
+    conditioned: int,
+    main: bool,
+) -> _Clips:
+    """Latents of every training clip and the text embedding of every instruction (held-out ones too)."""
+    import torch
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=1, desc="encoding clips", disable=not main)
 
     def encoding(done: int, total: int) -> None:
@@ -139,9 +199,15 @@ def train_world_model(
             for text in instructions
         }
     clip_embeds = torch.stack([embeds[train[e].instruction] for e, _ in pairs])
-    encode_seconds = time.perf_counter() - began
+    return _Clips(latents, clip_embeds, embeds, conditioned)
 
-    transformer = pipeline.transformer
+
+def _prepare_optimisation(accelerator, transformer, settings: SftSettings) -> _Optimisation:
+    """The transformer made trainable (in full, or a LoRA adapter), AdamW with warm-up + cosine, via accelerate."""
+    import torch
+
+    from eva_runtime.world_model.wan.lora import add_lora
+
     transformer.requires_grad_(settings.lora_rank == 0)
     if settings.lora_rank > 0:
         add_lora(transformer, "sft", settings.lora_rank, settings.lora_alpha)
@@ -155,6 +221,25 @@ def train_world_model(
         lambda s: min(1.0, (s + 1) / settings.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / settings.steps))),
     )
     model, optimizer = accelerator.prepare(transformer, optimizer)
+    return _Optimisation(model, optimizer, schedule, parameters)
+
+
+def _run_steps(
+    accelerator,
+    optimisation: _Optimisation,
+    pipeline,
+    clips: _Clips,
+    validation: list[EpisodeVideo],
+    settings: SftSettings,
+    out: Path,
+    fps: float,
+) -> tuple[list[float], float]:
+    """The training steps; the main rank writes metrics and held-out samples. Returns the losses and the start time."""
+    import torch
+    from tqdm.auto import tqdm
+
+    main, schedule = accelerator.is_main_process, optimisation.schedule
+    # Each rank draws its own batches and noise, reproducibly for a seed and a world size.
     rank_seed = settings.seed * 1000 + accelerator.process_index
     generator = torch.Generator().manual_seed(rank_seed)
     rng = np.random.default_rng(rank_seed)
@@ -167,15 +252,7 @@ def train_world_model(
     train_began = time.perf_counter()
     progress = tqdm(range(settings.steps), desc="world-model SFT", disable=not main)
     for step in progress:
-        chosen = rng.integers(0, len(latents), settings.batch)
-        loss = flow_matching_loss(model, latents[chosen], clip_embeds[chosen], conditioned, generator, shift)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        value = accelerator.reduce(loss.detach(), reduction="mean").item()
-        history.append(value)
+        history.append(_sft_step(accelerator, optimisation, clips, rng, generator, shift, settings.batch))
         if main:
             progress.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
             if step % 50 == 0 or step == settings.steps - 1:
@@ -185,50 +262,81 @@ def train_world_model(
                     handle.write(json.dumps(record) + "\n")
         last = step == settings.steps - 1
         if main and (last or (settings.sample_every and (step + 1) % settings.sample_every == 0)):
-            _write_samples(
-                accelerator.unwrap_model(model),
-                pipeline,
-                validation,
-                embeds,
-                settings,
-                conditioned,
-                out / "samples" / f"step_{step + 1:06d}.gif",
-                Denoiser,
-                euler_sample,
-                flow_sigmas,
-                decode_latents,
-                float(described.get("fps", 12.5)),
-            )
-            model.train()
-    accelerator.wait_for_everyone()
-    summary = {
-        "settings": asdict(settings),
-        "world_size": accelerator.num_processes,
-        "clips": len(latents),
-        "encode_seconds": round(encode_seconds, 1),
-        "train_seconds": round(time.perf_counter() - train_began, 1),
-        "final_loss": float(np.mean(history[-100:])),
-        "base": str(base),
-        "train_episodes": [v.name for v in train],
-        "heldout_episodes": [v.name for v in validation],
-    }
-    if main:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.eval()
-        if settings.lora_rank > 0:
-            save_lora(unwrapped, "sft", out / "lora")
-        else:
-            pipeline.transformer = unwrapped
-            target = out / "model"
-            pipeline.save_pretrained(target, safe_serialization=True)
-            description = dict(described)
-            description.update({"sft": summary})
-            (target / "eva_world_model.json").write_text(json.dumps(description, indent=2))
-            write_hashes(target)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    accelerator.wait_for_everyone()
-    log(f"SFT done: loss {summary['final_loss']:.4f}, {summary['train_seconds']} s on {summary['world_size']} rank(s)")
-    return summary
+            path = out / "samples" / f"step_{step + 1:06d}.gif"
+            _write_step_samples(accelerator, optimisation.model, pipeline, validation, clips, settings, path, fps)
+    return history, train_began
+
+
+def _sft_step(
+    accelerator,
+    optimisation: _Optimisation,
+    clips: _Clips,
+    rng: np.random.Generator,
+    generator,
+    shift: float,
+    batch: int,
+) -> float:
+    """One optimiser step on a random batch of clips; returns the loss averaged over the ranks."""
+    chosen = rng.integers(0, len(clips.latents), batch)
+    loss = flow_matching_loss(
+        optimisation.model, clips.latents[chosen], clips.clip_embeds[chosen], clips.conditioned, generator, shift
+    )
+    optimisation.optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(optimisation.parameters, 1.0)
+    optimisation.optimizer.step()
+    optimisation.schedule.step()
+    return accelerator.reduce(loss.detach(), reduction="mean").item()
+
+
+def _write_step_samples(
+    accelerator,
+    model,
+    pipeline,
+    validation: list[EpisodeVideo],
+    clips: _Clips,
+    settings: SftSettings,
+    path: Path,
+    fps: float,
+) -> None:
+    """Held-out samples with the current weights, then the model back in training mode."""
+    from eva_runtime.world_model.wan.latents import decode_latents
+    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
+
+    _write_samples(
+        accelerator.unwrap_model(model),
+        pipeline,
+        validation,
+        clips.embeds,
+        settings,
+        clips.conditioned,
+        path,
+        Denoiser,
+        euler_sample,
+        flow_sigmas,
+        decode_latents,
+        fps,
+    )
+    model.train()
+
+
+def _save_trained(unwrapped, pipeline, described: dict, summary: dict, settings: SftSettings, out: Path) -> None:
+    """OUT/lora, or OUT/model (a hashed pipeline whose description records this run); then OUT/summary.json."""
+    from eva_runtime.world_model.wan.lora import save_lora
+    from eva_runtime.world_model.wan.model_files import write_hashes
+
+    unwrapped.eval()
+    if settings.lora_rank > 0:
+        save_lora(unwrapped, "sft", out / "lora")
+    else:
+        pipeline.transformer = unwrapped
+        target = out / "model"
+        pipeline.save_pretrained(target, safe_serialization=True)
+        description = dict(described)
+        description.update({"sft": summary})
+        (target / "eva_world_model.json").write_text(json.dumps(description, indent=2))
+        write_hashes(target)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def _write_samples(
