@@ -141,7 +141,6 @@ def run_episodes(
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
     privileged = deployment.privileged_source(robot)
-    period = robot.embodiment.control_period_s
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []
     with OutcomeLog(log) as outcomes:
@@ -151,31 +150,30 @@ def run_episodes(
         try:
             for index in range(episodes):
                 episode_id = session.start(deployment.task, instruction, split)
-
-                def tick(step, modes, stats, index=index, episode_id=episode_id) -> None:
-                    if on_tick is not None:
-                        on_tick(index, episode_id, step, modes, stats)
-                    if step % 100 == 0:
-                        session.update(episode_counters(stats, period))
-
+                hooks = {"operator": operator, "leader": leader, "clock": clock, "instruction": instruction}
+                tick = _tick_hook(session, robot, index, episode_id, on_tick)
                 stats = run_autonomous_episode(
-                    robot,
-                    planner,
-                    first_seed + index,
-                    settings,
-                    privileged,
-                    tick,
-                    restart_planner,
-                    operator,
-                    leader,
-                    clock,
-                    instruction,
+                    robot, planner, first_seed + index, settings, privileged, tick, restart_planner, **hooks
                 )
                 results.append(stats)
-                _end(session, robot, stats, period, label)
+                _end(session, robot, stats, robot.embodiment.control_period_s, label)
         finally:
             session.close()  # an episode cut short by an error is ended as aborted
     return _result(deployment, settings, results, log, outcomes.run_id)
+
+
+def _tick_hook(session: EpisodeSession, robot: RobotInterface, index: int, episode_id: int, on_tick):
+    """Per tick: the caller's hook, and the episode's counters into the log every 100 ticks (a crash loses at
+    most those since the last write)."""
+    period = robot.embodiment.control_period_s
+
+    def tick(step, modes, stats) -> None:
+        if on_tick is not None:
+            on_tick(index, episode_id, step, modes, stats)
+        if step % 100 == 0:
+            session.update(episode_counters(stats, period))
+
+    return tick
 
 
 def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, period: float, label) -> None:
