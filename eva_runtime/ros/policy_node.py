@@ -198,40 +198,14 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
     # --- configure ----------------------------------------------------------------------------------------------
     def _build_runtime(self) -> _Runtime:
         from eva_runtime import __version__
-        from eva_runtime.bundle import BundleError
-        from eva_runtime.control.deployment import Deployment
-        from eva_runtime.embodiment import EmbodimentError, load_embodiment
         from eva_runtime.records.outcome_log import OutcomeLogError
 
-        try:
-            if not str(read(self, "bundle")):
-                raise ValueError("parameter 'bundle' is empty: pass bundle:=/path/to/bundle")
-            bundle_path = Path(str(read(self, "bundle"))).expanduser()
-            embodiment_file = str(read(self, "embodiment_file"))
-            robot_embodiment = load_embodiment(Path(embodiment_file).expanduser()) if embodiment_file else None
-            task = str(read(self, "episode.task"))
-            deployment = Deployment.from_bundle(
-                bundle_path,
-                task,
-                embodiment=robot_embodiment,
-                attempts=int(read(self, "plan_attempts")),
-                threshold=float(read(self, "plan_threshold")),
-            )
-            bundle = deployment.bundle
-            embodiment = robot_embodiment or bundle.embodiment
-            topics = resolve_topics(
-                str(read(self, "topic_convention")),
-                {name.removeprefix("topics."): str(read(self, name)) for name in _joint_topic_parameters()},
-            )
-            settings = self._loop_settings(bundle)
-        except (BundleError, EmbodimentError, ValueError) as error:
-            raise ConfigureError(str(error)) from None
+        deployment, embodiment, topics, settings = self._configured_deployment()
         camera_topics = {}
         for camera in embodiment.cameras:
             override = str(read(self, f"topics.camera.{camera.name}")) if camera.name in CAMERA_NAMES else ""
             camera_topics[camera.name] = override or camera.topic
-        oracle = deployment.oracle
-        model_id = deployment.model_id
+        oracle, model_id = deployment.oracle, deployment.model_id
         log_path = Path(str(read(self, "log_path"))).expanduser()
         with ExitStack() as undo:  # whatever was started is stopped again if a later step fails
             try:
@@ -256,7 +230,7 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
                 restart_planner=lambda: planner.alive or planner.start(wait_s=None),
                 leader=robot.leader,
             )
-            session = EpisodeSession(log, embodiment.name, bundle.hashes(), model_id, __version__)
+            session = EpisodeSession(log, embodiment.name, deployment.bundle.hashes(), model_id, __version__)
             runtime = _Runtime(loop, robot, planner, log, session, topics, model_id, oracle)
             self._create_interfaces(runtime, embodiment)
             undo.pop_all()
@@ -264,6 +238,33 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
         if topics.leader_unavailable:
             self.get_logger().warning(f"teleop unavailable: {topics.leader_unavailable}")
         return runtime
+
+    def _configured_deployment(self):
+        """(deployment, embodiment, topics, loop settings) from the parameters; ConfigureError on a bad one."""
+        from eva_runtime.bundle import BundleError
+        from eva_runtime.control.deployment import Deployment
+        from eva_runtime.embodiment import EmbodimentError, load_embodiment
+
+        try:
+            if not str(read(self, "bundle")):
+                raise ValueError("parameter 'bundle' is empty: pass bundle:=/path/to/bundle")
+            embodiment_file = str(read(self, "embodiment_file"))
+            robot_embodiment = load_embodiment(Path(embodiment_file).expanduser()) if embodiment_file else None
+            deployment = Deployment.from_bundle(
+                Path(str(read(self, "bundle"))).expanduser(),
+                str(read(self, "episode.task")),
+                embodiment=robot_embodiment,
+                attempts=int(read(self, "plan_attempts")),
+                threshold=float(read(self, "plan_threshold")),
+            )
+            topics = resolve_topics(
+                str(read(self, "topic_convention")),
+                {name.removeprefix("topics."): str(read(self, name)) for name in _joint_topic_parameters()},
+            )
+            settings = self._loop_settings(deployment.bundle)
+        except (BundleError, EmbodimentError, ValueError) as error:
+            raise ConfigureError(str(error)) from None
+        return deployment, robot_embodiment or deployment.bundle.embodiment, topics, settings
 
     def _reset_counters(self) -> None:
         """Counters and caches that describe one configuration of the node (diagnostics count from configure)."""
