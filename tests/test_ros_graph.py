@@ -324,7 +324,7 @@ def test_the_instruction_parameter_is_cached_for_the_tick_and_follows_a_runtime_
     from eva_runtime.ros.policy_node import PolicyNode
 
     context = Context()
-    rclpy.init(context=context, domain_id=domain_id(4))
+    rclpy.init(context=context, domain_id=domain_id(6))
     try:
         overrides = [Parameter("episode.instruction", value="pick up the cube")]
         node = PolicyNode(context=context, parameter_overrides=overrides)
