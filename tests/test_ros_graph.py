@@ -222,11 +222,12 @@ def test_deactivate_holds_and_keeps_streaming_then_activate_homes_again(classic:
     assert probe.transition("policy_node", Transition.TRANSITION_ACTIVATE)
     probe.set_parameters("policy_node", allow_shared_command_topic=False)
     wait_for(lambda: probe.status.get("active") and not probe.status.get("homing"), 60.0, "homed again")
-    since = time.time()
-    # Commands after homing (the probe's queue may lag on a busy machine: wait for them, do not assume them).
-    wait_for(lambda: len(bimanual(probe, topics, since)[1]) > 0, 15.0, "commands after homing")
+    since = time.time() - 0.5
+    # Commands around the end of homing (the probe's queue may lag on a busy machine: wait for them); the robot may
+    # already be moving on afterwards, so the check is that it reached the home pose, not that it stayed there.
+    wait_for(lambda: len(bimanual(probe, topics, since)[1]) > 0, 15.0, "commands around the end of homing")
     _, commands = bimanual(probe, topics, since)
-    assert np.abs(commands[-1] - START_POSE).max() < 1e-3  # back at the home pose
+    assert np.abs(commands - START_POSE).max(axis=1).min() < 1e-3  # back at the home pose
 
 
 @pytest.fixture
