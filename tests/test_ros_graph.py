@@ -51,9 +51,19 @@ def assert_within_limits(stamps: np.ndarray, commands: np.ndarray) -> None:
 
 
 def held_still(probe, topics, seconds: float) -> bool:
+    """Commands kept arriving over the last `seconds` and none of them moved. A count of ticks, not a rate: the
+    in-process graph shares one Python process on two cores here and has streamed at a quarter of the rate."""
     stamps, commands = bimanual(probe, topics, time.time() - seconds)
-    # At least a quarter of the ticks: the in-process graph has streamed at half rate on this machine (see below).
-    return len(stamps) > seconds * RATE * 0.25 and float(np.abs(np.diff(commands, axis=0)).max()) < 1e-12
+    return len(stamps) >= 3 and float(np.abs(np.diff(commands, axis=0)).max()) < 1e-12
+
+
+def assert_kept_streaming(stamps: np.ndarray) -> None:
+    """Never faster than the configured rate (a property of the timer) and no stall. Not a timing claim: the rate
+    this graph reaches is measured by the node itself (/diagnostics "control loop") and in bench/, not here; a test
+    run with the machine busy has measured 12 Hz of 50. A gap longer than the stale-input timeout would be a stall."""
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert rate <= 1.1 * RATE, rate
+    assert float(np.diff(stamps).max()) < 2.0, "the command stream stalled"
 
 
 def to_hold(graph: Graph) -> None:
@@ -96,12 +106,7 @@ def test_commands_flow_on_the_classic_topics_at_the_control_rate_within_limits(c
 
     wait_for(moved, 40.0, "the arms moving under the plans")
     stamps, commands = bimanual(classic.probe, topics, began)
-    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    # Never faster than the configured rate (a property of the timer), and a steady stream; not a timing claim:
-    # three nodes and a probe share one Python process on two cores here (one CI run measured 24 Hz of 50).
-    # The node's own tick period and overruns are in /diagnostics ("control loop"). The lower bound only says the
-    # stream did not stall: quiet local runs here measured down to 11 Hz with the simulator rendering beside it.
-    assert 0.15 * RATE <= rate <= 1.1 * RATE, rate
+    assert_kept_streaming(stamps)
     assert_within_limits(stamps, commands)
     assert classic.probe.recorded("/joint_states_l") == []  # the other convention's command topic stays silent
     assert classic.sim.commands_received > 0
@@ -121,7 +126,7 @@ def test_mode_estop_and_release_services_follow_the_mode_table(classic: Graph) -
     wait_for(lambda: probe.mode == "estop", 15.0, "estop on ~/mode")
     ok, message = probe.trigger("/policy_node/mode/autonomous")
     assert not ok and "estop" in message  # only a release leaves ESTOP
-    wait_for(lambda: held_still(probe, classic.convention.command, 0.5), 15.0, "the arms at rest in ESTOP")
+    wait_for(lambda: held_still(probe, classic.convention.command, 1.0), 15.0, "the arms at rest in ESTOP")
     assert probe.trigger("/policy_node/release") == (True, "estop -> hold")
     wait_for(lambda: probe.mode == "hold", 15.0, "hold on ~/mode")
     ok, _ = probe.trigger("/policy_node/reset_fault")
@@ -214,7 +219,7 @@ def test_deactivate_holds_and_keeps_streaming_then_activate_homes_again(classic:
     wait_for(lambda: probe.mode == "hold", 15.0, "hold after deactivate")
     ok, message = probe.trigger("/policy_node/mode/autonomous")
     assert not ok and "not active" in message
-    wait_for(lambda: held_still(probe, topics, 0.5), 15.0, "hold commands at rest")  # still streaming, at rest
+    wait_for(lambda: held_still(probe, topics, 1.0), 15.0, "hold commands at rest")  # still streaming, at rest
     probe.publisher(topics["left"])  # another node that could command the arms appears on a command topic
     wait_for(lambda: classic.policy.count_publishers(topics["left"]) > 1, 15.0, "discovery of the other publisher")
     assert not probe.transition("policy_node", Transition.TRANSITION_ACTIVATE)  # two commanders: refused
@@ -278,8 +283,7 @@ def test_joint_states_convention_teleop_from_the_leader_arms_and_cleanup_aborts_
     wait_for(lambda: "leader arms silent" in probe.status.get("mode_reason", ""), 15.0, "hold: the leaders are silent")
     assert probe.status["mode"] == "hold"
     stamps, commands = bimanual(probe, topics, began)
-    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    assert 0.3 * RATE <= rate <= 1.1 * RATE, rate  # see the classic-convention test
+    assert_kept_streaming(stamps)
     assert_within_limits(stamps, commands)
     assert probe.recorded("/master/joint_left") == []  # nothing on the classic command topics
     assert probe.transition("policy_node", Transition.TRANSITION_DEACTIVATE)
