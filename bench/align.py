@@ -17,30 +17,37 @@ import multiprocessing
 import platform
 import resource
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 MODEL = REPOSITORY / "models" / "wan_transfer_cube_sft"
 BUNDLE = REPOSITORY / "models" / "bundle_transfer_cube_wan"
 
 
-def _run(config: dict, connection) -> None:
-    import numpy as np
+def _run(config: dict, connection: Connection) -> None:
     import torch
     from diffusers import WanImageToVideoPipeline
+
+    torch.set_num_threads(config["threads"])
+    pipeline = WanImageToVideoPipeline.from_pretrained(str(MODEL), dtype=torch.float32)
+    reward, conditions, embeds = _reward_and_conditions(pipeline, config)
+    times = _timed_iterations(pipeline, reward, conditions, embeds, config)
+    connection.send({"seconds": times[1:], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _reward_and_conditions(pipeline: Any, config: dict) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The shipped bundle's IDM reward, the 2 conditions and the instruction's text embedding."""
+    import numpy as np
+    import torch
 
     from eva_runtime.bundle import load_bundle
     from eva_runtime.idm.decoder import IdmDecoder
     from eva_runtime.reward import RewardConfig
-    from eva_runtime.training.align import _batch
-    from eva_runtime.training.flow_grpo import Condition, GrpoSettings, grpo_iteration
+    from eva_runtime.training.flow_grpo import Condition
     from eva_runtime.training.idm_reward import IdmReward
-    from eva_runtime.training.sde import NoiseSchedule
-    from eva_runtime.world_model.wan.lora import add_lora
-    from eva_runtime.world_model.wan.sampling import flow_sigmas
 
-    torch.set_num_threads(config["threads"])
-    pipeline = WanImageToVideoPipeline.from_pretrained(str(MODEL), dtype=torch.float32)
     bundle = load_bundle(BUNDLE)
     decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
     reward = IdmReward(pipeline.vae, decoder, RewardConfig.from_embodiment(bundle.embodiment, decoder.fps, p0=108.5))
@@ -53,6 +60,22 @@ def _run(config: dict, connection) -> None:
                 0
             ]
         }
+    return reward, conditions, embeds
+
+
+def _timed_iterations(
+    pipeline: Any, reward: Any, conditions: list[Any], embeds: dict[str, Any], config: dict
+) -> list[float]:
+    """Seconds of each GRPO iteration on a fresh LoRA, the warm-up first."""
+    import numpy as np
+    import torch
+
+    from eva_runtime.training.align import _batch
+    from eva_runtime.training.flow_grpo import GrpoSettings, grpo_iteration
+    from eva_runtime.training.sde import NoiseSchedule
+    from eva_runtime.world_model.wan.lora import add_lora
+    from eva_runtime.world_model.wan.sampling import flow_sigmas
+
     transformer = pipeline.transformer
     transformer.requires_grad_(False)
     add_lora(transformer, "align", 8, 8.0)
@@ -87,7 +110,7 @@ def _run(config: dict, connection) -> None:
             parameters,
         )
         times.append(time.perf_counter() - began)
-    connection.send({"seconds": times[1:], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    return times
 
 
 def measure(config: dict) -> dict:

@@ -215,22 +215,10 @@ def _idm_section(where: Path, idm_path: Path) -> IdmEntry:
     return IdmEntry(file=IDM_FILE, **timing, **provenance)
 
 
-def create_bundle(
-    out_dir: Path,
-    idm_onnx: Path,
-    embodiment_path: Path,
-    world_model: dict[str, Any],
-    reward: dict[str, Any],
-    extra_files: dict[str, Path] | None = None,
-) -> Manifest:
-    """Write a bundle into `out_dir` (absent or empty); everything is validated before the first byte is written.
-
-    `world_model`: kind, id, horizon, optional fps (default and only accepted value: the IDM's), base, adapters
-    (roles in `extra_files`). `reward`: p0, optional form and gamma.
-    """
-    from eva_runtime import __version__
-
-    out_dir = Path(out_dir)
+def _bundle_sources(
+    out_dir: Path, idm_onnx: Path, embodiment_path: Path, extra_files: dict[str, Path] | None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """role -> source file and role -> name inside the bundle, refused when a role is reserved or a file missing."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BundleError(f"{out_dir}: refusing to write a bundle into a non-empty directory (or a file)")
     sources = {"idm": Path(idm_onnx), "embodiment": Path(embodiment_path)}
@@ -242,17 +230,30 @@ def create_bundle(
     missing = [f"{role} ({path})" for role, path in sources.items() if not path.is_file()]
     if missing:
         raise BundleError(f"{out_dir}: files: not found: {', '.join(missing)}")
+    return sources, names
+
+
+def _manifest_fields(
+    out_dir: Path,
+    sources: dict[str, Path],
+    names: dict[str, str],
+    world_model: dict[str, Any],
+    reward: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest as plain data, read from the source files; validated by the caller."""
+    from eva_runtime import __version__
+
     try:
         robot = load_embodiment(sources["embodiment"])
     except EmbodimentError as error:
         raise BundleError(f"{out_dir}: embodiment: {error}") from None
-    # Plain dicts: they are validated (role names, paths) together with the rest of the manifest below.
+    # Plain dicts: they are validated (role names, paths) together with the rest of the manifest.
     files = {
         role: {"role": role, "path": names[role], "sha256": _sha256(source), "bytes": source.stat().st_size}
         for role, source in sources.items()
     }
     idm = _idm_section(out_dir, sources["idm"])
-    fields = {
+    return {
         "format": FORMAT,
         "created": datetime.now(UTC).replace(microsecond=0),
         "software_version": __version__,
@@ -268,7 +269,10 @@ def create_bundle(
         "world_model": {"fps": idm.fps, **world_model},  # fps defaults to the IDM's: one source of fps
         "reward": reward,
     }
-    manifest = validate(out_dir, Manifest, fields, error=BundleError)
+
+
+def _write_bundle(out_dir: Path, manifest: Manifest, sources: dict[str, Path]) -> None:
+    """Copy every file, check each copy against its hash, then write the manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in manifest.files:
         target = out_dir / entry.path
@@ -279,6 +283,26 @@ def create_bundle(
     temporary = out_dir / f".{MANIFEST}.tmp"
     temporary.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     os.replace(temporary, out_dir / MANIFEST)  # last, atomically: a bundle with a manifest is a complete bundle
+
+
+def create_bundle(
+    out_dir: Path,
+    idm_onnx: Path,
+    embodiment_path: Path,
+    world_model: dict[str, Any],
+    reward: dict[str, Any],
+    extra_files: dict[str, Path] | None = None,
+) -> Manifest:
+    """Write a bundle into `out_dir` (absent or empty); everything is validated before the first byte is written.
+
+    `world_model`: kind, id, horizon, optional fps (default and only accepted value: the IDM's), base, adapters
+    (roles in `extra_files`). `reward`: p0, optional form and gamma.
+    """
+    out_dir = Path(out_dir)
+    sources, names = _bundle_sources(out_dir, idm_onnx, embodiment_path, extra_files)
+    fields = _manifest_fields(out_dir, sources, names, world_model, reward)
+    manifest = validate(out_dir, Manifest, fields, error=BundleError)
+    _write_bundle(out_dir, manifest, sources)
     return manifest
 
 

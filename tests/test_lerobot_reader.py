@@ -19,14 +19,10 @@ from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.dataset import load_episodes
 from eva_runtime.idm.train import TrainSettings, train_idm
 from eva_runtime.records.hdf5_episodes import Episode, episode_path, list_episodes, write_episode
+from eva_runtime.records.lerobot_episodes import lerobot_episode_refs
 from eva_runtime.records.lerobot_export import export_lerobot_v3
-from eva_runtime.records.lerobot_reader import (
-    LeRobotDatasetError,
-    is_lerobot_v3,
-    lerobot_digest,
-    lerobot_episode_refs,
-    read_lerobot_episode,
-)
+from eva_runtime.records.lerobot_meta import LeRobotDatasetError, is_lerobot_v3, lerobot_digest
+from eva_runtime.records.lerobot_reader import read_lerobot_episode
 
 REPO = Path(__file__).resolve().parents[1]
 JOINTS = load_embodiment(REPO / "calibration" / "aloha_sim.yaml").joint_names

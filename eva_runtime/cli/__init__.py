@@ -11,6 +11,8 @@ from eva_runtime.cli import (  # noqa: F401  (registers commands)
     serve,
     sim,
     world_model,
+    world_model_eval,
+    world_model_recipe,
 )
 from eva_runtime.cli.common import app
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from eva_runtime.cli.common import EmbodimentOption, app, console, embodiment_path
+
+if TYPE_CHECKING:
+    from eva_runtime.bundle import Manifest
 
 bundle_app = typer.Typer(help="Deployment bundles: the IDM, embodiment and settings, hashed.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
@@ -36,29 +39,9 @@ def bundle_create_command(
     """Write a deployment bundle; the world model's fps is the IDM's (read from the ONNX file)."""
     from eva_runtime.bundle import BundleError, create_bundle
 
-    extra_files: dict[str, Path] = {}
-    if world_model == "oracle":
-        entry: dict = {"kind": "oracle", "id": "oracle", "horizon": horizon}  # fps: the IDM's
-    elif world_model == "wan":
-        if wm_base is None or not (wm_base / "eva_hashes.json").is_file():
-            console.print("[red]error:[/red] --world-model wan needs --wm-base DIR holding eva_hashes.json")
-            raise typer.Exit(2)
-        import hashlib
-        import os
-
-        extra_files = {f"adapter{i}": path for i, path in enumerate(wm_adapter or [])}
-        entry = {
-            "kind": "wan",
-            "id": wm_id or wm_base.resolve().name,
-            "horizon": horizon,
-            "base": os.path.relpath(wm_base.resolve(), out.resolve()),
-            "base_sha256": hashlib.sha256((wm_base / "eva_hashes.json").read_bytes()).hexdigest(),
-            "adapters": list(extra_files),
-            "sampling": {"steps": wm_steps, "history_frames": wm_history_frames},
-        }
-    else:
-        console.print(f"[red]error:[/red] --world-model {world_model!r}: use oracle or wan")
-        raise typer.Exit(2)
+    entry, extra_files = _world_model_entry(
+        world_model, horizon, out, wm_base, wm_adapter, wm_id, wm_steps, wm_history_frames
+    )
     try:
         manifest = create_bundle(
             out,
@@ -71,6 +54,46 @@ def bundle_create_command(
     except (BundleError, OSError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
+    console.print(_manifest_table(out, manifest))
+
+
+def _world_model_entry(
+    world_model: str,
+    horizon: int,
+    out: Path,
+    wm_base: Path | None,
+    wm_adapter: list[Path] | None,
+    wm_id: str | None,
+    wm_steps: int,
+    wm_history_frames: int,
+) -> tuple[dict, dict[str, Path]]:
+    """The manifest's world_model section and the extra files it needs bundled (LoRA adapters by role)."""
+    if world_model == "oracle":
+        return {"kind": "oracle", "id": "oracle", "horizon": horizon}, {}  # fps: the IDM's
+    if world_model != "wan":
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: use oracle or wan")
+        raise typer.Exit(2)
+    if wm_base is None or not (wm_base / "eva_hashes.json").is_file():
+        console.print("[red]error:[/red] --world-model wan needs --wm-base DIR holding eva_hashes.json")
+        raise typer.Exit(2)
+    import hashlib
+    import os
+
+    extra_files = {f"adapter{i}": path for i, path in enumerate(wm_adapter or [])}
+    entry = {
+        "kind": "wan",
+        "id": wm_id or wm_base.resolve().name,
+        "horizon": horizon,
+        "base": os.path.relpath(wm_base.resolve(), out.resolve()),
+        "base_sha256": hashlib.sha256((wm_base / "eva_hashes.json").read_bytes()).hexdigest(),
+        "adapters": list(extra_files),
+        "sampling": {"steps": wm_steps, "history_frames": wm_history_frames},
+    }
+    return entry, extra_files
+
+
+def _manifest_table(out: Path, manifest: Manifest) -> Table:
+    """What the new bundle holds, one row per manifest section and per file."""
     table = Table(title=f"bundle {out} ({manifest.format})")
     table.add_column("entry")
     table.add_column("value")
@@ -82,7 +105,7 @@ def bundle_create_command(
     table.add_row("reward", f"{reward.form}, p0 {reward.p0:g}, gamma {reward.gamma:g}")
     for entry in manifest.files:
         table.add_row(f"file {entry.role}", f"{entry.path} ({entry.bytes} bytes, sha256 {entry.sha256[:12]})")
-    console.print(table)
+    return table
 
 
 @bundle_app.command("verify")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
 from eva_runtime.cli.common import EmbodimentOption, TaskOption, app, console, embodiment_path, sim_robot
+from eva_runtime.cli.options import PositiveIntOption
+
+if TYPE_CHECKING:
+    from eva_runtime.idm.config import IdmConfig
+    from eva_runtime.idm.train import TrainSettings
 
 train_app = typer.Typer(help="Training: the IDM now; the world model and alignment later.", no_args_is_help=True)
 export_app = typer.Typer(help="Export trained models for deployment.", no_args_is_help=True)
@@ -23,8 +28,8 @@ app.add_typer(eval_app, name="eval")
 def train_idm_command(
     data: Annotated[Path, typer.Option(help="Recorded episode_XXXX.hdf5 files, or a LeRobotDataset v3.0 directory.")],
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, metrics.jsonl, split.json).")],
-    steps: Annotated[int, typer.Option(min=1)] = 20_000,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    steps: PositiveIntOption = 20_000,
+    batch_size: PositiveIntOption = 32,
     learning_rate: float = 3e-4,
     cameras: Annotated[str, typer.Option(help="Comma-separated camera names.")] = "cam_high",
     image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 64,
@@ -32,29 +37,16 @@ def train_idm_command(
     fps: Annotated[float, typer.Option(help="IDM frame/action rate (divides the recording fps).")] = 12.5,
     backbone: Annotated[str, typer.Option(help="small, resnet18 or resnet50.")] = "small",
     held_out: Annotated[float, typer.Option(help="Fraction of episodes held out for validation.")] = 0.1,
-    eval_every: Annotated[int, typer.Option(min=1)] = 1000,
+    eval_every: PositiveIntOption = 1000,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads (measure: 1 can beat 2 on a shared box).")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.safetensors.")] = False,
     embodiment: EmbodimentOption = None,
 ) -> None:
     """Train the inverse dynamics model on recorded episodes (safetensors checkpoints, resumable)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from eva_runtime.idm.train import TrainSettings
 
-    from eva_runtime.embodiment import load_embodiment
-    from eva_runtime.idm.config import IdmConfig
-    from eva_runtime.idm.train import TrainSettings, train_idm
-
-    robot = load_embodiment(embodiment_path(embodiment))
-    config = IdmConfig(
-        cameras=tuple(c.strip() for c in cameras.split(",") if c.strip()),
-        image_size=(image_size, image_size),
-        window=window,
-        fps=fps,
-        joint_names=robot.joint_names,
-        gripper_indices=tuple(int(i) for i in robot.gripper_mask().nonzero()[0]),
-        backbone=backbone,
-    )
+    config = _idm_config(embodiment, cameras, image_size, window, fps, backbone)
     settings = TrainSettings(
         data=data,
         out=out,
@@ -66,9 +58,38 @@ def train_idm_command(
         seed=seed,
         threads=threads,
     )
+    _train_with_progress(settings, config, resume)
+    console.print(f"checkpoints in {out} (last.safetensors, best.safetensors), metrics in {out / 'metrics.jsonl'}")
+
+
+def _idm_config(
+    embodiment: Path | None, cameras: str, image_size: int, window: int, fps: float, backbone: str
+) -> IdmConfig:
+    """The IDM's architecture and timing, with the joints and grippers of the embodiment it is trained for."""
+    from eva_runtime.embodiment import load_embodiment
+    from eva_runtime.idm.config import IdmConfig
+
+    robot = load_embodiment(embodiment_path(embodiment))
+    return IdmConfig(
+        cameras=tuple(c.strip() for c in cameras.split(",") if c.strip()),
+        image_size=(image_size, image_size),
+        window=window,
+        fps=fps,
+        joint_names=robot.joint_names,
+        gripper_indices=tuple(int(i) for i in robot.gripper_mask().nonzero()[0]),
+        backbone=backbone,
+    )
+
+
+def _train_with_progress(settings: TrainSettings, config: IdmConfig, resume: bool) -> None:
+    """train_idm under a progress bar that also prints each validation report; a ValueError exits 2."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from eva_runtime.idm.train import train_idm
+
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
     with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-        bar = progress.add_task("IDM", total=steps)
+        bar = progress.add_task("IDM", total=settings.steps)
 
         def show(step: int, loss: float, report: dict | None) -> None:
             progress.update(bar, completed=step, description=f"IDM loss {loss:.4f}")
@@ -84,7 +105,6 @@ def train_idm_command(
         except ValueError as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from None
-    console.print(f"checkpoints in {out} (last.safetensors, best.safetensors), metrics in {out / 'metrics.jsonl'}")
 
 
 @export_app.command("idm")

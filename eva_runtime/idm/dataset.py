@@ -18,7 +18,8 @@ import numpy as np
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.windows import resize_video, stack_windows
 from eva_runtime.records.hdf5_episodes import Episode, read_episode
-from eva_runtime.records.lerobot_reader import LeRobotEpisodeRef, read_lerobot_episode
+from eva_runtime.records.lerobot_episodes import LeRobotEpisodeRef
+from eva_runtime.records.lerobot_reader import read_lerobot_episode
 
 __all__ = [
     "EpisodeData",

@@ -26,12 +26,8 @@ from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.dataset import EpisodeSource, IdmDataset, load_episodes, source_name, split_by_episode
 from eva_runtime.idm.network import InverseDynamicsModel
 from eva_runtime.records.hdf5_episodes import dataset_digest, list_episodes
-from eva_runtime.records.lerobot_reader import (
-    is_lerobot_v3,
-    lerobot_codebase_version,
-    lerobot_digest,
-    lerobot_episode_refs,
-)
+from eva_runtime.records.lerobot_episodes import lerobot_episode_refs
+from eva_runtime.records.lerobot_meta import is_lerobot_v3, lerobot_codebase_version, lerobot_digest
 
 __all__ = ["TrainSettings", "evaluate_idm", "train_idm"]
 

@@ -21,6 +21,22 @@ def _huber(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return clipped * (magnitude - 0.5 * clipped)
 
 
+def _dimension_constants(config: RewardConfig, options: dict) -> tuple[torch.Tensor, ...]:
+    """Gripper scale, velocity and acceleration limits, Huber deltas and dimension weights, as tensors."""
+    # One host->device copy for all per-dimension constants.
+    constants = np.stack(
+        [
+            config.gripper_scale,
+            config.velocity_max,
+            config.acceleration_max,
+            config.delta_a,
+            config.delta_j,
+            config.dimension_weights,
+        ]
+    )
+    return torch.as_tensor(constants, **options).unbind(0)
+
+
 def executability_torch(actions: torch.Tensor, config: RewardConfig) -> dict[str, torch.Tensor]:
     """Reward parts of G rollouts ``actions`` (G, T, D), keyed like :data:`FIELDS`, each of shape (G,).
 
@@ -40,18 +56,7 @@ def executability_torch(actions: torch.Tensor, config: RewardConfig) -> dict[str
         out["reward"] = torch.zeros(groups, **options)
         out["kinematically_plausible"] = torch.zeros(groups, dtype=torch.bool, device=actions.device)
         return out
-    # One host->device copy for all per-dimension constants.
-    constants = np.stack(
-        [
-            config.gripper_scale,
-            config.velocity_max,
-            config.acceleration_max,
-            config.delta_a,
-            config.delta_j,
-            config.dimension_weights,
-        ]
-    )
-    scale, v_max, a_max, delta_a, delta_j, weights = torch.as_tensor(constants, **options).unbind(0)
+    scale, v_max, a_max, delta_a, delta_j, weights = _dimension_constants(config, options)
     velocity = torch.diff(actions * scale, dim=1) / config.dt
     acceleration = torch.diff(velocity, dim=1) / config.dt
     jerk = torch.diff(acceleration, dim=1) / config.dt

@@ -15,6 +15,10 @@ Lifecycle:
 - deactivate: HOLD, and keep streaming hold commands (a moving arm comes to rest under the caps and stays);
 - cleanup / shutdown: stop streaming, end an open episode as aborted, stop the planner, close the log.
 
+Configure's steps and the activation checks are :mod:`.policy_setup`, the services :mod:`.policy_services`, what
+is published :mod:`.policy_reports` (mixins of this node); this module holds the lifecycle, the control tick and
+the input callbacks.
+
 Threads: a MultiThreadedExecutor. The control tick has its own mutually exclusive callback group; subscriptions
 only write caches (reentrant group); services and reports take the loop lock, so a service waits at most one
 tick and every mode change goes through the loop's mode table.
@@ -27,56 +31,24 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import Image
 from std_msgs.msg import String, UInt8MultiArray
-from trajectory_msgs.msg import JointTrajectory
 
-from eva_runtime.control.episode_runner import AutonomousLoop, LoopSettings, episode_counters
+from eva_runtime.control.episode_runner import AutonomousLoop, episode_counters
 from eva_runtime.control.modes import Mode
 from eva_runtime.control.modes import Trigger as ModeTrigger
-from eva_runtime.control.planner_process import PlannerProcess
-from eva_runtime.records.episode_session import EpisodeSession
-from eva_runtime.records.outcome_log import OutcomeLog
-from eva_runtime.ros.conventions import ResolvedTopics, resolve_topics
-from eva_runtime.ros.parameters import CAMERA_NAMES, POLICY_PARAMETERS, declare, read
+from eva_runtime.ros.parameters import POLICY_PARAMETERS, declare, read
 from eva_runtime.ros.policy_reports import PolicyReports
 from eva_runtime.ros.policy_services import OperatorServices
-from eva_runtime.ros.topic_robot import NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS, TopicRobot
+from eva_runtime.ros.policy_setup import ConfigureError, PolicyRuntime, PolicySetup
 
 __all__ = ["PolicyNode", "main"]
 
-MODE_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)  # late joiners get the current mode
 
-
-class ConfigureError(RuntimeError):
-    """Configuration cannot succeed; the message is what the operator needs to fix."""
-
-
-@dataclass
-class _Runtime:
-    """Everything configure builds; cleanup tears it down in reverse."""
-
-    loop: AutonomousLoop
-    robot: TopicRobot
-    planner: PlannerProcess
-    log: OutcomeLog
-    session: EpisodeSession
-    topics: ResolvedTopics
-    model_id: str
-    oracle: bool
-    publishers: dict = field(default_factory=dict)
-    handles: list = field(default_factory=list)  # (destroy function, handle): services, timers, subscriptions
-
-
-class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
+class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
     def __init__(self, node_name: str = "policy_node", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         declare(self, POLICY_PARAMETERS)
@@ -85,7 +57,7 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
         self._input_group = ReentrantCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._report_group = MutuallyExclusiveCallbackGroup()
-        self._runtime: _Runtime | None = None
+        self._runtime: PolicyRuntime | None = None
         self._control_timer = None
         self._active = False
         self._started = False  # the loop was seeded (first activation)
@@ -195,77 +167,6 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
             for publisher in runtime.publishers.values():
                 self.destroy_publisher(publisher)
 
-    # --- configure ----------------------------------------------------------------------------------------------
-    def _build_runtime(self) -> _Runtime:
-        from eva_runtime import __version__
-        from eva_runtime.records.outcome_log import OutcomeLogError
-
-        deployment, embodiment, topics, settings = self._configured_deployment()
-        camera_topics = {}
-        for camera in embodiment.cameras:
-            override = str(read(self, f"topics.camera.{camera.name}")) if camera.name in CAMERA_NAMES else ""
-            camera_topics[camera.name] = override or camera.topic
-        oracle, model_id = deployment.oracle, deployment.model_id
-        log_path = Path(str(read(self, "log_path"))).expanduser()
-        with ExitStack() as undo:  # whatever was started is stopped again if a later step fails
-            try:
-                log = OutcomeLog(log_path)
-            except OutcomeLogError as error:
-                raise ConfigureError(str(error)) from None
-            undo.callback(log.close)
-            planner = PlannerProcess(deployment.spec)
-            undo.callback(planner.close)
-            try:
-                planner.start(wait_s=float(read(self, "planner_start_timeout_s")))
-            except RuntimeError as error:
-                raise ConfigureError(f"planner process: {error}") from None
-            robot = TopicRobot(self, embodiment, topics, camera_topics, callback_group=self._input_group)
-            undo.callback(robot.disconnect)
-            robot.connect()
-            loop = AutonomousLoop(
-                robot,
-                planner,
-                settings,
-                privileged=self._oracle_state if oracle else None,
-                restart_planner=lambda: planner.alive or planner.start(wait_s=None),
-                leader=robot.leader,
-            )
-            session = EpisodeSession(log, embodiment.name, deployment.bundle.hashes(), model_id, __version__)
-            runtime = _Runtime(loop, robot, planner, log, session, topics, model_id, oracle)
-            self._create_interfaces(runtime, embodiment)
-            undo.pop_all()
-        self._reset_counters()
-        if topics.leader_unavailable:
-            self.get_logger().warning(f"teleop unavailable: {topics.leader_unavailable}")
-        return runtime
-
-    def _configured_deployment(self):
-        """(deployment, embodiment, topics, loop settings) from the parameters; ConfigureError on a bad one."""
-        from eva_runtime.bundle import BundleError
-        from eva_runtime.control.deployment import Deployment
-        from eva_runtime.embodiment import EmbodimentError, load_embodiment
-
-        try:
-            if not str(read(self, "bundle")):
-                raise ValueError("parameter 'bundle' is empty: pass bundle:=/path/to/bundle")
-            embodiment_file = str(read(self, "embodiment_file"))
-            robot_embodiment = load_embodiment(Path(embodiment_file).expanduser()) if embodiment_file else None
-            deployment = Deployment.from_bundle(
-                Path(str(read(self, "bundle"))).expanduser(),
-                str(read(self, "episode.task")),
-                embodiment=robot_embodiment,
-                attempts=int(read(self, "plan_attempts")),
-                threshold=float(read(self, "plan_threshold")),
-            )
-            topics = resolve_topics(
-                str(read(self, "topic_convention")),
-                {name.removeprefix("topics."): str(read(self, name)) for name in _joint_topic_parameters()},
-            )
-            settings = self._loop_settings(deployment.bundle)
-        except (BundleError, EmbodimentError, ValueError) as error:
-            raise ConfigureError(str(error)) from None
-        return deployment, robot_embodiment or deployment.bundle.embodiment, topics, settings
-
     def _reset_counters(self) -> None:
         """Counters and caches that describe one configuration of the node (diagnostics count from configure)."""
         self._privileged = None
@@ -278,75 +179,6 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
         self._reported_rejections = 0
         self._published_mode = None
         self._mode_reason = ""
-
-    def _loop_settings(self, bundle) -> LoopSettings:
-        return LoopSettings(
-            max_steps=0,  # unused: the node runs until deactivated
-            synchronous=bool(read(self, "synchronous")),
-            execute_fraction=float(read(self, "execute_fraction")),
-            planner_timeout_s=float(read(self, "planner_timeout_s")),
-            initial_latency_s=float(read(self, "initial_latency_s")),
-            cameras=tuple(bundle.manifest.idm.cameras),  # the IDM's cameras are the ones a plan is made from
-        )
-
-    def _create_interfaces(self, runtime: _Runtime, embodiment) -> None:
-        publishers = runtime.publishers
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        for name, kind, topic, qos in (
-            ("mode", String, "~/mode", MODE_QOS),
-            ("status", String, "~/status", 10),
-            ("rollout", Image, "~/rollout", qos_profile_sensor_data),
-            ("plan", JointTrajectory, "~/plan", 10),
-            ("diagnostics", DiagnosticArray, "/diagnostics", 10),
-        ):
-            publishers[name] = self.create_publisher(kind, topic, qos, event_callbacks=NO_PUBLISHER_EVENTS)
-        handles = runtime.handles
-        self._create_services(runtime)
-        instruction_topic = str(read(self, "topics.instruction")) or (
-            embodiment.topics.instruction if embodiment.topics is not None else "/instruction"
-        )
-        subscriptions = [(String, instruction_topic, self._on_instruction, 10)]
-        if runtime.oracle:
-            topic = str(read(self, "topics.privileged_state"))
-            subscriptions.append((UInt8MultiArray, topic, self._on_privileged_state, qos_profile_sensor_data))
-        for kind, topic, callback, qos in subscriptions:
-            subscription = self.create_subscription(
-                kind, topic, callback, qos, callback_group=self._input_group, event_callbacks=NO_SUBSCRIPTION_EVENTS
-            )
-            handles.append((self.destroy_subscription, subscription))
-        for rate, callback in (
-            (float(read(self, "diagnostics_rate_hz")), self._publish_diagnostics),
-            (float(read(self, "status_rate_hz")), self._publish_status),
-        ):
-            handles.append((self.destroy_timer, self.create_timer(1.0 / rate, callback, self._report_group)))
-
-    def _check_activation(self, runtime: _Runtime) -> None:
-        mode = runtime.loop.modes.mode
-        if mode in (Mode.ESTOP, Mode.FAULT):
-            action = "release" if mode is Mode.ESTOP else "reset_fault"
-            raise ConfigureError(f"the runtime is in {mode.value.upper()}: call ~/{action} first")
-        timeout = float(read(self, "activation_timeout_s"))
-        deadline = time.monotonic() + timeout
-        limit = runtime.robot.embodiment.safety.timeouts_s.get("joint_state", 0.1)
-        while True:
-            ages = runtime.robot.state_ages(runtime.robot.now())
-            fresh = all(age <= limit for age in ages.values())
-            if fresh and (not runtime.oracle or self._privileged is not None):
-                break
-            if time.monotonic() > deadline:
-                stale = {runtime.topics.follower_state[arm]: age for arm, age in ages.items() if not age <= limit}
-                what = f"no fresh joint state on {sorted(stale)}" if stale else "no privileged simulator state"
-                raise ConfigureError(f"{what} within {timeout} s")
-            time.sleep(0.02)
-        if not bool(read(self, "allow_shared_command_topic")):
-            for topic in runtime.topics.command.values():
-                others = self.count_publishers(topic) - 1  # minus our own publisher
-                if others > 0:
-                    raise ConfigureError(
-                        f"{others} other publisher(s) on the command topic {topic}: two commanders would fight "
-                        "over the arms (set allow_shared_command_topic to override)"
-                    )
 
     # --- the control tick ---------------------------------------------------------------------------------------
     def _on_control_tick(self) -> None:
@@ -396,7 +228,7 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
             self.get_logger().error(f"hold command failed too: {send_error}", throttle_duration_sec=1.0)
         self._publish_mode()
 
-    def _instruction(self, runtime: _Runtime) -> str:
+    def _instruction(self, runtime: PolicyRuntime) -> str:
         return self._instruction_parameter or self._instruction_topic
 
     def _on_parameters_set(self, parameters) -> None:
@@ -434,11 +266,6 @@ class PolicyNode(OperatorServices, PolicyReports, LifecycleNode):
             self._privileged_rejected += 1
             return
         self._privileged = (state, sim_time)
-
-
-def _joint_topic_parameters() -> list[str]:
-    roles = ("follower_state", "leader_state", "command")
-    return [s.name for s in POLICY_PARAMETERS if s.name.count(".") == 2 and s.name.split(".")[1] in roles]
 
 
 USAGE = """usage: ros2 run eva_runtime policy_node --ros-args -p bundle:=<bundle dir> [-p name:=value ...]

@@ -21,7 +21,7 @@ from eva_runtime.ros.messages import plan_to_trajectory, rgb_to_image, tile_fram
 from eva_runtime.ros.parameters import read
 
 if TYPE_CHECKING:
-    from eva_runtime.ros.policy_node import _Runtime
+    from eva_runtime.ros.policy_setup import PolicyRuntime
 
 __all__ = ["ROLLOUT_COLUMNS", "PolicyReports", "never_raises"]
 
@@ -47,7 +47,7 @@ def never_raises(callback):
 class PolicyReports:
     """Publishers' callbacks of the policy node (mixed into it)."""
 
-    def _publish_plan(self, runtime: _Runtime, tick: TickResult) -> None:
+    def _publish_plan(self, runtime: PolicyRuntime, tick: TickResult) -> None:
         if tick.submitted is not None:
             request_id, request = tick.submitted
             self._request_frames = {request_id: {n: np.asarray(f)[-1] for n, f in request.frames.items()}}
@@ -132,7 +132,7 @@ class PolicyReports:
             )
 
     @staticmethod
-    def _stale_inputs(runtime: _Runtime) -> list[str]:
+    def _stale_inputs(runtime: PolicyRuntime) -> list[str]:
         """The inputs older than their timeouts now (any of them keeps an automatic HOLD from ending)."""
         robot, loop = runtime.robot, runtime.loop
         now = robot.now()

@@ -23,7 +23,7 @@ from eva_runtime.robots.interface import RobotError
 from eva_runtime.ros.parameters import read
 
 if TYPE_CHECKING:
-    from eva_runtime.ros.policy_node import _Runtime
+    from eva_runtime.ros.policy_setup import PolicyRuntime
 
 __all__ = ["MODE_SERVICES", "OUTCOME_SERVICES", "OperatorServices"]
 
@@ -45,7 +45,7 @@ OUTCOME_SERVICES = {
 class OperatorServices:
     """Service handlers of the policy node (mixed into it)."""
 
-    def _create_services(self, runtime: _Runtime) -> None:
+    def _create_services(self, runtime: PolicyRuntime) -> None:
         actions: dict[str, Callable[[], tuple[bool, str]]] = {
             name: partial(self.operator, trigger) for name, trigger in MODE_SERVICES.items()
         }

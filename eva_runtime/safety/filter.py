@@ -194,6 +194,24 @@ def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: list[Int
     return stale
 
 
+def _checked_vector(
+    limits: SafetyLimits,
+    previous: np.ndarray,
+    values: np.ndarray,
+    what: str,
+    check: Check,
+    report: list[Intervention],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as float64 and its non-finite mask, reported under ``check``; a wrong shape is a caller's bug."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != previous.shape:
+        raise ValueError(f"{what} has shape {values.shape}, expected {previous.shape}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        _report(report, limits, check, bad, values, previous)
+    return values, bad
+
+
 def _check_measured(
     limits: SafetyLimits,
     previous: np.ndarray,
@@ -204,12 +222,8 @@ def _check_measured(
     """Steps 1 and 8 on the measurement: whether every arm must hold, and the (possibly newly latched) fault."""
     if measured is None:
         return False, fault
-    measured = np.asarray(measured, dtype=np.float64)
-    if measured.shape != previous.shape:
-        raise ValueError(f"measured position has shape {measured.shape}, expected {previous.shape}")
-    bad = ~np.isfinite(measured)
+    measured, bad = _checked_vector(limits, previous, measured, "measured position", Check.NON_FINITE_MEASURED, report)
     if bad.any():
-        _report(report, limits, Check.NON_FINITE_MEASURED, bad, measured, previous)
         return True, fault
     off = np.abs(measured - previous) > limits.tracking_error_max
     if off.any():
@@ -231,12 +245,8 @@ def _checked_target(
     if hold_all:
         hold[:] = True
         return previous, hold
-    target = np.asarray(requested, dtype=np.float64)
-    if target.shape != previous.shape:
-        raise ValueError(f"target has shape {target.shape}, expected {previous.shape}")
-    bad = ~np.isfinite(target)
+    target, bad = _checked_vector(limits, previous, requested, "target", Check.NON_FINITE_TARGET, report)
     if bad.any():
-        _report(report, limits, Check.NON_FINITE_TARGET, bad, target, previous)
         bad_arms = np.unique(limits.arm_of_joint[bad])
         hold = np.isin(limits.arm_of_joint, bad_arms)
         target = np.where(hold, previous, target)

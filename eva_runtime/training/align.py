@@ -11,7 +11,8 @@ magnitude and frame PSNR against the recorded future; training stops early when 
 `min_motion_ratio` of the SFT model's or PSNR drops by more than `max_psnr_drop_db`, and the adapter kept is the
 best held-out reward among the checks that passed. Everything is logged to `telemetry.jsonl` and plotted.
 Resumable from `OUT/last/` (adapter weights, optimiser state, iteration). accelerate: one process, CPU ranks under
-torchrun, or GPUs.
+torchrun, or GPUs. This module runs the iterations and the guard; the data they draw from is `align_data.py`, the
+checkpoints `align_state.py`, the plots and samples `align_plots.py`.
 """
 
 from __future__ import annotations
@@ -26,27 +27,14 @@ from typing import Any
 import numpy as np
 
 from eva_runtime.training.align_config import AlignConfig
+from eva_runtime.training.align_data import AlignData, load_align_data
+from eva_runtime.training.align_plots import plot_curves, write_samples
+from eva_runtime.training.align_state import load_state, save_state
 
 __all__ = ["train_align"]
 
 
-def _conditions(videos, starts, horizon: int, history: int):
-    """Every (episode, start) with a full recorded future: Condition objects with the truth attached."""
-    from eva_runtime.training.flow_grpo import Condition
-
-    found = []
-    for video in videos:
-        for start in starts:
-            first = start - (history - 1)
-            if first >= 0 and start + horizon <= len(video.frames):
-                found.append(
-                    Condition(video.frames[first : start + 1], video.instruction, video.frames[start : start + horizon])
-                )
-    if not found:
-        raise ValueError("no condition with a full future: check condition_starts, horizon and the episodes")
-    return found
-
-
+# Kept here, private or not: bench/align.py times the update on batches built by this very function.
 def _batch(conditions, group: int, vae, embeds: dict, latent_count: int):
     """Condition latents (clean frames first, zeros after), text embeddings and group keys for G each."""
     import torch
@@ -90,90 +78,6 @@ def _heldout_check(transformer, pipeline, conditions, embeds, reward_fn, config:
     }
 
 
-def _save_state(directory: Path, unwrapped, optimizer, parameters, state: dict) -> None:
-    import torch
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    from eva_runtime.world_model.wan.lora import save_lora
-
-    directory.mkdir(parents=True, exist_ok=True)
-    save_lora(unwrapped, "align", directory / "lora")
-    adapter = {
-        k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unwrapped, adapter_name="align").items()
-    }
-    save_file(adapter, directory / "adapter_state.safetensors")
-    tensors = {}
-    for index, parameter in enumerate(parameters):
-        for name, value in optimizer.state.get(parameter, {}).items():
-            tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
-    save_file(tensors, directory / "optimizer.safetensors")
-    (directory / "state.json").write_text(json.dumps(state, indent=2))
-
-
-def _load_state(directory: Path, unwrapped, optimizer, parameters) -> dict:
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(unwrapped, load_file(directory / "adapter_state.safetensors"), adapter_name="align")
-    tensors = load_file(directory / "optimizer.safetensors")
-    for index, parameter in enumerate(parameters):
-        entries = {key.split(".", 1)[1]: value for key, value in tensors.items() if key.split(".", 1)[0] == str(index)}
-        if entries:
-            optimizer.state[parameter] = entries
-    return json.loads((directory / "state.json").read_text())
-
-
-def _plots(records: list[dict], checks: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    iterations = [r["iteration"] for r in records]
-    axes[0].plot(iterations, [r["reward_mean"] for r in records], label="train reward (SDE)")
-    if checks:
-        axes[0].plot([c["iteration"] for c in checks], [c["reward"] for c in checks], "o-", label="held-out (ODE)")
-    axes[0].set_title("executability reward")
-    axes[0].legend()
-    axes[1].plot(iterations, [r.get("kl", 0.0) for r in records])
-    axes[1].set_title("KL to reference")
-    if checks:
-        axes[2].plot([c["iteration"] for c in checks], [c["motion_rad"] for c in checks], "o-", label="motion (rad)")
-        twin = axes[2].twinx()
-        twin.plot([c["iteration"] for c in checks], [c["psnr_db"] for c in checks], "s--", color="C3")
-        twin.set_ylabel("PSNR (dB)", color="C3")
-        axes[2].set_title("held-out guard")
-        axes[2].legend(loc="lower left")
-    for axis in axes:
-        axis.set_xlabel("iteration")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def _sample_outputs(reward_fn, condition, out: Path, iteration: int, fps: float) -> None:
-    """GIF: truth | two samples of the first condition; PNG: their decoded joint trajectories."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from eva_runtime.training.wm_samples import side_by_side, write_gif
-
-    frames, actions = reward_fn.last_frames, reward_fn.last_actions
-    write_gif(out / f"iter_{iteration:05d}.gif", side_by_side(condition.truth, frames[0], frames[1]), fps)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
-    for axis, sample in zip(axes, actions[:2], strict=False):
-        axis.plot(np.arange(len(sample)) / fps, sample)
-        axis.set_xlabel("s")
-    axes[0].set_ylabel("decoded joint (rad)")
-    figure.tight_layout()
-    figure.savefig(out / f"iter_{iteration:05d}_joints.png", dpi=90)
-    plt.close(figure)
-
-
 def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict:
     """Flow-GRPO post-training into OUT (adapter, telemetry, samples, plots, summary.json); see the module."""
     import torch
@@ -181,7 +85,7 @@ def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Calla
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
-    data = _load_data(config)
+    data = load_align_data(config)
     adapter, state = _prepare_adapter(accelerator, data.pipeline.transformer, config, out, resume, log)
     telemetry_path = out / "telemetry.jsonl"
     if main and not resume:
@@ -208,22 +112,9 @@ def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Calla
         "config": config.model_dump(mode="json"),
     }
     if main:
-        _plots(records, state["checks"], out / "training_curves.png")
+        plot_curves(records, state["checks"], out / "training_curves.png")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-@dataclass(frozen=True)
-class _AlignData:
-    """What every iteration and check draws from: the SFT pipeline, the reward, the conditions, their prompts."""
-
-    pipeline: Any
-    fps: float
-    reward_fn: Any
-    train_conditions: list
-    heldout: list
-    embeds: dict
-    latent_count: int
 
 
 @dataclass(frozen=True)
@@ -245,56 +136,6 @@ class _UpdateInputs:
     settings: Any
 
 
-def _load_data(config: AlignConfig) -> _AlignData:
-    """The SFT pipeline, the bundle's IDM reward, training and held-out conditions and their text embeddings."""
-    import torch
-    from diffusers import WanImageToVideoPipeline
-
-    from eva_runtime.training.wm_data import load_videos
-    from eva_runtime.world_model.wan.latents import latent_frames
-    from eva_runtime.world_model.wan.model_files import verify_hashes
-
-    base = Path(config.base)
-    verify_hashes(base)
-    pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
-    described = json.loads((base / "eva_world_model.json").read_text())
-    fps, camera = float(described["fps"]), described["camera"]
-    reward_fn = _idm_reward(config, pipeline.vae, fps)
-    videos = load_videos(config.data, camera, fps, tuple(described["config"]["image_size"]))
-    if len(videos) <= config.held_out:
-        raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
-    train_conditions = _conditions(videos[: -config.held_out], config.condition_starts, config.horizon, 1)
-    heldout = _conditions(videos[-config.held_out :], config.condition_starts, config.horizon, 1)
-    picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
-    heldout = [heldout[i] for i in picks]
-    temporal = int(pipeline.vae.config.scale_factor_temporal)
-    latent_count = latent_frames(config.history_frames - 1 + config.horizon, temporal)
-    with torch.no_grad():
-        embeds = {
-            text: pipeline.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
-            for text in sorted({c.instruction for c in train_conditions + heldout})
-        }
-    return _AlignData(pipeline, fps, reward_fn, train_conditions, heldout, embeds, latent_count)
-
-
-def _idm_reward(config: AlignConfig, vae, fps: float):
-    """The bundle's frozen IDM and reward, refused when the IDM runs at another rate than the world model."""
-    from eva_runtime.bundle import load_bundle
-    from eva_runtime.idm.decoder import IdmDecoder
-    from eva_runtime.reward import RewardConfig
-    from eva_runtime.training.idm_reward import IdmReward
-
-    bundle = load_bundle(Path(config.bundle))
-    decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
-    if abs(decoder.fps - fps) > 1e-9:
-        raise ValueError(f"the world model runs at {fps} fps, the bundle's IDM at {decoder.fps}")
-    stated = bundle.manifest.reward
-    reward_config = RewardConfig.from_embodiment(
-        bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
-    )
-    return IdmReward(vae, decoder, reward_config, config.history_frames)
-
-
 def _prepare_adapter(
     accelerator, transformer, config: AlignConfig, out: Path, resume: bool, log: Callable[[str], None]
 ) -> tuple[_Adapter, dict]:
@@ -310,7 +151,7 @@ def _prepare_adapter(
     out.mkdir(parents=True, exist_ok=True)
     state = {"iteration": 0, "best": None, "checks": [], "stopped": None}
     if resume and (out / "last" / "state.json").is_file():
-        state = _load_state(out / "last", transformer, optimizer, parameters)
+        state = load_state(out / "last", transformer, optimizer, parameters)
         log(f"resumed at iteration {state['iteration']}")
     model, optimizer = accelerator.prepare(transformer, optimizer)
     return _Adapter(model, accelerator.unwrap_model(model), optimizer, parameters), state
@@ -332,7 +173,7 @@ def _update_inputs(pipeline, config: AlignConfig) -> _UpdateInputs:
     return _UpdateInputs(sigmas, schedule, settings)
 
 
-def _reference_check(unwrapped, data: _AlignData, config: AlignConfig) -> dict:
+def _reference_check(unwrapped, data: AlignData, config: AlignConfig) -> dict:
     """The held-out check of the SFT model itself: the same network with the adapter disabled."""
     import torch
 
@@ -347,7 +188,7 @@ def _reference_check(unwrapped, data: _AlignData, config: AlignConfig) -> dict:
 
 def _iterate(
     accelerator,
-    data: _AlignData,
+    data: AlignData,
     adapter: _Adapter,
     update: _UpdateInputs,
     state: dict,
@@ -374,7 +215,7 @@ def _iterate(
                 handle.write(json.dumps(telemetry) + "\n")
             progress.set_postfix(reward=f"{telemetry['reward_mean']:.3f}", kl=f"{telemetry.get('kl', 0):.2e}")
             if (iteration + 1) % config.sample_every == 0:
-                _sample_outputs(data.reward_fn, chosen[0], out / "samples", iteration + 1, data.fps)
+                write_samples(data.reward_fn, chosen[0], out / "samples", iteration + 1, data.fps)
         stop = None
         if (iteration + 1) % config.guard.eval_every == 0 or iteration + 1 == config.iterations:
             stop = _guard(adapter.unwrapped, data, state, reference, config, iteration + 1, out, main, log)
@@ -382,7 +223,7 @@ def _iterate(
             optimizer = adapter.optimizer
             # accelerate wraps the optimiser; its state is the wrapped one's.
             optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-            _save_state(out / "last", adapter.unwrapped, optimizer, adapter.parameters, state)
+            save_state(out / "last", adapter.unwrapped, optimizer, adapter.parameters, state)
         if stop:
             state["stopped"] = f"early stop at iteration {iteration + 1}: {stop}"
             log(state["stopped"])
@@ -390,7 +231,7 @@ def _iterate(
 
 
 def _grpo_update(
-    accelerator, data: _AlignData, adapter: _Adapter, update: _UpdateInputs, config: AlignConfig, iteration: int
+    accelerator, data: AlignData, adapter: _Adapter, update: _UpdateInputs, config: AlignConfig, iteration: int
 ) -> tuple[dict, list]:
     """One GRPO update on conditions drawn for this iteration and rank; its telemetry and the conditions."""
     import torch
@@ -436,7 +277,7 @@ def _fast_window(config: AlignConfig, rng: np.random.Generator) -> set[int] | No
 
 def _guard(
     unwrapped,
-    data: _AlignData,
+    data: AlignData,
     state: dict,
     reference: dict,
     config: AlignConfig,

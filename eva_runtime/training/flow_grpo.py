@@ -192,11 +192,7 @@ def _step_loss(
     settings: GrpoSettings,
 ) -> tuple[torch.Tensor, dict]:
     """The clipped objective of one recorded transition under the current parameters, plus the KL term if asked."""
-    sigma, following = float(sigmas[index]), float(sigmas[index + 1])
-    velocity = conditioning.denoiser(model).velocity(rollout.latents[index], sigmas[index])
-    _, log_prob, mean, std = sde_step_with_logprob(
-        velocity, sigma, following, rollout.latents[index], schedule, rollout.latents[index + 1], mask=mask
-    )
+    log_prob, mean, std = _recorded_step(model, conditioning, rollout, index, sigmas, schedule, mask)
     loss, stats = policy_loss(log_prob, rollout.log_probs[:, index], advantages, settings.clip_range)
     if settings.kl_beta > 0:
         reference_mean = _reference_mean(unwrapped, conditioning, rollout, index, sigmas, schedule)
@@ -215,15 +211,28 @@ def _reference_mean(
     schedule: NoiseSchedule,
 ) -> torch.Tensor:
     """The step's mean under the reference (the same network with its adapters off), without gradient."""
-    sigma, following = float(sigmas[index]), float(sigmas[index + 1])
     with torch.no_grad():
         _set_adapters(unwrapped, False)
         try:
-            reference_velocity = conditioning.denoiser(unwrapped).velocity(rollout.latents[index], sigmas[index])
+            _, reference_mean, _ = _recorded_step(unwrapped, conditioning, rollout, index, sigmas, schedule)
         finally:
             _set_adapters(unwrapped, True)
-        previous, recorded = rollout.latents[index], rollout.latents[index + 1]
-        _, _, reference_mean, _ = sde_step_with_logprob(
-            reference_velocity, sigma, following, previous, schedule, recorded
-        )
     return reference_mean
+
+
+def _recorded_step(
+    transformer,
+    conditioning: _Conditioning,
+    rollout: RecordedRollout,
+    index: int,
+    sigmas: torch.Tensor,
+    schedule: NoiseSchedule,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log_prob, mean, std) of the recorded step ``index`` -> ``index + 1`` under ``transformer``'s velocity."""
+    sigma, following = float(sigmas[index]), float(sigmas[index + 1])
+    velocity = conditioning.denoiser(transformer).velocity(rollout.latents[index], sigmas[index])
+    _, log_prob, mean, std = sde_step_with_logprob(
+        velocity, sigma, following, rollout.latents[index], schedule, rollout.latents[index + 1], mask=mask
+    )
+    return log_prob, mean, std

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.training import wm_vae
 from eva_runtime.training.wm_data import EpisodeVideo, clip_starts, to_model_range
 from eva_runtime.world_model.fidelity import cube_fidelity
 
@@ -170,27 +171,19 @@ def train_candidate_vae(
     return losses
 
 
-def latent_statistics(vae, videos: list[EpisodeVideo], clip: int, device, samples: int = 64, seed: int = 0):
-    """Per-channel mean and std of the latent means over random clips (the pipeline's normalisation)."""
-    import torch
+def latent_statistics(
+    vae, videos: list[EpisodeVideo], clip: int, device, samples: int = 64, seed: int = 0
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the latent means over random clips (the pipeline's normalisation).
 
-    rng = np.random.default_rng(seed)
-    pairs = clip_starts([len(v.frames) for v in videos], clip)
-    latents = []
-    with torch.no_grad():
-        for start in range(0, samples, 16):
-            chosen = pairs[rng.integers(0, len(pairs), min(16, samples - start))]
-            video = to_model_range(np.stack([videos[e].frames[s : s + clip] for e, s in chosen])).to(device)
-            latents.append(vae.encode(video).latent_dist.mode().float().cpu())
-    z = torch.cat(latents).movedim(1, 0).reshape(latents[0].shape[1], -1)
-    return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
+    :func:`eva_runtime.training.wm_vae.latent_statistics`, 16 clips per encode as the candidates were measured.
+    """
+    return wm_vae.latent_statistics(vae, videos, clip, samples, seed, device=device, batch=16)
 
 
 def measure_vae(vae, videos: list[EpisodeVideo], clip: int, device, starts=(0, 20, 40, 59)) -> dict:
     """Encode -> decode held-out clips: frame PSNR (all, first, last frame) and the cube's fidelity."""
     import torch
-
-    from eva_runtime.training.wm_vae import to_uint8
 
     truths, recons = [], []
     with torch.no_grad():
@@ -201,7 +194,7 @@ def measure_vae(vae, videos: list[EpisodeVideo], clip: int, device, starts=(0, 2
                 frames = video.frames[start : start + clip]
                 posterior = vae.encode(to_model_range(frames[None]).to(device)).latent_dist
                 truths.append(frames)
-                recons.append(to_uint8(vae.decode(posterior.mode()).sample[0]))
+                recons.append(wm_vae.to_uint8(vae.decode(posterior.mode()).sample[0]))
     truth, recon = np.stack(truths), np.stack(recons)
     fidelity = cube_fidelity(truth, recon).as_dict()
     per_frame = [cube_fidelity(truth[:, i], recon[:, i]).frame_psnr_db for i in range(truth.shape[1])]

@@ -86,17 +86,30 @@ def train_vae(vae, videos: list[EpisodeVideo], settings: VaeSettings, progress=N
     return losses
 
 
-def latent_statistics(vae, videos: list[EpisodeVideo], clip: int, samples: int = 64, seed: int = 0):
-    """Per-channel mean and std of the VAE's latent means over random clips."""
+def latent_statistics(
+    vae,
+    videos: list[EpisodeVideo],
+    clip: int,
+    samples: int = 64,
+    seed: int = 0,
+    *,
+    device="cpu",
+    batch: int = 8,
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the VAE's latent means over random clips (the pipeline's normalisation).
+
+    Clips are encoded ``batch`` at a time on ``device``. The same clips are drawn whatever the batch, but batched
+    convolutions sum in another order, so each caller keeps the batch its saved statistics were computed with.
+    """
     import torch
 
     rng = np.random.default_rng(seed)
     pairs = clip_starts([len(v.frames) for v in videos], clip)
     latents = []
     with torch.no_grad():
-        for start in range(0, samples, 8):
-            video = _batch(videos, pairs, rng, min(8, samples - start), clip)
-            latents.append(vae.encode(video).latent_dist.mode())
+        for start in range(0, samples, batch):
+            video = _batch(videos, pairs, rng, min(batch, samples - start), clip).to(device)
+            latents.append(vae.encode(video).latent_dist.mode().float().cpu())
     z = torch.cat(latents).movedim(1, 0).reshape(latents[0].shape[1], -1)
     return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
 

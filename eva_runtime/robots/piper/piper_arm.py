@@ -16,7 +16,8 @@ itself and hands every frame to ``ParseCANFrame``, instead of starting the SDK's
   misspelled attribute), which would leak a thread per connect.
 
 The state each frame carries is copied out of the SDK inside the receive loop, under this class's lock, so a
-reader never sees a half-updated SDK object. Sending happens on the caller's thread.
+reader never sees a half-updated SDK object (the frame ids and that copy: :mod:`.arm_feedback`). Sending happens on
+the caller's thread.
 
 Safety rules: this class never sends the reset / resume command (0x02 drops the arm) and never disables the
 arm; :meth:`close` leaves it enabled and holding its last command.
@@ -33,8 +34,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eva_runtime.robots.interface import RobotError
+from eva_runtime.robots.piper.arm_feedback import GRIPPER_ID, LOW_SPEED_IDS, STATE_IDS, FeedbackFrames
 from eva_runtime.robots.piper.firmware_limits import JointLimitReading
-from eva_runtime.robots.piper.status import ENABLE_BIT, ArmStatusFrame, describe_status
+from eva_runtime.robots.piper.status import ENABLE_BIT, describe_status
 from eva_runtime.robots.piper.units import newton_metres_to_milli_newton_metres
 
 if TYPE_CHECKING:
@@ -43,17 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["ArmFeedback", "PiperArm", "PiperArmConfig", "PiperTimeoutError"]
 
 log = logging.getLogger(__name__)
-
-# CAN ids of the feedback frames (piper-sdk CanIDPiper); the arm publishes them at 200 Hz.
-STATUS_ID = 0x2A1
-JOINT_IDS = (0x2A5, 0x2A6, 0x2A7)  # joints 1-2, 3-4, 5-6
-GRIPPER_ID = 0x2A8
-HIGH_SPEED_IDS = tuple(range(0x251, 0x257))  # drives 1-6: speed, current, position
-LOW_SPEED_IDS = tuple(range(0x261, 0x267))  # drives 1-6: voltage, temperatures, status byte
-ANGLE_LIMIT_ID = 0x473
-ACCELERATION_LIMIT_ID = 0x47C
-# The frames whose content makes up an observation: their oldest reception time is the observation's stamp.
-STATE_IDS = (STATUS_ID, *JOINT_IDS, GRIPPER_ID)
 
 CTRL_MODE_CAN = 0x01
 MOVE_J = 0x01
@@ -128,15 +119,7 @@ class PiperArm:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def _reset_feedback(self) -> None:
-        self._stamps: dict[int, float] = {}
-        self._status: ArmStatusFrame | None = None
-        self._joints: list[int | None] = [None] * 6
-        self._gripper: tuple[int, int, int] | None = None  # opening, effort, status
-        self._gripper_speed: float | None = None
-        self._speeds: list[int | None] = [None] * 6
-        self._drive_status: list[int | None] = [None] * 6
-        self._angle_limits: dict[int, tuple[int, int, int]] = {}  # drive -> max, min (0.1 deg), speed (mrad/s)
-        self._acceleration_limits: dict[int, int] = {}
+        self._frames = FeedbackFrames()
         self._reader_error: str | None = None
         self._enabled = False
         self._commanded = False
@@ -221,53 +204,10 @@ class PiperArm:
             try:
                 self._sdk.ParseCANFrame(frame)
                 with self._cond:
-                    self._store(frame, stamp)
+                    self._frames.store(self._sdk, frame, stamp)
                     self._cond.notify_all()
             except Exception:  # one malformed frame must not stop the feedback of a moving arm
                 log.exception("%s: could not parse frame 0x%X", self.label, frame.arbitration_id)
-
-    def _store(self, frame, stamp: float) -> None:
-        """Copy the state one frame carried out of the SDK (called with the lock held, right after parsing)."""
-        sdk, can_id = self._sdk, frame.arbitration_id
-        if can_id == STATUS_ID:
-            status = sdk.GetArmStatus().arm_status
-            self._status = ArmStatusFrame(status.ctrl_mode, status.arm_status, status.mode_feed, status.err_code)
-        elif can_id in JOINT_IDS:
-            feedback = sdk.GetArmJointMsgs()
-            if feedback.time_stamp != frame.timestamp:  # the SDK dropped it as abnormal (|angle| > 300 degree)
-                return
-            first = 2 * JOINT_IDS.index(can_id)
-            state = feedback.joint_state
-            values = (state.joint_1, state.joint_2, state.joint_3, state.joint_4, state.joint_5, state.joint_6)
-            self._joints[first : first + 2] = values[first : first + 2]
-        elif can_id == GRIPPER_ID:
-            feedback = sdk.GetArmGripperMsgs()
-            if feedback.time_stamp != frame.timestamp:  # dropped as abnormal (> 150 mm)
-                return
-            state = feedback.gripper_state
-            previous, previous_stamp = self._gripper, self._stamps.get(GRIPPER_ID)
-            if previous is not None and previous_stamp is not None and stamp > previous_stamp:
-                self._gripper_speed = (state.grippers_angle - previous[0]) / (stamp - previous_stamp)
-            self._gripper = (state.grippers_angle, state.grippers_effort, state.status_code)
-        elif can_id in HIGH_SPEED_IDS:
-            index = HIGH_SPEED_IDS.index(can_id)
-            self._speeds[index] = getattr(sdk.GetArmHighSpdInfoMsgs(), f"motor_{index + 1}").motor_speed
-        elif can_id in LOW_SPEED_IDS:
-            index = LOW_SPEED_IDS.index(can_id)
-            self._drive_status[index] = getattr(sdk.GetArmLowSpdInfoMsgs(), f"motor_{index + 1}").foc_status_code
-        elif can_id == ANGLE_LIMIT_ID:
-            answer = sdk.GetCurrentMotorAngleLimitMaxVel().current_motor_angle_limit_max_vel
-            self._angle_limits[answer.motor_num] = (
-                answer.max_angle_limit,
-                answer.min_angle_limit,
-                answer.max_joint_spd,
-            )
-        elif can_id == ACCELERATION_LIMIT_ID:
-            answer = sdk.GetCurrentMotorMaxAccLimit().current_motor_max_acc_limit
-            self._acceleration_limits[answer.joint_motor_num] = answer.max_joint_acc
-        else:
-            return  # our own commands echoed by the bus, other frames: no state of ours
-        self._stamps[can_id] = stamp
 
     def _wait_until(self, ready: Callable[[], bool], timeout: float, resend: Callable[[], None] | None = None) -> bool:
         """Wait (upper bound ``timeout``) until ``ready()`` holds under the lock; call ``resend`` periodically."""
@@ -290,12 +230,12 @@ class PiperArm:
                 self._cond.wait(max(wait, 0.001))
 
     def _have_state(self) -> bool:
-        return all(can_id in self._stamps for can_id in STATE_IDS)
+        return self._frames.have_state()
 
     def wait_for_feedback(self) -> None:
         timeout = self.config.feedback_timeout_s
         if not self._wait_until(self._have_state, timeout):
-            missing = [f"0x{i:03X}" for i in STATE_IDS if i not in self._stamps]
+            missing = [f"0x{i:03X}" for i in STATE_IDS if i not in self._frames.stamps]
             raise PiperTimeoutError(
                 f"{self.label}: no feedback within {timeout:g} s (missing frames {', '.join(missing)}): is the arm "
                 f"powered, on this channel, and the bus at {self.config.bitrate} bit/s?"
@@ -305,15 +245,16 @@ class PiperArm:
         with self._cond:
             if not self._have_state():
                 raise RobotError(f"{self.label}: no complete feedback received yet")
-            speeds = None if None in self._speeds else tuple(self._speeds)
-            opening, effort, gripper_status = self._gripper
+            frames = self._frames
+            speeds = None if None in frames.speeds else tuple(frames.speeds)
+            opening, effort, gripper_status = frames.gripper
             return ArmFeedback(
-                stamp=min(self._stamps[i] for i in STATE_IDS),
-                joints=tuple(self._joints),
+                stamp=min(frames.stamps[i] for i in STATE_IDS),
+                joints=tuple(frames.joints),
                 gripper=opening,
                 gripper_effort=effort,
                 joint_speeds=speeds,
-                gripper_speed=self._gripper_speed,
+                gripper_speed=frames.gripper_speed,
                 fault=self._fault(gripper_status),
             )
 
@@ -321,8 +262,9 @@ class PiperArm:
         problems = []
         if self._reader_error is not None:
             problems.append(self._reader_error)
+        frames = self._frames
         described = describe_status(
-            self._status, self._drive_status, gripper_status, self._enabled, expect_can_mode=self._commanded
+            frames.status, frames.drive_status, gripper_status, self._enabled, expect_can_mode=self._commanded
         )
         if described:
             problems.append(described)
@@ -332,16 +274,18 @@ class PiperArm:
     def read_limits(self) -> list[JointLimitReading]:
         """Ask every drive for its angle / speed / acceleration limits; wait for all twelve answers."""
         with self._cond:
-            self._angle_limits.clear()
-            self._acceleration_limits.clear()
+            self._frames.angle_limits.clear()
+            self._frames.acceleration_limits.clear()
+
+        frames = self._frames
 
         def complete() -> bool:
-            return all(j in self._angle_limits and j in self._acceleration_limits for j in range(1, 7))
+            return all(j in frames.angle_limits and j in frames.acceleration_limits for j in range(1, 7))
 
         def ask_missing() -> None:
             with self._cond:
-                missing_angles = [j for j in range(1, 7) if j not in self._angle_limits]
-                missing_accelerations = [j for j in range(1, 7) if j not in self._acceleration_limits]
+                missing_angles = [j for j in range(1, 7) if j not in frames.angle_limits]
+                missing_accelerations = [j for j in range(1, 7) if j not in frames.acceleration_limits]
             with self._send_lock:
                 for joint in missing_angles:
                     self.sdk.SearchMotorMaxAngleSpdAccLimit(joint, QUERY_ANGLE_SPEED)
@@ -352,8 +296,8 @@ class PiperArm:
         if not self._wait_until(complete, timeout, ask_missing):
             with self._cond:
                 missing = sorted(
-                    {j for j in range(1, 7) if j not in self._angle_limits}
-                    | {j for j in range(1, 7) if j not in self._acceleration_limits}
+                    {j for j in range(1, 7) if j not in frames.angle_limits}
+                    | {j for j in range(1, 7) if j not in frames.acceleration_limits}
                 )
             raise PiperTimeoutError(
                 f"{self.label}: drives {missing} did not answer the limit query (0x472) within {timeout:g} s"
@@ -362,10 +306,10 @@ class PiperArm:
             return [
                 JointLimitReading(
                     joint=j,
-                    max_angle=self._angle_limits[j][0],
-                    min_angle=self._angle_limits[j][1],
-                    max_speed=self._angle_limits[j][2],
-                    max_acceleration=self._acceleration_limits[j],
+                    max_angle=frames.angle_limits[j][0],
+                    min_angle=frames.angle_limits[j][1],
+                    max_speed=frames.angle_limits[j][2],
+                    max_acceleration=frames.acceleration_limits[j],
                 )
                 for j in range(1, 7)
             ]
@@ -380,9 +324,10 @@ class PiperArm:
         asked = self._clock()
 
         def enabled() -> bool:
-            fresh = all(self._stamps.get(i, -1.0) >= asked for i in (*LOW_SPEED_IDS, GRIPPER_ID))
-            drives = all(code is not None and code & (1 << ENABLE_BIT) for code in self._drive_status)
-            return fresh and drives and self._gripper is not None and bool(self._gripper[2] & (1 << ENABLE_BIT))
+            frames = self._frames
+            fresh = all(frames.stamps.get(i, -1.0) >= asked for i in (*LOW_SPEED_IDS, GRIPPER_ID))
+            drives = all(code is not None and code & (1 << ENABLE_BIT) for code in frames.drive_status)
+            return fresh and drives and frames.gripper is not None and bool(frames.gripper[2] & (1 << ENABLE_BIT))
 
         def send_enable() -> None:
             with self._send_lock:
@@ -392,13 +337,14 @@ class PiperArm:
         timeout = self.config.enable_timeout_s
         if not self._wait_until(enabled, timeout, send_enable):
             with self._cond:
-                silent = [f"0x{i:03X}" for i in (*LOW_SPEED_IDS, GRIPPER_ID) if self._stamps.get(i, -1.0) < asked]
+                frames = self._frames
+                silent = [f"0x{i:03X}" for i in (*LOW_SPEED_IDS, GRIPPER_ID) if frames.stamps.get(i, -1.0) < asked]
                 disabled = [
                     str(j + 1)
-                    for j, code in enumerate(self._drive_status)
+                    for j, code in enumerate(frames.drive_status)
                     if code is not None and not code & (1 << ENABLE_BIT)
                 ]
-                if self._gripper is not None and not self._gripper[2] & (1 << ENABLE_BIT):
+                if frames.gripper is not None and not frames.gripper[2] & (1 << ENABLE_BIT):
                     disabled.append("gripper")
             detail = []
             if silent:

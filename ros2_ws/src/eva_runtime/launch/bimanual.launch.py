@@ -43,14 +43,9 @@ def _default_bundle() -> str:
     return str(shipped) if (shipped / "manifest.yaml").is_file() else ""
 
 
-def generate_launch_description() -> LaunchDescription:
-    bundle = LaunchConfiguration("bundle")
-    config = LaunchConfiguration("config")
-    use_sim = LaunchConfiguration("use_sim")
-    topic_convention = LaunchConfiguration("topic_convention")
-    autostart = LaunchConfiguration("autostart")
-
-    arguments = [
+def _arguments(use_sim: LaunchConfiguration) -> list[DeclareLaunchArgument]:
+    """Every launch argument, each with a default: `ros2 launch ... use_sim:=true` needs nothing else."""
+    return [
         DeclareLaunchArgument("bundle", default_value=_default_bundle(), description="deployment bundle directory"),
         DeclareLaunchArgument(
             "config",
@@ -62,6 +57,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("autostart", default_value=use_sim, choices=["true", "false"]),
     ]
 
+
+def _nodes(
+    bundle: LaunchConfiguration,
+    config: LaunchConfiguration,
+    use_sim: LaunchConfiguration,
+    topic_convention: LaunchConfiguration,
+) -> tuple[LifecycleNode, Node]:
+    """The policy lifecycle node and the simulated robot (started only with use_sim:=true)."""
     policy = LifecycleNode(
         package="eva_runtime",
         executable="policy_node",
@@ -85,6 +88,11 @@ def generate_launch_description() -> LaunchDescription:
         ],
         condition=IfCondition(use_sim),
     )
+    return policy, sim
+
+
+def _autostart(policy: LifecycleNode, autostart: LaunchConfiguration) -> tuple[EmitEvent, RegisterEventHandler]:
+    """With autostart:=true, configure the policy node at launch and activate it once it is configured."""
     configure = EmitEvent(
         event=ChangeState(lifecycle_node_matcher=matches_action(policy), transition_id=Transition.TRANSITION_CONFIGURE),
         condition=IfCondition(autostart),
@@ -103,4 +111,17 @@ def generate_launch_description() -> LaunchDescription:
         ),
         condition=IfCondition(autostart),
     )
+    return configure, activate_when_configured
+
+
+def generate_launch_description() -> LaunchDescription:
+    bundle = LaunchConfiguration("bundle")
+    config = LaunchConfiguration("config")
+    use_sim = LaunchConfiguration("use_sim")
+    topic_convention = LaunchConfiguration("topic_convention")
+    autostart = LaunchConfiguration("autostart")
+
+    arguments = _arguments(use_sim)
+    policy, sim = _nodes(bundle, config, use_sim, topic_convention)
+    configure, activate_when_configured = _autostart(policy, autostart)
     return LaunchDescription([*arguments, sim, policy, activate_when_configured, configure])

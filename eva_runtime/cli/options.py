@@ -1,0 +1,31 @@
+"""Typer option types that several command groups share, so one flag reads the same in every `--help`, and the
+`--threads` setting those options feed into torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "EpisodeDirOption",
+    "FrameSizeOption",
+    "PositiveIntOption",
+    "VideoCacheOption",
+    "VideoFpsOption",
+    "set_torch_threads",
+]
+
+PositiveIntOption = Annotated[int, typer.Option(min=1)]
+EpisodeDirOption = Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")]
+VideoCacheOption = Annotated[Path, typer.Option(help="Video cache from `eva train world-model-cache`.")]
+VideoFpsOption = Annotated[float, typer.Option(help="Video rate: the IDM's fps.")]
+FrameSizeOption = Annotated[int, typer.Option(help="Square frame size in pixels.")]
+
+
+def set_torch_threads(threads: int) -> None:
+    # torch is imported here, not at module level: `eva --help` must start without it.
+    import torch
+
+    torch.set_num_threads(threads)

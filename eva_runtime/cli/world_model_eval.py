@@ -1,0 +1,200 @@
+"""`eva eval world-model` (open loop on held-out episodes) and `eva eval compare` (bundles side by side): scoring
+trained world models with the IDM and reward a bundle deploys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from eva_runtime.cli.common import console
+from eva_runtime.cli.models import eval_app
+from eva_runtime.cli.options import PositiveIntOption, set_torch_threads
+
+if TYPE_CHECKING:
+    from eva_runtime.bundle import Bundle
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.reward import RewardConfig
+
+
+@eval_app.command("world-model")
+def eval_world_model_command(
+    model: Annotated[Path, typer.Option(help="World-model pipeline directory (verified by eva_hashes.json).")],
+    bundle: Annotated[Path, typer.Option(help="Bundle whose IDM and reward score the rollouts.")],
+    data: Annotated[Path, typer.Option(help="Held-out episode directory.")],
+    out: Annotated[Path, typer.Option(help="JSON results file (a Markdown table is written next to it).")],
+    adapter: Annotated[list[Path] | None, typer.Option(help="LoRA adapter directories to load.")] = None,
+    episodes: PositiveIntOption = 50,
+    starts: Annotated[str, typer.Option(help="Comma-separated start frames (at the model's fps).")] = "0,16,32,48",
+    horizon: int = 17,
+    steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 10,
+    samples: Annotated[int, typer.Option(min=1, help="Rollouts per condition.")] = 1,
+    seed: int = 0,
+    threads: PositiveIntOption = 2,
+    save_actions: Annotated[
+        Path | None, typer.Option(help="Write the decoded rollout actions (G, T, J) as .npy, for eva calibrate reward.")
+    ] = None,
+) -> None:
+    """Frame PSNR against the recorded future and executability of IDM-decoded rollouts vs the recorded video."""
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.evaluation import evaluate_world_model, summarise
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    set_torch_threads(threads)
+    decoder, config = _idm_and_reward(bundle)
+    adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
+    world_model = load_wan_world_model(
+        {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
+    )
+    size = world_model.settings.image_size
+    videos = load_videos(data, world_model.settings.camera, world_model.fps, size)[:episodes]
+    kept: list = []
+    results = evaluate_world_model(
+        world_model,
+        decoder,
+        config,
+        videos,
+        [int(s) for s in starts.split(",")],
+        horizon,
+        samples,
+        seed,
+        keep_actions=kept,
+    )
+    if save_actions is not None:
+        import numpy as np
+
+        np.save(save_actions, np.stack(kept), allow_pickle=False)
+    summary = summarise(results)
+    summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
+    _write_results(out, summary, results)
+
+
+def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig]:
+    """The bundle's hash-verified IDM decoder and its reward constants at the IDM's fps."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.reward import RewardConfig
+
+    deployed = load_bundle(bundle)
+    decoder = IdmDecoder(deployed.idm_path, deployed.hashes()["idm"])
+    reward = deployed.manifest.reward
+    config = RewardConfig.from_embodiment(
+        deployed.embodiment, decoder.fps, p0=reward.p0, form=reward.form, gamma=reward.gamma
+    )
+    return decoder, config
+
+
+def _write_results(out: Path, summary: dict, results: list[Any]) -> None:
+    """OUT as JSON (summary and every condition), the Markdown table next to it, the table on the console."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "conditions": [r.__dict__ for r in results]}, indent=2))
+    table = _markdown(summary)
+    out.with_suffix(".md").write_text(table)
+    console.print(table)
+
+
+def _markdown(summary: dict) -> str:
+    def cell(triple) -> str:
+        mean, low, high = triple
+        return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+    lines = [
+        f"Conditions: {summary['conditions']}; frame PSNR {cell(summary['psnr_db'])} dB; "
+        f"median rollout {summary['rollout_seconds_median']:.2f} s",
+        "",
+        "| video | reward | kinematically plausible | jerk penalty | motion (rad) |",
+        "|---|---|---|---|---|",
+    ]
+    for source in ("model", "truth"):
+        row = summary[source]
+        lines.append(
+            f"| {source} | {cell(row['reward'])} | {cell(row['plausible'])} | {cell(row['p_jerk'])} "
+            f"| {cell(row['motion_rad'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@eval_app.command("compare")
+def eval_compare_command(
+    bundles: Annotated[str, typer.Option(help="name=bundle_dir pairs, comma-separated, in table order.")],
+    data: Annotated[Path, typer.Option(help="Held-out episode directory (open-loop conditions).")],
+    out: Annotated[Path, typer.Option(help="Directory for compare.md, compare.json, compare.png, run logs.")],
+    task: str = "transfer_cube",
+    episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes for the open-loop conditions.")] = 50,
+    starts: Annotated[str, typer.Option(help="Comma-separated start frames (model fps).")] = "0,16,32,48",
+    horizon: int = 17,
+    closed_loop_episodes: Annotated[int, typer.Option(min=0, help="eva run episodes per bundle (0: skip).")] = 50,
+    first_seed: Annotated[int, typer.Option(help="Closed-loop episode i uses seed first_seed + i.")] = 1000,
+    sync: Annotated[bool, typer.Option(help="Closed loop in synchronous mode.")] = False,
+    reward_from: Annotated[
+        str | None, typer.Option(help="Bundle name whose reward constants (P0) score every row (default: first wan).")
+    ] = None,
+    threads: PositiveIntOption = 2,
+) -> None:
+    """Oracle / SFT / aligned side by side: open-loop executability and PSNR, closed-loop success (Wilson 95 %)."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.world_model.comparison import closed_loop, open_loop, plot, render_table, reward_config_of
+
+    set_torch_threads(threads)
+    pairs = _name_directory_pairs(bundles)
+    out.mkdir(parents=True, exist_ok=True)
+    start_frames = [int(s) for s in starts.split(",")]
+    rows: dict[str, dict] = {}
+    videos_cache: dict = {}
+    loaded = {name: load_bundle(Path(directory)) for name, directory in pairs}
+    scorer = _scoring_bundle(loaded, reward_from, pairs[0][0])
+    reward_config = reward_config_of(loaded[scorer])
+    console.print(f"every row scored with the reward of {scorer!r} (P0 {reward_config.p0:g})")
+    for name, directory in pairs:
+        deployed = loaded[name]
+        videos = _held_out_videos(deployed, data, episodes, videos_cache)
+        console.print(f"[bold]{name}[/bold]: open loop on {len(videos)} held-out episodes")
+        summary = open_loop(deployed, videos, start_frames, horizon, reward_config=reward_config)
+        rows[name] = {"bundle": directory, "reward_from": scorer, "open_loop": summary}
+        if closed_loop_episodes:
+            console.print(f"[bold]{name}[/bold]: closed loop, {closed_loop_episodes} episodes through eva run")
+            result = closed_loop(Path(directory), task, closed_loop_episodes, first_seed, out / f"{name}.db", sync)
+            rows[name]["closed_loop"] = {
+                "successes": result.successes,
+                "episodes": result.episodes,
+                "planning_latency_p50_s": result.latency_p50_s,
+            }
+        (out / "compare.json").write_text(json.dumps(rows, indent=2))
+    table = render_table(rows)
+    (out / "compare.md").write_text(table)
+    plot(rows, out / "compare.png")
+    console.print(table)
+
+
+def _name_directory_pairs(bundles: str) -> list[list[str]]:
+    """`--bundles a=dir,b=dir` as [name, directory] pairs in table order; anything else exits 2."""
+    pairs = [item.split("=", 1) for item in bundles.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        console.print("[red]error:[/red] --bundles takes name=directory pairs separated by commas")
+        raise typer.Exit(2)
+    return pairs
+
+
+def _scoring_bundle(loaded: dict[str, Bundle], reward_from: str | None, first: str) -> str:
+    """The bundle whose reward scores every row: --reward-from, else the first wan bundle, else the first one."""
+    wan = [name for name, bundle in loaded.items() if bundle.manifest.world_model.kind == "wan"]
+    scorer = reward_from or (wan[0] if wan else first)
+    if scorer not in loaded:
+        console.print(f"[red]error:[/red] --reward-from {scorer!r} is not one of {', '.join(loaded)}")
+        raise typer.Exit(2)
+    return scorer
+
+
+def _held_out_videos(deployed: Bundle, data: Path, episodes: int, cache: dict) -> list[Any]:
+    """DATA's first EPISODES videos as the bundle's IDM sees them; bundles reading alike share one load via CACHE."""
+    from eva_runtime.training.wm_data import load_videos
+
+    fps = deployed.manifest.world_model.fps
+    size = tuple(deployed.manifest.idm.image_size)
+    camera = deployed.manifest.idm.cameras[0]
+    key = (camera, fps, size)
+    if key not in cache:
+        cache[key] = load_videos(data, camera, fps, size)[:episodes]
+    return cache[key]

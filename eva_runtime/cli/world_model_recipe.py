@@ -1,0 +1,192 @@
+"""`eva train world-model-cache|world-model-recipe|world-model-vae|world-model-sft-run|world-model-assemble` and
+`eva train vae-roundtrip`: the world-model recipe that runs from one compact video cache, step by step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eva_runtime.cli.common import console
+from eva_runtime.cli.models import train_app
+from eva_runtime.cli.options import (
+    EpisodeDirOption,
+    FrameSizeOption,
+    PositiveIntOption,
+    VideoCacheOption,
+    VideoFpsOption,
+    set_torch_threads,
+)
+
+
+@train_app.command("world-model-cache")
+def train_world_model_cache_command(
+    data: Annotated[list[Path], typer.Option(help="Directories of recorded episode_XXXX.hdf5 files (repeatable).")],
+    out: Annotated[Path, typer.Option(help="The cache file (.npz).")],
+    camera: str = "cam_high",
+    fps: VideoFpsOption = 12.5,
+    image_size: FrameSizeOption = 64,
+) -> None:
+    """Recorded episodes -> one compact .npz (video, actions, instructions, fixed text embeddings) for the recipe."""
+    from eva_runtime.training.wm_assemble import make_video_cache
+
+    console.print_json(json.dumps(make_video_cache(data, out, camera, fps, image_size)))
+
+
+@train_app.command("world-model-recipe")
+def train_world_model_recipe_command(
+    cache: VideoCacheOption,
+    out: Annotated[Path, typer.Option(help="Run directory: vae_*.safetensors, transformer.safetensors, recipe.json.")],
+    vae_seconds: Annotated[float, typer.Option(help="Budget per VAE candidate (ignored with --vae-steps).")] = 55.0,
+    vae_steps: Annotated[int | None, typer.Option(help="Exact steps per VAE candidate.")] = None,
+    sft_seconds: Annotated[float, typer.Option(help="Transformer SFT budget (ignored with --sft-steps).")] = 240.0,
+    sft_steps: Annotated[int | None, typer.Option(help="Exact transformer SFT steps.")] = None,
+    candidates: Annotated[
+        str, typer.Option(help="Comma-separated VAE candidates.")
+    ] = "z8_t4_l1,z16_t4_fg,z32_t4_fg,z16_t2_fg",
+    threads: PositiveIntOption = 2,
+) -> None:
+    """VAE candidates measured, one picked by the stated rule, transformer SFT on it (any torch device)."""
+    from eva_runtime.training.wm_recipe import main
+
+    set_torch_threads(threads)
+    arguments = ["--cache", str(cache), "--out", str(out), "--candidates", candidates]
+    arguments += ["--vae-steps", str(vae_steps)] if vae_steps else ["--vae-seconds", str(vae_seconds)]
+    arguments += ["--sft-steps", str(sft_steps)] if sft_steps else ["--sft-seconds", str(sft_seconds)]
+    main(arguments)
+
+
+@train_app.command("world-model-sft-run")
+def train_world_model_sft_run_command(
+    cache: VideoCacheOption,
+    vae: Annotated[Path, typer.Option(help="A trained VAE candidate file (`eva train world-model-vae`).")],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, progress.jsonl, samples, recipe.json).")],
+    steps: PositiveIntOption = 20000,
+    batch: PositiveIntOption = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 5e-4,
+    checkpoint_every: PositiveIntOption = 200,
+    samples_every: PositiveIntOption = 2000,
+    clip_stride: Annotated[int, typer.Option(min=1, help="Start a training clip every N frames.")] = 2,
+    resume: Annotated[
+        bool, typer.Option(help="Continue OUT from its last checkpoint (same settings and files).")
+    ] = False,
+    threads: PositiveIntOption = 2,
+) -> None:
+    """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
+    from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
+
+    set_torch_threads(threads)
+    run = TransformerRun(
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        samples_every=samples_every,
+        clip_stride=clip_stride,
+    )
+    try:
+        train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line))
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+@train_app.command("world-model-assemble")
+def train_world_model_assemble_command(
+    recipe: Annotated[Path, typer.Option(help="A world-model-recipe run directory.")],
+    cache: Annotated[Path, typer.Option(help="The video cache the recipe ran on (its SHA-256 is checked).")],
+    out: Annotated[Path, typer.Option(help="New diffusers pipeline directory (hash-verified).")],
+    vae: Annotated[str | None, typer.Option(help="A candidate other than the recipe's selection.")] = None,
+) -> None:
+    """The recipe's VAE + transformer + the tiny tokenizer and text encoder -> a verified pipeline directory."""
+    from eva_runtime.training.wm_assemble import assemble_world_model
+
+    description = assemble_world_model(recipe, cache, out, vae)
+    console.print(f"world model written to {out} (VAE {description['recipe']['selection']['chosen']})")
+
+
+@train_app.command("world-model-vae")
+def train_world_model_vae_command(
+    cache: VideoCacheOption,
+    candidate: Annotated[str, typer.Option(help="A recipe candidate name (its architecture and loss weights).")],
+    out: Annotated[Path, typer.Option(help="Candidate file (.safetensors); its measurement goes next to it (.json).")],
+    steps: PositiveIntOption = 300,
+    init: Annotated[Path | None, typer.Option(help="Start from this candidate file (same architecture).")] = None,
+    short_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of steps on 9-frame clips.")] = 1.0,
+    short_batch: PositiveIntOption = 8,
+    long_batch: PositiveIntOption = 4,
+    lr: float = 3e-4,
+    held_out: PositiveIntOption = 10,
+    threads: PositiveIntOption = 2,
+) -> None:
+    """Train (or fine-tune) one VAE candidate from a cache and measure it on the held-out episodes (cube included)."""
+    import torch
+
+    from eva_runtime.training.vae_candidates import (
+        VaeTraining,
+        build_candidate_vae,
+        latent_statistics,
+        load_candidate_vae,
+        measure_vae,
+        save_candidate_vae,
+        train_candidate_vae,
+    )
+    from eva_runtime.training.video_cache import load_video_cache
+    from eva_runtime.training.wm_recipe import CANDIDATES
+
+    set_torch_threads(threads)
+    if candidate not in CANDIDATES:
+        console.print(f"[red]error:[/red] --candidate {candidate!r}: known {sorted(CANDIDATES)}")
+        raise typer.Exit(2)
+    spec = CANDIDATES[candidate]
+    loaded = load_video_cache(cache)
+    train, held = loaded.videos[:-held_out], loaded.videos[-held_out:]
+    torch.manual_seed(0)
+    vae = build_candidate_vae(spec)
+    if init is not None:
+        start, start_spec, _ = load_candidate_vae(init)
+        shape = ("z_dim", "base_dim", "dim_mult", "res_blocks", "temporal_downsample")
+        if any(getattr(start_spec, key) != getattr(spec, key) for key in shape):
+            console.print(f"[red]error:[/red] {init} has another architecture than {candidate}")
+            raise typer.Exit(2)
+        vae.load_state_dict(start.state_dict(), strict=True)
+    settings = VaeTraining(short_share=short_share, short_batch=short_batch, long_batch=long_batch, lr=lr)
+    device = torch.device("cpu")
+    losses = train_candidate_vae(vae, spec, train, steps, settings, device, console.print)
+    mean, std = latent_statistics(vae, train, settings.long_clip, device)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    measured = measure_vae(vae, held, settings.long_clip, device)
+    result = {
+        **measured,
+        "steps": steps,
+        "init": str(init) if init else None,
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+    }
+    save_candidate_vae(vae, spec, out, {"measured": result})
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    console.print_json(json.dumps(result))
+
+
+@train_app.command("vae-roundtrip")
+def train_vae_roundtrip_command(
+    data: EpisodeDirOption,
+    model: Annotated[
+        Path, typer.Option(help="World-model pipeline directory, or a VAE candidate file with its .sha256 sidecar.")
+    ],
+    out: Annotated[Path, typer.Option(help="New episode directory (same joints and actions, camera re-rendered).")],
+    camera: str = "cam_high",
+    clip: Annotated[int, typer.Option(help="Frames per VAE clip (the world model's clip).")] = 41,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N episodes.")] = None,
+    image_size: Annotated[int, typer.Option(min=8, help="Frame size for a VAE candidate file.")] = 64,
+    threads: PositiveIntOption = 2,
+) -> None:
+    """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames."""
+    from eva_runtime.training.vae_roundtrip import roundtrip_episodes
+
+    set_torch_threads(threads)
+    written = roundtrip_episodes(
+        data, model, out, camera, clip, limit, log=lambda _: None, image_size=(image_size, image_size)
+    )
+    console.print(f"{len(written)} episodes written to {out}")

@@ -1,0 +1,96 @@
+"""What Flow-GRPO alignment draws from (see :mod:`.align`): the SFT pipeline, the bundle's frozen IDM reward,
+the training and held-out conditions (observed frame(s) + instruction + recorded future) and their text embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eva_runtime.training.align_config import AlignConfig
+
+__all__ = ["AlignData", "load_align_data"]
+
+
+@dataclass(frozen=True)
+class AlignData:
+    """What every iteration and check draws from: the SFT pipeline, the reward, the conditions, their prompts."""
+
+    pipeline: Any
+    fps: float
+    reward_fn: Any
+    train_conditions: list
+    heldout: list
+    embeds: dict
+    latent_count: int
+
+
+def load_align_data(config: AlignConfig) -> AlignData:
+    """The SFT pipeline, the bundle's IDM reward, training and held-out conditions and their text embeddings."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.wan.latents import latent_frames
+    from eva_runtime.world_model.wan.model_files import verify_hashes
+
+    base = Path(config.base)
+    verify_hashes(base)
+    pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
+    described = json.loads((base / "eva_world_model.json").read_text())
+    fps, camera = float(described["fps"]), described["camera"]
+    reward_fn = _idm_reward(config, pipeline.vae, fps)
+    videos = load_videos(config.data, camera, fps, tuple(described["config"]["image_size"]))
+    if len(videos) <= config.held_out:
+        raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
+    train_conditions = _conditions(videos[: -config.held_out], config.condition_starts, config.horizon, 1)
+    heldout = _conditions(videos[-config.held_out :], config.condition_starts, config.horizon, 1)
+    picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
+    heldout = [heldout[i] for i in picks]
+    temporal = int(pipeline.vae.config.scale_factor_temporal)
+    latent_count = latent_frames(config.history_frames - 1 + config.horizon, temporal)
+    with torch.no_grad():
+        embeds = {
+            text: pipeline.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
+            for text in sorted({c.instruction for c in train_conditions + heldout})
+        }
+    return AlignData(pipeline, fps, reward_fn, train_conditions, heldout, embeds, latent_count)
+
+
+def _idm_reward(config: AlignConfig, vae, fps: float):
+    """The bundle's frozen IDM and reward, refused when the IDM runs at another rate than the world model."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.reward import RewardConfig
+    from eva_runtime.training.idm_reward import IdmReward
+
+    bundle = load_bundle(Path(config.bundle))
+    decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
+    if abs(decoder.fps - fps) > 1e-9:
+        raise ValueError(f"the world model runs at {fps} fps, the bundle's IDM at {decoder.fps}")
+    stated = bundle.manifest.reward
+    reward_config = RewardConfig.from_embodiment(
+        bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
+    )
+    return IdmReward(vae, decoder, reward_config, config.history_frames)
+
+
+def _conditions(videos, starts, horizon: int, history: int):
+    """Every (episode, start) with a full recorded future: Condition objects with the truth attached."""
+    from eva_runtime.training.flow_grpo import Condition
+
+    found = []
+    for video in videos:
+        for start in starts:
+            first = start - (history - 1)
+            if first >= 0 and start + horizon <= len(video.frames):
+                found.append(
+                    Condition(video.frames[first : start + 1], video.instruction, video.frames[start : start + horizon])
+                )
+    if not found:
+        raise ValueError("no condition with a full future: check condition_starts, horizon and the episodes")
+    return found
