@@ -86,18 +86,30 @@ def run_command(
         str | None, typer.Option(help="The instruction (a real robot has no task of its own).")
     ] = None,
     episode_seconds: Annotated[float, typer.Option(min=0.1, help="piper: length of each episode.")] = 8.0,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Record each episode as MCAP here (cameras, joints, commands, plans, imagined frames)."),
+    ] = None,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     if robot not in ("sim", "piper"):
         console.print(f"[red]error:[/red] --robot {robot!r}: use sim or piper")
         raise typer.Exit(2)
+    if record is not None:
+        from eva_runtime.records.mcap_recorder import RecordingError, check_recording_dir
+
+        try:
+            check_recording_dir(record)  # refused before anything starts, let alone moves
+        except RecordingError as error:
+            console.print(f"[red]error:[/red] --record: {error}")
+            raise typer.Exit(2) from None
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
     if robot == "piper":
         piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
-        _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, piper)
+        _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, piper, record)
         return
-    _run_sim(bundle_dir, task, episodes, first_seed, log, split, sync, pace, keys, remote, instruction)
+    _run_sim(bundle_dir, task, episodes, first_seed, log, split, sync, pace, keys, remote, instruction, record)
 
 
 def _bundle_dir(task: str, bundle: Path | None, world_model: str) -> Path:
@@ -121,6 +133,7 @@ def _run_sim(
     keys: bool,
     remote: dict | None,
     instruction: str | None,
+    record: Path | None = None,
 ) -> None:
     """The simulated robot under a live status line, then the run's report and its summary as one JSON line."""
     from rich.live import Live
@@ -152,6 +165,7 @@ def _run_sim(
             label=operator.take_label if operator is not None else None,
             world_model=remote,
             instruction=instruction,
+            record=record,
         )
     with OutcomeLog(log, read_only=True) as outcomes:
         report = build_report(outcomes.episodes(run_id=result.run_id))
@@ -213,7 +227,9 @@ class PiperOptions:
     episode_seconds: float
 
 
-def _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, options) -> None:
+def _run_piper(
+    bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, options, record=None
+) -> None:
     """The same deployment and loop as in simulation, on the arms: Piper over CAN, cameras through OpenCV."""
     import sys
 
@@ -263,6 +279,7 @@ def _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, r
                 label=operator.take_label if operator is not None else None,
                 restart_planner=lambda: planner.alive or planner.start(wait_s=None),
                 instruction=instruction,
+                record=record,
             )
         finally:
             planner.close()

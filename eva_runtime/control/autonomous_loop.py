@@ -62,6 +62,7 @@ class TickResult:
     installed: tuple[int, Plan] | None = None  # (request id, plan) installed this tick
     submitted: tuple[int, PlanRequest] | None = None  # (request id, request) sent to the planner this tick
     homing: bool = False  # this tick's target was the homing slide
+    measured: Observation | None = None  # the joint state the tick started from (no frames)
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,16 @@ class AutonomousLoop:
         self.account(sensed, command, applied)
         events, self._events = tuple(self._events), []
         return TickResult(
-            sensed.now, self.modes.mode, command.target, result, applied, events, installed, submitted, command.homing
+            sensed.now,
+            self.modes.mode,
+            command.target,
+            result,
+            applied,
+            events,
+            installed,
+            submitted,
+            command.homing,
+            sensed.observation,
         )
 
     def sense(self) -> Sensed:

@@ -127,13 +127,16 @@ def run_episodes(
     restart_planner: Callable[[], None] | None = None,
     clock: Callable[[], float] | None = None,
     instruction: str | None = None,
+    record: Path | None = None,
 ) -> RunResult:
     """Episodes on a connected robot with a started planner, each one in the outcome log at `log`.
 
     The outcome is the robot's own check where it has one (simulation; "aborted" with the reason where it has
     none), relabelled by `label()` when an operator gave one ("success"/"failure"; the log keeps both).
     `on_tick(index, episode_id, step, modes, stats)` sees every tick. `instruction`: what the robot is told
-    (default: the simulated task's own; a real robot has none, so it must be given)."""
+    (default: the simulated task's own; a real robot has none, so it must be given). `record`: a directory for
+    one MCAP file per episode, named with its hash in the episode's row (refused before anything moves when it
+    cannot be written)."""
     from eva_runtime import __version__
 
     instruction = instruction or robot.instruction
@@ -141,6 +144,12 @@ def run_episodes(
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
     privileged = deployment.privileged_source(robot)
+    recording = None
+    if record is not None:
+        from eva_runtime.records.episode_recording import EpisodeRecording
+
+        idm = deployment.bundle.manifest.idm
+        recording = EpisodeRecording(record, robot, idm.image_size, idm.fps)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []
     with OutcomeLog(log) as outcomes:
@@ -151,13 +160,20 @@ def run_episodes(
             for index in range(episodes):
                 episode_id = session.start(deployment.task, instruction, split)
                 hooks = {"operator": operator, "leader": leader, "clock": clock, "instruction": instruction}
+                if recording is not None:
+                    recording.begin(outcomes.run_id, episode_id)
+                    hooks["on_result"] = recording.tick
                 tick = _tick_hook(session, robot, index, episode_id, on_tick)
                 stats = run_autonomous_episode(
                     robot, planner, first_seed + index, settings, privileged, tick, restart_planner, **hooks
                 )
                 results.append(stats)
                 _end(session, robot, stats, robot.embodiment.control_period_s, label)
+                if recording is not None:
+                    recording.end(outcomes, episode_id)
         finally:
+            if recording is not None and session.episode_id is not None:
+                recording.end(outcomes, session.episode_id)  # what was recorded before the error stays named
             session.close()  # an episode cut short by an error is ended as aborted
     return _result(deployment, settings, results, log, outcomes.run_id)
 

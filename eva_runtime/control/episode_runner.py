@@ -41,6 +41,7 @@ def run_autonomous_episode(
     leader: LeaderArms | None = None,
     clock: Callable[[], float] | None = None,
     instruction: str | None = None,
+    on_result: Callable[[TickResult], None] | None = None,
 ) -> EpisodeStats:
     """Run one episode from `robot.reset_episode(seed)`; the planner process must already be started.
 
@@ -48,6 +49,7 @@ def run_autonomous_episode(
     robot's own success check where it has one (simulation); elsewhere it stays False and an operator labels.
     `clock`: what the loop measures planner waits on (default monotonic time; the robot's simulated clock for
     tests of behaviour without pacing). `instruction`: the language instruction (default: the robot's task's).
+    `on_result(tick)`: every tick's :class:`TickResult` (a recorder), inside the tick's time budget.
     """
     robot.reset_episode(seed)
     loop = AutonomousLoop(
@@ -68,7 +70,9 @@ def run_autonomous_episode(
         trigger = operator(step, robot.now()) if operator is not None else None
         if trigger is not None:  # operator input (keys in the CLI, services on ROS) goes through the same table
             loop.command(trigger)
-        loop.tick()
+        result = loop.tick()
+        if on_result is not None:
+            on_result(result)
         if on_tick is not None:
             on_tick(step, loop.modes, stats)
         if settings.pace:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -21,6 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eva_runtime.records.outcome_fields import (
+    COUNTERS,
+    checked_choice,
+    checked_number,
+    checked_text,
+    counter_columns,
+    json_mapping,
+)
+
 __all__ = ["ABORTED_BY_CRASH", "COUNTERS", "SCHEMA_VERSION", "EpisodeRecord", "OutcomeLog", "OutcomeLogError"]
 
 SCHEMA_VERSION = 1
@@ -29,12 +37,6 @@ OUTCOMES = ("success", "failure", "aborted")
 LABELLERS = ("operator", "automatic")
 ABORTED_BY_CRASH = "process ended before the episode was closed"
 # Counters the runtime updates while an episode runs; the JSON ones must carry exactly these keys.
-COUNTERS = ("teleop_interventions", "teleop_seconds", "safety_interventions", "planning_latency_ms", "executability")
-_SUMMARY_KEYS = {
-    "planning_latency_ms": ("count", "mean", "p50", "p95", "max"),
-    "executability": ("count", "mean", "min", "rejected"),
-}
-_INTEGER_KEYS = ("count", "rejected")
 _FILTERS = ("run_id", "task", "split", "outcome", "labelled_by", "model_id", "embodiment")
 _JSON_FIELDS = ("safety_interventions", "planning_latency_ms", "executability", "bundle")
 
@@ -55,7 +57,12 @@ CREATE TABLE IF NOT EXISTS labels (
     outcome TEXT NOT NULL CHECK (outcome IN {OUTCOMES}), labelled_by TEXT NOT NULL CHECK (labelled_by IN {LABELLERS}),
     labelled_at REAL NOT NULL, note TEXT
 );
+CREATE TABLE IF NOT EXISTS recordings (
+    episode_id INTEGER PRIMARY KEY REFERENCES episodes (id), path TEXT NOT NULL, sha256 TEXT,
+    bytes INTEGER NOT NULL, messages INTEGER NOT NULL, dropped INTEGER NOT NULL, refused INTEGER NOT NULL, error TEXT
+);
 """
+_RECORDING_COLUMNS = ("path", "sha256", "bytes", "messages", "dropped", "refused", "error")
 
 
 class OutcomeLogError(Exception):
@@ -86,65 +93,6 @@ class EpisodeRecord:
     bundle: dict[str, Any]
     model_id: str
     software_version: str
-
-
-def _choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
-def _text(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{field} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _number(field: str, value: object, integer: bool = False) -> float:
-    # bool is an int subclass; a True count is a bug upstream, not a count of 1.
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
-        kind = "integer" if integer else "number"
-        raise ValueError(f"{field} must be a finite non-negative {kind}, got {value!r}")
-    return value
-
-
-def _json_mapping(field: str, value: object) -> str:
-    try:
-        if isinstance(value, Mapping):
-            return json.dumps(dict(value), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
-        pass  # reported below, naming the field
-    raise ValueError(f"{field} must be a JSON-serialisable mapping, got {value!r}")
-
-
-def _counter_columns(counters: Mapping[str, object]) -> dict[str, object]:
-    """Validated counters as column values (JSON text for the dict ones)."""
-    columns: dict[str, object] = {}
-    for name, value in counters.items():
-        if name not in COUNTERS:
-            raise ValueError(f"{name} is not a counter (counters: {', '.join(COUNTERS)})")
-        if name == "teleop_interventions":
-            columns[name] = _number(name, value, integer=True)
-        elif name == "teleop_seconds":
-            columns[name] = float(_number(name, value))
-        elif name == "safety_interventions":
-            if not isinstance(value, Mapping):
-                raise ValueError(f"safety_interventions must map check name -> count, got {value!r}")
-            checks = {_text(f"{name} key", k): _number(f"{name}[{k!r}]", v, integer=True) for k, v in value.items()}
-            columns[name] = json.dumps(checks, sort_keys=True)
-        elif value is None:
-            columns[name] = None
-        else:
-            keys = _SUMMARY_KEYS[name]
-            if not isinstance(value, Mapping) or set(value) != set(keys):
-                raise ValueError(f"{name} must be a mapping with exactly the keys {', '.join(keys)}, got {value!r}")
-            summary = {
-                key: None if value[key] is None else _number(f"{name}.{key}", value[key], key in _INTEGER_KEYS)
-                for key in keys
-            }
-            columns[name] = json.dumps(summary)
-    return columns
 
 
 class OutcomeLog:
@@ -250,15 +198,15 @@ class OutcomeLog:
     ) -> int:
         """Record a new running episode; returns its id."""
         values = (
-            _text("run_id", run_id or self.run_id),
-            _text("task", task),
-            _text("instruction", instruction),
-            _choice("split", split, SPLITS),
-            time.time() if started_at is None else _number("started_at", started_at),
-            _text("embodiment", embodiment),
-            _json_mapping("bundle", bundle),
-            _text("model_id", model_id),
-            _text("software_version", software_version),
+            checked_text("run_id", run_id or self.run_id),
+            checked_text("task", task),
+            checked_text("instruction", instruction),
+            checked_choice("split", split, SPLITS),
+            time.time() if started_at is None else checked_number("started_at", started_at),
+            checked_text("embodiment", embodiment),
+            json_mapping("bundle", bundle),
+            checked_text("model_id", model_id),
+            checked_text("software_version", software_version),
         )
         with self._transaction() as db:
             cursor = db.execute(
@@ -270,7 +218,7 @@ class OutcomeLog:
 
     def update_episode(self, episode_id: int, **counters: object) -> None:
         """Overwrite the running episode's counters with their current totals."""
-        columns = _counter_columns(counters)
+        columns = counter_columns(counters)
         with self._transaction() as db:
             self._running(db, episode_id)
             self._set(db, episode_id, columns)
@@ -286,12 +234,12 @@ class OutcomeLog:
         **counters: object,
     ) -> None:
         """Close a running episode with its outcome, who labelled it, and the final counters."""
-        columns = _counter_columns(counters)
-        columns["outcome"] = _choice("outcome", outcome, OUTCOMES)
-        columns["labelled_by"] = _choice("labelled_by", labelled_by, LABELLERS)
+        columns = counter_columns(counters)
+        columns["outcome"] = checked_choice("outcome", outcome, OUTCOMES)
+        columns["labelled_by"] = checked_choice("labelled_by", labelled_by, LABELLERS)
         columns["failure_reason"] = failure_reason
         columns["note"] = note
-        columns["ended_at"] = time.time() if ended_at is None else _number("ended_at", ended_at)
+        columns["ended_at"] = time.time() if ended_at is None else checked_number("ended_at", ended_at)
         with self._transaction() as db:
             self._running(db, episode_id)
             self._set(db, episode_id, columns)
@@ -301,8 +249,8 @@ class OutcomeLog:
         self, episode_id: int, outcome: str, labelled_by: str = "operator", note: str | None = None
     ) -> None:
         """Relabel a finished episode (an operator overriding the automatic label); the label history is kept."""
-        _choice("outcome", outcome, OUTCOMES)
-        _choice("labelled_by", labelled_by, LABELLERS)
+        checked_choice("outcome", outcome, OUTCOMES)
+        checked_choice("labelled_by", labelled_by, LABELLERS)
         with self._transaction() as db:
             if self._row(db, episode_id)["outcome"] is None:
                 raise ValueError(f"episode_id {episode_id} is still running: end it before labelling it")
@@ -365,6 +313,23 @@ class OutcomeLog:
             "INSERT INTO labels (episode_id, outcome, labelled_by, labelled_at, note) VALUES (?, ?, ?, ?, ?)",
             (episode_id, outcome, labelled_by, time.time(), note),
         )
+
+    def attach_recording(self, episode_id: int, summary: Mapping[str, object]) -> None:
+        """Name an episode's recording (file, hash, counts, and the error that cut it short if one did)."""
+        values = [summary.get(name) for name in _RECORDING_COLUMNS]
+        with self._transaction() as db:
+            self._row(db, episode_id)
+            columns = ", ".join(_RECORDING_COLUMNS)
+            db.execute(f"INSERT OR REPLACE INTO recordings (episode_id, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (episode_id, *values))  # fmt: skip
+
+    def recording(self, episode_id: int) -> dict[str, object] | None:
+        """The recording an episode names, or None (none made, or a log written before recordings existed)."""
+        with self._mutex:
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'recordings'").fetchone() is None:
+                return None
+            row = self._db.execute("SELECT * FROM recordings WHERE episode_id = ?", (episode_id,)).fetchone()
+        return None if row is None else {name: row[name] for name in _RECORDING_COLUMNS}
 
     def pragma(self, name: str) -> object:
         """The current value of a PRAGMA (journal_mode, synchronous, foreign_keys, integrity_check, ...)."""

@@ -1,0 +1,300 @@
+"""EpisodeRecorder: one episode as an MCAP file that Foxglove, the `mcap` tools and rosbags open without this package.
+
+What is recorded (topics named as on the robot's ROS graph, so one Foxglove layout serves both):
+- each camera, at the IDM's size, JPEG (`sensor_msgs/CompressedImage` on `<camera topic>/compressed`);
+- the follower arms' measured joints (`sensor_msgs/JointState` on the embodiment's follower topics);
+- the command the loop asked for and the command the safety filter sent (`/eva/command/requested`,
+  `/eva/command/filtered`), so every clamp is visible as the gap between the two;
+- every installed plan (`trajectory_msgs/JointTrajectory` on `/eva/plan`, stamped with the observation it was
+  planned from) with its score, attempts and latency (`/eva/plan_info`, JSON text), and the imagined frames the
+  planner sent back with it (`/eva/imagined/<camera>/compressed`, stamped at the time each frame depicts);
+- mode changes and safety-filter interventions (`/eva/mode`, `/eva/interventions`, JSON text) and the recorder's
+  own health once a second (`/diagnostics`).
+
+The control thread only puts items on a bounded queue (never blocks, never encodes); a writer thread encodes
+JPEG and CDR and writes through the `mcap` library's chunked, zstd-compressed writer, flushing every chunk to
+the file. So a killed process leaves every chunk written before it readable (an MCAP reader that streams
+records reads them; the summary at the end is what is missing), and a full disk or any write error stops the
+writer, not the loop: the error and the count of items not written are in the summary the episode's outcome
+row keeps. Items refused (a camera frame of the wrong encoding or size) are counted, never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from eva_runtime.records import ros2_schemas as msgs
+
+__all__ = [
+    "EpisodeRecorder",
+    "RecorderTopics",
+    "RecordingError",
+    "RecordingSummary",
+    "check_recording_dir",
+    "record_tick",
+]
+
+_QUEUE_ITEMS = 4096  # about 20 s of a 50 Hz loop's items: a writer stalled longer than that loses the excess
+_CHUNK_BYTES = 256 * 1024  # smaller than the library default, so a kill loses at most this much
+_JPEG_QUALITY = 90
+
+
+class RecordingError(ValueError):
+    """The recording cannot start (directory missing or not writable); raised before the robot moves."""
+
+
+def check_recording_dir(directory: Path) -> Path:
+    """Create `directory` if needed and prove it writable by writing a probe file; RecordingError otherwise."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".eva-write-probe-{threading.get_ident()}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        raise RecordingError(f"recording directory {directory} is not writable: {error}") from error
+    return directory
+
+
+@dataclass(frozen=True)
+class RecorderTopics:
+    """Where each stream goes and what it is called (from the embodiment and the bundle)."""
+
+    joint_names: tuple[str, ...]  # all arms, embodiment order
+    arms: Mapping[str, slice]  # arm -> its joints in the full vector
+    follower: Mapping[str, str]  # arm -> measured joint state topic
+    cameras: Mapping[str, str]  # camera -> image topic (the recorder appends /compressed)
+    image_size: tuple[int, int]  # (height, width) written: the IDM's input size
+    camera_size: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # camera -> (h, w) accepted
+
+    @classmethod
+    def for_embodiment(cls, embodiment, image_size: tuple[int, int]) -> RecorderTopics:
+        names: list[str] = []
+        arms: dict[str, slice] = {}
+        for arm in embodiment.arms:
+            arms[arm.name] = slice(len(names), len(names) + len(arm.joints))
+            names.extend(joint.name for joint in arm.joints)
+        return cls(
+            joint_names=tuple(names),
+            arms=arms,
+            follower=dict(embodiment.topics.follower_state),
+            cameras={spec.name: spec.topic for spec in embodiment.cameras},
+            image_size=(int(image_size[0]), int(image_size[1])),
+            camera_size={spec.name: (spec.height, spec.width) for spec in embodiment.cameras},
+        )
+
+
+@dataclass(frozen=True)
+class RecordingSummary:
+    path: str
+    sha256: str | None  # None when the file could not be finished (write error)
+    bytes: int
+    messages: int
+    dropped: int  # items the loop produced that are not in the file (queue full or writer stopped)
+    refused: int  # items refused as malformed (wrong image encoding or size)
+    error: str | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class EpisodeRecorder:
+    """Record one episode to `path`; feed it from the control thread, then :meth:`close` for the summary."""
+
+    def __init__(self, path: Path, topics: RecorderTopics, *, start_wall_s: float | None = None) -> None:
+        from mcap.writer import CompressionType
+        from mcap_ros2.writer import Writer
+
+        self.path = Path(path)
+        self.topics = topics
+        self._file = open(self.path, "wb")  # noqa: SIM115 - owned by the writer thread, closed in close()
+        self._writer = Writer(self._file, chunk_size=_CHUNK_BYTES, compression=CompressionType.ZSTD)
+        self._schemas = {name: self._writer.register_msgdef(name, text) for name, text in msgs.DEFINITIONS.items()}
+        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_ITEMS)
+        self._wall0 = time.time() if start_wall_s is None else start_wall_s
+        self._robot0: float | None = None
+        self.messages = 0
+        self.dropped = 0
+        self.refused = 0
+        self.error: str | None = None
+        self._last_diagnostics = -1.0
+        self._thread = threading.Thread(target=self._drain, name=f"mcap:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    # --- control thread: cheap, never blocks ------------------------------------------------------------------
+    def _stamp(self, robot_time: float) -> int:
+        """Robot clock -> nanoseconds on the wall clock of the episode's start (what Foxglove shows)."""
+        if self._robot0 is None:
+            self._robot0 = robot_time
+        return round((self._wall0 + robot_time - self._robot0) * 1e9)
+
+    def _put(self, item: tuple) -> None:
+        if self.error is not None:
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def joints(self, robot_time: float, position: np.ndarray, velocity: np.ndarray | None) -> None:
+        stamp = self._stamp(robot_time)
+        for arm, joints in self.topics.arms.items():
+            topic = self.topics.follower.get(arm)
+            if topic is not None:
+                velocities = None if velocity is None else np.array(velocity[joints])
+                self._put(("joints", topic, stamp, joints, np.array(position[joints]), velocities))
+
+    def command(self, robot_time: float, requested: np.ndarray | None, filtered: np.ndarray) -> None:
+        stamp = self._stamp(robot_time)
+        if requested is not None:
+            self._put(("joints", "/eva/command/requested", stamp, slice(None), np.array(requested), None))
+        self._put(("joints", "/eva/command/filtered", stamp, slice(None), np.array(filtered), None))
+
+    def frame(self, robot_time: float, camera: str, image: np.ndarray, topic: str | None = None) -> None:
+        """A camera frame (uint8 RGB, the camera's configured size); anything else is refused and counted."""
+        expected = self.topics.camera_size.get(camera)
+        valid = (
+            isinstance(image, np.ndarray)
+            and image.dtype == np.uint8
+            and image.ndim == 3
+            and image.shape[2] == 3
+            and (expected is None or tuple(image.shape[:2]) == tuple(expected) or topic is not None)
+        )
+        if not valid or (topic is None and camera not in self.topics.cameras):
+            self.refused += 1
+            return
+        target = topic or f"{self.topics.cameras[camera]}/compressed"
+        self._put(("image", target, self._stamp(robot_time), camera, image))
+
+    def plan(self, request_id: int, plan) -> None:
+        """An installed plan: the trajectory, its numbers, and the imagined frames it came with."""
+        stamp = self._stamp(plan.start_time)
+        self._put(("trajectory", "/eva/plan", stamp, np.array(plan.actions), float(plan.fps)))
+        info = {
+            "request_id": request_id,
+            "score": None if not np.isfinite(plan.score) else float(plan.score),
+            "attempts": int(plan.attempts),
+            "latency_s": None if not np.isfinite(plan.latency_s) else float(plan.latency_s),
+            "model_id": plan.model_id,
+            "fps": float(plan.fps),
+            "steps": len(plan.actions),
+        }
+        self._put(("text", "/eva/plan_info", stamp, json.dumps(info)))
+        for camera, frames in (plan.metadata.get("rollout") or {}).items():
+            count = len(frames)
+            span = (len(plan.actions) - 1) / plan.fps
+            for index, image in enumerate(frames):
+                at = plan.start_time + (span * index / (count - 1) if count > 1 else 0.0)
+                self.frame(at, camera, np.asarray(image), topic=f"/eva/imagined/{camera}/compressed")
+
+    def event(self, topic: str, robot_time: float, value: Mapping) -> None:
+        self._put(("text", topic, self._stamp(robot_time), json.dumps(dict(value), default=str)))
+
+    def diagnostics(self, robot_time: float) -> None:
+        if robot_time - self._last_diagnostics < 1.0:
+            return
+        self._last_diagnostics = robot_time
+        level = 0 if not (self.dropped or self.refused or self.error) else (2 if self.error else 1)
+        values = {"messages": self.messages, "dropped": self.dropped, "refused": self.refused}
+        status = (level, "eva_runtime: recorder", self.error or "recording", values)
+        self._put(("diagnostics", "/diagnostics", self._stamp(robot_time), [status]))
+
+    # --- writer thread ---------------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                self.dropped += 1
+                continue
+            try:
+                self._write(item)
+                self.messages += 1
+            except OSError as error:  # full disk, a lost mount: the loop goes on, the recording stops here
+                self.error = f"{type(error).__name__}: {error}"
+                self.dropped += 1
+
+    def _write(self, item: tuple) -> None:
+        kind, topic, stamp = item[0], item[1], item[2]
+        if kind == "joints":
+            joints, position, velocity = item[3], item[4], item[5]
+            names = self.topics.joint_names[joints]
+            schema, message = "sensor_msgs/msg/JointState", msgs.joint_state(stamp, names, position, velocity)
+        elif kind == "image":
+            camera, image = item[3], item[4]
+            height, width = self.topics.image_size
+            if image.shape[:2] != (height, width):
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+            if not ok:
+                self.refused += 1
+                return
+            schema, message = "sensor_msgs/msg/CompressedImage", msgs.compressed_image(stamp, camera, encoded.tobytes())
+        elif kind == "trajectory":
+            actions, fps = item[3], item[4]
+            schema = "trajectory_msgs/msg/JointTrajectory"
+            message = msgs.joint_trajectory(stamp, self.topics.joint_names, actions, fps)
+        elif kind == "diagnostics":
+            schema, message = "diagnostic_msgs/msg/DiagnosticArray", msgs.diagnostic_array(stamp, item[3])
+        else:
+            schema, message = "std_msgs/msg/String", msgs.text(item[3])
+        self._writer.write_message(topic, self._schemas[schema], message, log_time=stamp, publish_time=stamp)
+        self._file.flush()  # a finished chunk reaches the file now, not when the process exits
+
+    # --- end -------------------------------------------------------------------------------------------------
+    def close(self, timeout_s: float = 30.0) -> RecordingSummary:
+        """Finish the file (summary and footer) and return what was recorded; safe to call once."""
+        self._queue.put(None)  # blocks only if the queue is full, and the writer is draining it
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self.error = self.error or f"writer did not finish within {timeout_s} s"
+        digest = None
+        try:
+            if self.error is None:
+                self._writer.finish()
+            self._file.close()
+        except OSError as error:
+            self.error = self.error or f"{type(error).__name__}: {error}"
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if self.error is None:
+            digest = _sha256(self.path)
+        return RecordingSummary(str(self.path), digest, size, self.messages, self.dropped, self.refused, self.error)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_tick(recorder: EpisodeRecorder, tick, frames: Mapping | None = None) -> None:
+    """Everything one tick of the loop produced (a :class:`~eva_runtime.control.autonomous_loop.TickResult`),
+    and the camera frames (camera -> CameraFrame) the driver grabbed for the recording this tick, if any."""
+    if tick.measured is not None:
+        recorder.joints(tick.measured.stamp, tick.measured.joint_position, tick.measured.joint_velocity)
+    for camera, frame in (frames or {}).items():
+        recorder.frame(frame.stamp, camera, frame.image)
+    recorder.command(tick.time, tick.target, tick.result.command)
+    if tick.installed is not None:
+        recorder.plan(*tick.installed)
+    for event in tick.events:
+        value = {"trigger": event.trigger.value, "before": event.before.value, "after": event.after.value}
+        recorder.event("/eva/mode", tick.time, {**value, "accepted": event.accepted, "detail": event.detail})
+    if tick.result.interventions:
+        checks = [item.check.value for item in tick.result.interventions]
+        recorder.event("/eva/interventions", tick.time, {"checks": checks})
+    recorder.diagnostics(tick.time)
