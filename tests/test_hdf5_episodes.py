@@ -1,4 +1,7 @@
-"""HDF5 episode files: exact round trip, atomic writes, slice reads, validation errors and the data digest."""
+"""HDF5 episode files: float32 round trip, atomic writes, slice reads, validation errors and the data digest.
+
+The vendor (ACT / AgileX) view of the same files and reading v1 files are in test_hdf5_vendor_layout.py.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +36,13 @@ JOINTS = tuple(f"{side}_{j}" for side in ("left", "right") for j in (*(f"j{i}" f
 def make_episode(
     rng: np.random.Generator, n: int = 7, h: int = 16, w: int = 16, with_qvel: bool = True, **kw
 ) -> Episode:
+    # Effort follows qvel: a source that measures one usually measures both.
     fields = {
         "images": {cam: rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8) for cam in CAMERAS},
         "qpos": rng.normal(size=(n, 14)),
         "action": rng.normal(size=(n, 14)),
         "qvel": rng.normal(size=(n, 14)) if with_qvel else None,
+        "effort": rng.normal(size=(n, 14)) if with_qvel else None,
         "fps": 30.0,
         "embodiment": "cobot_magic",
         "task": "fold_towel",
@@ -50,19 +55,24 @@ def make_episode(
     return Episode(**fields)
 
 
+def stored(values: np.ndarray) -> np.ndarray:
+    """What a written joint array reads back as: rounded to the file's float32, widened to float64."""
+    return values.astype(np.float32).astype(np.float64)
+
+
 def assert_same(a: Episode, b: Episode) -> None:
+    """``b`` is ``a`` written and read back: images exact, joint arrays float32-rounded, metadata equal."""
     assert a.images.keys() == b.images.keys()
     for cam in a.images:
         assert a.images[cam].dtype == b.images[cam].dtype == np.uint8
         np.testing.assert_array_equal(a.images[cam], b.images[cam])
-    for name in ("qpos", "action"):
+    for name in ("qpos", "action", "qvel", "effort"):
+        if getattr(a, name) is None:
+            assert getattr(b, name) is None, name
+            continue
         assert getattr(b, name).dtype == np.float64
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    if a.qvel is None:
-        assert b.qvel is None
-    else:
-        np.testing.assert_array_equal(a.qvel, b.qvel)
-    for name in ("fps", "embodiment", "task", "instruction", "joint_names", "seed", "success", "length"):
+        np.testing.assert_array_equal(getattr(b, name), stored(getattr(a, name)))
+    for name in ("fps", "embodiment", "task", "instruction", "joint_names", "seed", "success", "sim", "length"):
         assert getattr(a, name) == getattr(b, name), name
 
 
@@ -72,7 +82,7 @@ def rng() -> np.random.Generator:
 
 
 @pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
-def test_round_trip_is_exact(tmp_path: Path, rng: np.random.Generator, compression: str | None) -> None:
+def test_round_trip(tmp_path: Path, rng: np.random.Generator, compression: str | None) -> None:
     ep = make_episode(rng)
     path = write_episode(tmp_path / "episode_0000.hdf5", ep, compression=compression)
     back = read_episode(path)
@@ -88,10 +98,21 @@ def test_round_trip_is_exact(tmp_path: Path, rng: np.random.Generator, compressi
 def test_optional_fields_round_trip(tmp_path: Path, rng: np.random.Generator, seed, success) -> None:
     ep = make_episode(rng, with_qvel=False, seed=seed, success=success)
     back = read_episode(write_episode(tmp_path / "e.hdf5", ep))
-    assert back.seed == seed and back.success == success and back.qvel is None
+    assert back.seed == seed and back.success == success and back.qvel is None and back.effort is None
     with h5py.File(tmp_path / "e.hdf5", "r") as f:
-        assert "/observations/qvel" not in f
+        # Unmeasured fields are stored as zeros (vendor loaders index them unconditionally) and flagged.
+        for name in ("qvel", "effort"):
+            assert not f.attrs[f"{name}_measured"]
+            np.testing.assert_array_equal(f[f"/observations/{name}"][()], np.zeros((7, 14), np.float32))
         assert f.attrs["seed"] == (-1 if seed is None else seed)
+
+
+def test_values_beyond_float32_are_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    ep = make_episode(rng, action=np.full((7, 14), 1e300))
+    with pytest.raises(EpisodeError) as info:
+        write_episode(tmp_path / "e.hdf5", ep)
+    assert info.value.field == "action" and "float32" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_is_atomic_and_replaces(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -132,7 +153,7 @@ def test_read_without_images(tmp_path: Path, rng: np.random.Generator) -> None:
     ep = make_episode(rng)
     back = read_episode(write_episode(tmp_path / "e.hdf5", ep), load_images=False)
     assert back.images == {}
-    np.testing.assert_array_equal(back.action, ep.action)
+    np.testing.assert_array_equal(back.action, stored(ep.action))
 
 
 def _corrupt(path: Path, edit) -> None:
@@ -153,6 +174,12 @@ def _corrupt(path: Path, edit) -> None:
         (lambda f: f.attrs.__setitem__("seed", "seven"), "attribute 'seed'"),
         (lambda f: f.attrs.__setitem__("joint_names", "not json"), "attribute 'joint_names'"),
         (lambda f: f.attrs.__setitem__("joint_names", json.dumps(list(JOINTS[:13]))), "/observations/qpos"),
+        (lambda f: f.__delitem__("/observations/effort"), "/observations/effort"),
+        (lambda f: f.__delitem__("/observations/qvel"), "/observations/qvel"),
+        (lambda f: f.attrs.__delitem__("sim"), "attribute 'sim'"),
+        (lambda f: f.attrs.__setitem__("sim", "yes"), "attribute 'sim'"),
+        (lambda f: f.attrs.__delitem__("effort_measured"), "attribute 'effort_measured'"),
+        (lambda f: f.attrs.__setitem__("compress", True), "attribute 'compress'"),
     ],
 )
 def test_missing_or_bad_metadata_names_file_and_key(tmp_path: Path, rng: np.random.Generator, edit, key) -> None:
@@ -180,6 +207,8 @@ def _replace(key: str, data: np.ndarray):
         ("/observations/qpos", np.full((7, 14), np.nan)),
         ("/action", np.full((7, 14), np.inf)),
         ("/observations/qvel", np.zeros((8, 14))),
+        ("/observations/effort", np.zeros((7, 12))),
+        ("/observations/effort", np.full((7, 14), np.nan)),
         ("/observations/images/cam_high", np.zeros((7, 16, 16, 3), dtype=np.float32)),
         ("/observations/images/cam_high", np.zeros((7, 16, 16, 4), dtype=np.uint8)),
         ("/observations/images/cam_left_wrist", np.zeros((5, 16, 16, 3), dtype=np.uint8)),
@@ -200,6 +229,8 @@ def test_bad_datasets_name_file_and_key(tmp_path: Path, rng: np.random.Generator
         ({"qpos": np.full((7, 14), np.nan)}, "qpos"),
         ({"action": np.zeros((6, 14))}, "action"),
         ({"qvel": np.zeros((7, 12))}, "qvel"),
+        ({"effort": np.zeros((6, 14))}, "effort"),
+        ({"sim": "yes"}, "sim"),
         ({"fps": 0.0}, "fps"),
         ({"fps": "30"}, "fps"),
         ({"fps": float("nan")}, "fps"),
@@ -211,7 +242,7 @@ def test_bad_datasets_name_file_and_key(tmp_path: Path, rng: np.random.Generator
         ({"task": "fold\ud800"}, "task"),
         ({"embodiment": None}, "embodiment"),
         ({"joint_names": (*JOINTS[:13], "grip\0per")}, "joint_names"),
-        ({"qpos": np.zeros((0, 14)), "action": np.zeros((0, 14)), "qvel": None, "images": {}}, "qpos"),
+        ({"qpos": np.zeros((0, 14)), "action": np.zeros((0, 14)), "qvel": None, "effort": None, "images": {}}, "qpos"),
     ],
 )
 def test_episode_validation_names_the_field(rng: np.random.Generator, change: dict, field: str) -> None:
@@ -274,17 +305,22 @@ def test_dataset_digest(tmp_path: Path) -> None:
     seed=st.one_of(st.none(), st.integers(min_value=0, max_value=2**62)),
     success=st.one_of(st.none(), st.booleans()),
     with_qvel=st.booleans(),
+    with_effort=st.booleans(),
+    sim=st.booleans(),
     values=st.integers(min_value=0, max_value=2**32 - 1),
-    scale=st.sampled_from([1e-300, 1e-6, 1.0, 1e6, 1e300]),
+    # 1e-300 underflows to 0 in float32 (still a faithful float32 rounding); 1e30 is near its range's top.
+    scale=st.sampled_from([1e-300, 1e-6, 1.0, 1e6, 1e30]),
     text=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\0"), max_size=20),
 )
-def test_round_trip_property(n, cams, h, w, seed, success, with_qvel, values, scale, text) -> None:
+def test_round_trip_property(n, cams, h, w, seed, success, with_qvel, with_effort, sim, values, scale, text) -> None:
     rng = np.random.default_rng(values)
     ep = Episode(
         images={CAMERAS[i]: rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8) for i in range(cams)},
         qpos=rng.normal(size=(n, 14)) * scale,
         action=rng.normal(size=(n, 14)) * scale,
         qvel=rng.normal(size=(n, 14)) if with_qvel else None,
+        effort=rng.normal(size=(n, 14)) * scale if with_effort else None,
+        sim=sim,
         fps=float(rng.uniform(1.0, 200.0)),
         embodiment=text,
         task=text[::-1],

@@ -8,6 +8,7 @@ lifecycle holds on deactivate, ends an open episode as aborted on cleanup, and r
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lifecycle_msgs.msg import Transition
+from mcap.reader import make_reader
 from sensor_msgs.msg import JointState
 
 from eva_runtime.embodiment import load_embodiment
@@ -86,7 +88,8 @@ def autonomous_with_plans(graph: Graph) -> None:
 
 @pytest.fixture(scope="module")
 def classic(tmp_path_factory) -> Graph:
-    graph = Graph(tmp_path_factory.mktemp("ros") / "outcomes.db", domain_id(1), "classic")
+    directory = tmp_path_factory.mktemp("ros")
+    graph = Graph(directory / "outcomes.db", domain_id(1), "classic", policy={"record_dir": str(directory / "mcap")})
     try:
         graph.activate()
         yield graph
@@ -104,7 +107,7 @@ def test_commands_flow_on_the_classic_topics_at_the_control_rate_within_limits(c
         _, commands = bimanual(classic.probe, topics, began)
         return time.time() - began > 4.0 and np.abs(commands - commands[0]).max() > 0.01
 
-    wait_for(moved, 40.0, "the arms moving under the plans")
+    wait_for(moved, 90.0, "the arms moving under the plans")
     stamps, commands = bimanual(classic.probe, topics, began)
     assert_kept_streaming(stamps)
     assert_within_limits(stamps, commands)
@@ -154,6 +157,16 @@ def test_an_outcome_labelled_by_service_lands_in_the_outcome_log(classic: Graph)
     assert record.task == "transfer_cube" and record.instruction.startswith("pick up the cube")
     assert record.planning_latency_ms is not None and record.planning_latency_ms["count"] >= 1
     assert classic.policy.get_parameter("episode.note").value == ""  # a note belongs to one episode
+    with OutcomeLog(classic.policy.get_parameter("log_path").value, read_only=True) as log:
+        recording = log.recording(record.id)
+    assert recording is not None and recording["error"] is None, recording
+    path = Path(recording["path"])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == recording["sha256"]
+    with open(path, "rb") as handle:
+        topics = {c.topic for c in make_reader(handle).get_summary().channels.values()}
+    assert {"/eva/command/filtered", "/puppet/joint_left", "/eva/plan"} <= topics
+    # This graph's simulated cameras render 64 x 64 against the embodiment's 128 x 128: refused and counted.
+    assert recording["refused"] > 0 and "/camera_f/color/image_raw/compressed" not in topics
 
 
 def test_a_stale_camera_makes_the_node_hold_and_fresh_frames_resume(classic: Graph) -> None:

@@ -1,15 +1,38 @@
 """Demonstration episodes on disk: the vendor-style HDF5 layout, one file per episode, and its validation.
 
-Layout (``format`` attribute ``eva-runtime/hdf5-episode-v1``)::
+Layout written (``format`` attribute ``eva-runtime/hdf5-episode-v2``)::
 
-    /observations/images/<camera>   (N, H, W, 3) uint8, one frame per chunk
-    /observations/qpos              (N, J) float64, measured follower joints
-    /observations/qvel              (N, J) float64, optional
-    /action                         (N, J) float64, commanded (leader) joints
-    root attributes: fps, embodiment, task, instruction, joint_names (JSON), seed (-1 = none),
-                     success (-1 = unknown, 0, 1), format
+    /observations/images/<camera>   (N, H, W, 3) uint8, raw RGB, one frame per chunk
+    /observations/qpos              (N, J) float32, measured follower joints
+    /observations/qvel              (N, J) float32, zeros when not measured (root attribute qvel_measured)
+    /observations/effort            (N, J) float32, zeros when not measured (root attribute effort_measured)
+    /action                         (N, J) float32, commanded (leader) joints
+    root attributes: sim (bool), compress (always False), qvel_measured, effort_measured (bool), fps, embodiment,
+                     task, instruction, joint_names (JSON), seed (-1 = none), success (-1 = unknown, 0, 1), format
 
-Every problem found while reading raises :class:`EpisodeFileError` naming the file and the dataset or attribute.
+Why this shape: the vendor loaders open the files directly with h5py.
+
+- ACT, ``utils.py`` of tonyzhaozh/act: ``EpisodicDataset.__getitem__`` reads ``root.attrs['sim']`` first (it picks
+  the action alignment: sim pairs action t with observation t, a real robot shifts actions back one step),
+  ``root['/action'].shape``, ``/observations/qpos[t]``, ``/observations/qvel[t]`` and
+  ``/observations/images/<cam>[t]`` as HWC uint8; ``get_norm_stats`` reads qpos, qvel and action whole and stacks
+  them across episodes (so all episodes of a set must have the same N). Its ``record_sim_episodes.py`` writes
+  these datasets with h5py's default dtype, float32, and ``sim = True``.
+- AgileX, agilexrobotics/cobot_magic: ``aloha-devel/act/utils.py`` reads ``attrs['sim']`` and ``attrs['compress']``
+  (True means each image row is an encoded JPEG for ``cv2.imdecode``; False means raw HWC uint8), qpos, qvel and
+  action (its ``__getitem__`` trains on the next frame's qpos; ``/action`` feeds only the normalisation stats), and
+  ``/base_action`` / ``/observations/images_depth/<cam>`` only when the mobile base or depth is enabled.
+  ``collect_data/collect_data.py`` writes ``sim = False``, ``compress = False`` and qpos, qvel, effort and action
+  as (N, 14) float32, images (N, 480, 640, 3) uint8 chunked one frame per chunk.
+
+So qvel and effort are always present (the loaders index qvel unconditionally), and a ``*_measured`` attribute
+says whether they hold data. HDF5 filter compression (gzip, lzf) is transparent to h5py readers and is not what
+``compress`` means. Caveat: :func:`episode_path` names files ``episode_0000.hdf5`` where both loaders open
+``episode_{i}.hdf5`` unpadded; link or rename the files to feed those loaders a directory as it is.
+
+Reading also accepts ``eva-runtime/hdf5-episode-v1`` files (float64 joints, optional qvel, no effort, no sim
+attribute: only the simulator recorder wrote v1, so they read as ``sim=True``); joints come back as float64 either
+way. Every problem found while reading raises :class:`EpisodeFileError` naming the file and dataset or attribute.
 """
 
 from __future__ import annotations
@@ -28,6 +51,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
+    "FORMAT_V1",
     "Episode",
     "EpisodeError",
     "EpisodeFileError",
@@ -40,12 +64,17 @@ __all__ = [
     "write_episode",
 ]
 
-FORMAT = "eva-runtime/hdf5-episode-v1"
+FORMAT = "eva-runtime/hdf5-episode-v2"
+FORMAT_V1 = "eva-runtime/hdf5-episode-v1"
 IMAGES = "/observations/images"
-_FIELD_KEYS = {"qpos": "/observations/qpos", "qvel": "/observations/qvel", "action": "/action"}
+_FIELD_KEYS = {name: f"/observations/{name}" for name in ("qpos", "qvel", "effort")} | {"action": "/action"}
+_OPTIONAL_FIELDS = ("qvel", "effort")  # always stored (zeros when absent), flagged by "<name>_measured"
 _REQUIRED_ATTRS = ("format", "fps", "embodiment", "task", "instruction", "joint_names", "seed", "success")
+_V2_ATTRS = ("sim", "compress", "qvel_measured", "effort_measured")
+_STORED = np.float32  # what the vendor loaders write and read; callers still get float64
 _EPISODE_NAME = re.compile(r"^episode_(\d+)\.hdf5$")
 _COMPRESSIONS = (None, "gzip", "lzf")
+_Joints = dict[str, np.ndarray | None]
 
 
 class EpisodeError(ValueError):
@@ -78,7 +107,12 @@ def _storable_text(value: object) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class Episode:
-    """One demonstration: N synchronised frames of images, measured joints and commanded joints."""
+    """One demonstration: N synchronised frames of images, measured joints and commanded joints.
+
+    ``qvel`` and ``effort`` are None when the source did not measure them. ``sim`` says the episode was recorded
+    in the simulator (True) or on a real robot (False); it defaults to True because the simulator recorder is the
+    only writer so far, and a real-robot recorder must pass False (ACT shifts real-robot actions by one step).
+    """
 
     images: dict[str, np.ndarray]
     qpos: np.ndarray
@@ -91,6 +125,8 @@ class Episode:
     joint_names: tuple[str, ...]
     seed: int | None = None
     success: bool | None = None
+    effort: np.ndarray | None = None
+    sim: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(self.joint_names))
@@ -102,11 +138,14 @@ class Episode:
                 raise EpisodeError(name, f"must be UTF-8 text without NUL characters, got {value!r}")
         if not isinstance(self.fps, int | float | np.number) or not (np.isfinite(self.fps) and self.fps > 0):
             raise EpisodeError("fps", f"must be a finite number > 0, got {self.fps}")
+        if not isinstance(self.sim, bool | np.bool_):
+            raise EpisodeError("sim", f"must be a bool, got {self.sim!r}")
+        object.__setattr__(self, "sim", bool(self.sim))
         width = len(self.joint_names)
         n = None
-        for name in ("qpos", "action", "qvel"):
+        for name in ("qpos", "action", *_OPTIONAL_FIELDS):
             value = getattr(self, name)
-            if value is None and name == "qvel":
+            if value is None and name in _OPTIONAL_FIELDS:
                 continue
             arr = np.asarray(value)
             if arr.ndim != 2 or arr.shape[1] != width or not np.issubdtype(arr.dtype, np.number):
@@ -135,10 +174,43 @@ class Episode:
         return int(self.qpos.shape[0])
 
 
+def _stored_arrays(episode: Episode) -> dict[str, np.ndarray]:
+    """The joint datasets as written: float32, unmeasured optional fields as zeros."""
+    stored = {}
+    for name in _FIELD_KEYS:
+        value = getattr(episode, name)
+        # Finite float64 values beyond float32's range cast to inf, which would make the file unreadable: refuse.
+        with np.errstate(over="ignore"):
+            array = np.zeros(episode.qpos.shape, _STORED) if value is None else value.astype(_STORED)
+        if not np.all(np.isfinite(array)):
+            raise EpisodeError(name, "has values beyond the float32 range the file stores")
+        stored[name] = array
+    return stored
+
+
+def _write_attrs(f: h5py.File, episode: Episode) -> None:
+    f.attrs["format"] = FORMAT
+    f.attrs["sim"] = episode.sim
+    f.attrs["compress"] = False  # images are raw pixels; HDF5 filters are transparent and not what this flag means
+    for name in _OPTIONAL_FIELDS:
+        f.attrs[f"{name}_measured"] = getattr(episode, name) is not None
+    f.attrs["fps"] = float(episode.fps)
+    f.attrs["embodiment"] = episode.embodiment
+    f.attrs["task"] = episode.task
+    f.attrs["instruction"] = episode.instruction
+    f.attrs["joint_names"] = json.dumps(list(episode.joint_names))
+    f.attrs["seed"] = -1 if episode.seed is None else int(episode.seed)
+    f.attrs["success"] = -1 if episode.success is None else int(bool(episode.success))
+
+
 def write_episode(path: Path | str, episode: Episode, compression: str | None = None) -> Path:
-    """Write ``episode`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+    """Write ``episode`` to ``path`` atomically (temporary file in the same directory, then rename).
+
+    Joint arrays are stored as float32: :class:`EpisodeError` if a value does not fit.
+    """
     if compression not in _COMPRESSIONS:
         raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
+    arrays = _stored_arrays(episode)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory as the target so os.replace stays a same-filesystem (atomic) rename.
@@ -153,17 +225,8 @@ def write_episode(path: Path | str, episode: Episode, compression: str | None = 
                     f"{IMAGES}/{camera}", data=frames, chunks=(1, *frames.shape[1:]), compression=compression
                 )
             for name, key in _FIELD_KEYS.items():
-                value = getattr(episode, name)
-                if value is not None:
-                    f.create_dataset(key, data=value, compression=compression)
-            f.attrs["format"] = FORMAT
-            f.attrs["fps"] = float(episode.fps)
-            f.attrs["embodiment"] = episode.embodiment
-            f.attrs["task"] = episode.task
-            f.attrs["instruction"] = episode.instruction
-            f.attrs["joint_names"] = json.dumps(list(episode.joint_names))
-            f.attrs["seed"] = -1 if episode.seed is None else int(episode.seed)
-            f.attrs["success"] = -1 if episode.success is None else int(bool(episode.success))
+                f.create_dataset(key, data=arrays[name], compression=compression)
+            _write_attrs(f, episode)
         # Flush to the device before the rename: otherwise a power cut can leave the new name on empty data.
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -222,28 +285,57 @@ def camera_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
         return {name: tuple(ds.shape) for name, ds in _cameras(f, path).items()}
 
 
+def _bool_attr(f: h5py.File, path: Path, name: str) -> bool:
+    value = _attr(f, path, name)
+    if not isinstance(value, bool | np.bool_):
+        raise EpisodeFileError(path, f"attribute {name!r}", f"expected a bool, got {value!r}")
+    return bool(value)
+
+
+def _joint_arrays(f: h5py.File, path: Path, version: str) -> tuple[_Joints, dict[str, tuple[int, ...]], bool]:
+    """Joint datasets by field (None where not measured), the shapes of unmeasured placeholders, the sim flag."""
+    if version == FORMAT_V1:
+        arrays: _Joints = {name: _dataset(f, path, _FIELD_KEYS[name])[()] for name in ("qpos", "action")}
+        arrays["qvel"] = _dataset(f, path, _FIELD_KEYS["qvel"])[()] if _FIELD_KEYS["qvel"] in f else None
+        arrays["effort"] = None
+        return arrays, {}, True  # v1 files were written by the simulator recorder only
+    flags = {name: _bool_attr(f, path, name) for name in _V2_ATTRS}
+    if flags["compress"]:
+        raise EpisodeFileError(path, "attribute 'compress'", "encoded (compressed) image rows are not supported")
+    arrays, placeholders = {}, {}
+    for name, key in _FIELD_KEYS.items():
+        dataset = _dataset(f, path, key)
+        if name in _OPTIONAL_FIELDS and not flags[f"{name}_measured"]:
+            arrays[name], placeholders[name] = None, tuple(dataset.shape)
+        else:
+            arrays[name] = dataset[()]
+    return arrays, placeholders, flags["sim"]
+
+
 def read_episode(path: Path | str, load_images: bool = True) -> Episode:
     """Read and validate one episode; ``load_images=False`` leaves ``images`` empty (metadata and joints only)."""
     path, f = _open(path)
     with f:
         attrs = {name: _attr(f, path, name) for name in _REQUIRED_ATTRS}
-        if attrs["format"] != FORMAT:
-            raise EpisodeFileError(path, "attribute 'format'", f"expected {FORMAT!r}, got {attrs['format']!r}")
+        if attrs["format"] not in (FORMAT, FORMAT_V1):
+            expected = f"{FORMAT!r} or {FORMAT_V1!r}"
+            raise EpisodeFileError(path, "attribute 'format'", f"expected {expected}, got {attrs['format']!r}")
         try:
             joint_names = tuple(json.loads(str(attrs["joint_names"])))
         except (json.JSONDecodeError, TypeError) as exc:
             raise EpisodeFileError(path, "attribute 'joint_names'", f"not a JSON list ({exc})") from exc
-        arrays = {name: _dataset(f, path, key)[()] for name, key in _FIELD_KEYS.items() if name != "qvel"}
-        arrays["qvel"] = _dataset(f, path, _FIELD_KEYS["qvel"])[()] if _FIELD_KEYS["qvel"] in f else None
+        arrays, placeholders, sim = _joint_arrays(f, path, str(attrs["format"]))
         cameras = _cameras(f, path)
         images = {name: ds[()] for name, ds in cameras.items()} if load_images else {}
         seed, success = _int_attr(path, "seed", attrs["seed"]), _int_attr(path, "success", attrs["success"])
         try:
-            return Episode(
+            episode = Episode(
                 images=images,
                 qpos=arrays["qpos"],
                 action=arrays["action"],
                 qvel=arrays["qvel"],
+                effort=arrays["effort"],
+                sim=sim,
                 fps=float(attrs["fps"]),
                 embodiment=str(attrs["embodiment"]),
                 task=str(attrs["task"]),
@@ -257,6 +349,11 @@ def read_episode(path: Path | str, load_images: bool = True) -> Episode:
                 f"/observations/{exc.field}" if exc.field.startswith("images/") else f"attribute {exc.field!r}"
             )
             raise EpisodeFileError(path, key, str(exc)) from exc
+    # Unmeasured placeholders carry no data, but the vendor loaders index them: they must fit the episode.
+    for name, shape in placeholders.items():
+        if shape != episode.qpos.shape:
+            raise EpisodeFileError(path, _FIELD_KEYS[name], f"placeholder shape {shape}, qpos {episode.qpos.shape}")
+    return episode
 
 
 def read_frames(path: Path | str, camera: str, start: int, stop: int) -> np.ndarray:

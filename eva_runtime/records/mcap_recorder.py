@@ -147,19 +147,22 @@ class EpisodeRecorder:
         except queue.Full:
             self.dropped += 1
 
-    def joints(self, robot_time: float, position: np.ndarray, velocity: np.ndarray | None) -> None:
+    def joints(
+        self, robot_time: float, position: np.ndarray, velocity: np.ndarray | None, effort: np.ndarray | None = None
+    ) -> None:
         stamp = self._stamp(robot_time)
         for arm, joints in self.topics.arms.items():
             topic = self.topics.follower.get(arm)
             if topic is not None:
                 velocities = None if velocity is None else np.array(velocity[joints])
-                self._put(("joints", topic, stamp, joints, np.array(position[joints]), velocities))
+                efforts = None if effort is None else np.array(effort[joints])
+                self._put(("joints", topic, stamp, joints, np.array(position[joints]), velocities, efforts))
 
     def command(self, robot_time: float, requested: np.ndarray | None, filtered: np.ndarray) -> None:
         stamp = self._stamp(robot_time)
         if requested is not None:
-            self._put(("joints", "/eva/command/requested", stamp, slice(None), np.array(requested), None))
-        self._put(("joints", "/eva/command/filtered", stamp, slice(None), np.array(filtered), None))
+            self._put(("joints", "/eva/command/requested", stamp, slice(None), np.array(requested), None, None))
+        self._put(("joints", "/eva/command/filtered", stamp, slice(None), np.array(filtered), None, None))
 
     def frame(self, robot_time: float, camera: str, image: np.ndarray, topic: str | None = None) -> None:
         """A camera frame (uint8 RGB, the camera's configured size); anything else is refused and counted."""
@@ -229,9 +232,9 @@ class EpisodeRecorder:
     def _write(self, item: tuple) -> None:
         kind, topic, stamp = item[0], item[1], item[2]
         if kind == "joints":
-            joints, position, velocity = item[3], item[4], item[5]
+            joints, position, velocity, effort = item[3], item[4], item[5], item[6]
             names = self.topics.joint_names[joints]
-            schema, message = "sensor_msgs/msg/JointState", msgs.joint_state(stamp, names, position, velocity)
+            schema, message = "sensor_msgs/msg/JointState", msgs.joint_state(stamp, names, position, velocity, effort)
         elif kind == "image":
             camera, image = item[3], item[4]
             height, width = self.topics.image_size
@@ -285,7 +288,8 @@ def record_tick(recorder: EpisodeRecorder, tick, frames: Mapping | None = None) 
     """Everything one tick of the loop produced (a :class:`~eva_runtime.control.autonomous_loop.TickResult`),
     and the camera frames (camera -> CameraFrame) the driver grabbed for the recording this tick, if any."""
     if tick.measured is not None:
-        recorder.joints(tick.measured.stamp, tick.measured.joint_position, tick.measured.joint_velocity)
+        measured = tick.measured
+        recorder.joints(measured.stamp, measured.joint_position, measured.joint_velocity, measured.joint_effort)
     for camera, frame in (frames or {}).items():
         recorder.frame(frame.stamp, camera, frame.image)
     recorder.command(tick.time, tick.target, tick.result.command)

@@ -81,14 +81,19 @@ def header(nanoseconds: int, frame_id: str = "") -> dict:
 
 
 def joint_state(
-    nanoseconds: int, names: Sequence[str], position: np.ndarray, velocity: np.ndarray | None = None
+    nanoseconds: int,
+    names: Sequence[str],
+    position: np.ndarray,
+    velocity: np.ndarray | None = None,
+    effort: np.ndarray | None = None,
 ) -> dict:
+    """Unmeasured velocity or effort is an empty array (the ROS convention), never zeros."""
     return {
         "header": header(nanoseconds),
         "name": list(names),
         "position": [float(x) for x in position],
         "velocity": [] if velocity is None else [float(x) for x in velocity],
-        "effort": [],
+        "effort": [] if effort is None else [float(x) for x in effort],
     }
 
 

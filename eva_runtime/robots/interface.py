@@ -1,6 +1,7 @@
 """RobotInterface: the small boundary every robot backend implements (simulation, ROS topics, Piper over CAN).
 
-An observation is timestamped camera frames plus joint positions (and velocities when the robot reports them).
+An observation is timestamped camera frames plus joint positions (and velocities and efforts when the robot
+reports them).
 `send` takes a :class:`~eva_runtime.safety.FilterResult`, not an array: the only way to produce one is the
 safety filter, so no backend can be handed a command that skipped it. It returns the command actually applied.
 Constructors only store configuration; `connect` does the work. No MuJoCo, ROS or CAN types cross this boundary.
@@ -37,6 +38,7 @@ class Observation:
     joint_velocity: np.ndarray | None = None
     frames: Mapping[str, CameraFrame] = field(default_factory=dict)
     fault: str | None = None  # the robot's own fault status, None when healthy
+    joint_effort: np.ndarray | None = None  # (dof,) joint torque / gripper force, where the backend measures it
 
 
 def check_command(embodiment: Embodiment, result: FilterResult) -> np.ndarray:

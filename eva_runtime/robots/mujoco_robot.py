@@ -71,7 +71,9 @@ class MujocoRobot(RobotInterface):
         for name in wanted:
             spec = known[name]
             frames[name] = CameraFrame(sim.render((name,), spec.height, spec.width)[name], stamp)
-        return Observation(stamp, sim.joint_positions(), sim.joint_velocities(), frames)
+        return Observation(
+            stamp, sim.joint_positions(), sim.joint_velocities(), frames, joint_effort=sim.joint_efforts()
+        )
 
     def send(self, result: FilterResult) -> np.ndarray:
         command = check_command(self.embodiment, result)

@@ -159,6 +159,8 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         for destroy, handle in runtime.handles:
             destroy(handle)
         try:
+            if runtime.recording is not None and runtime.session.episode_id is not None:
+                runtime.recording.end(runtime.log, runtime.session.episode_id)  # what was recorded stays named
             runtime.session.close(episode_counters(runtime.loop.stats, runtime.loop.period))
         finally:
             runtime.planner.close()
@@ -199,6 +201,8 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
                 if self.context.ok():
                     self._fail_safe(loop, error)
                 return
+            if runtime.recording is not None:
+                runtime.recording.tick(tick)
             self.tick_count += 1
             self._interventions.update(item.check.value for item in tick.result.interventions)
             if was_homing and not loop.homing and loop.modes.mode is Mode.HOLD:

@@ -109,6 +109,8 @@ class OperatorServices:
             except ValueError as error:
                 return False, str(error)
             runtime.loop.new_episode(int(read(self, "episode.seed")))
+            if runtime.recording is not None:
+                runtime.recording.begin(runtime.log.run_id, episode_id)
             self._last_log_update = time.monotonic()
         return True, f"episode {episode_id} started"
 
@@ -125,6 +127,8 @@ class OperatorServices:
                 episode_id = runtime.session.end(outcome, episode_counters(loop.stats, loop.period), note)
             except ValueError as error:
                 return False, str(error)
+            if runtime.recording is not None:
+                runtime.recording.end(runtime.log, episode_id)
             if note:
                 self.set_parameters([Parameter("episode.note", Parameter.Type.STRING, "")])
             if loop.modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP):

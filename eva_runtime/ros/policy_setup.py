@@ -21,7 +21,9 @@ from trajectory_msgs.msg import JointTrajectory
 from eva_runtime.control.episode_runner import AutonomousLoop, LoopSettings
 from eva_runtime.control.modes import Mode
 from eva_runtime.control.planner_process import PlannerProcess
+from eva_runtime.records.episode_recording import EpisodeRecording
 from eva_runtime.records.episode_session import EpisodeSession
+from eva_runtime.records.mcap_recorder import RecordingError, check_recording_dir
 from eva_runtime.records.outcome_log import OutcomeLog
 from eva_runtime.ros.conventions import ResolvedTopics, resolve_topics
 from eva_runtime.ros.parameters import CAMERA_NAMES, POLICY_PARAMETERS, read
@@ -48,6 +50,7 @@ class PolicyRuntime:
     topics: ResolvedTopics
     model_id: str
     oracle: bool
+    recording: EpisodeRecording | None = None  # one MCAP per episode when `record_dir` is set
     publishers: dict = field(default_factory=dict)
     handles: list = field(default_factory=list)  # (destroy function, handle): services, timers, subscriptions
 
@@ -66,6 +69,12 @@ class PolicySetup:
             camera_topics[camera.name] = override or camera.topic
         oracle, model_id = deployment.oracle, deployment.model_id
         log_path = Path(str(read(self, "log_path"))).expanduser()
+        record_dir = str(read(self, "record_dir")).strip()
+        if record_dir:
+            try:
+                check_recording_dir(Path(record_dir).expanduser())  # refused before anything starts
+            except RecordingError as error:
+                raise ConfigureError(str(error)) from None
         with ExitStack() as undo:  # whatever was started is stopped again if a later step fails
             try:
                 log = OutcomeLog(log_path)
@@ -91,6 +100,9 @@ class PolicySetup:
             )
             session = EpisodeSession(log, embodiment.name, deployment.bundle.hashes(), model_id, __version__)
             runtime = PolicyRuntime(loop, robot, planner, log, session, topics, model_id, oracle)
+            if record_dir:
+                idm = deployment.bundle.manifest.idm
+                runtime.recording = EpisodeRecording(Path(record_dir).expanduser(), robot, idm.image_size, idm.fps)
             self._create_interfaces(runtime, embodiment)
             undo.pop_all()
         self._reset_counters()

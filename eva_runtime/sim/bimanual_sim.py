@@ -140,6 +140,19 @@ class BimanualSim:
         out[[6, 13]] = qvel[self._finger_dof] / (FINGER_OPEN - FINGER_CLOSED)
         return out
 
+    def joint_efforts(self) -> np.ndarray:
+        """Actuator output in the embodiment layout: arm joints in N m, each gripper its left finger's force in N.
+
+        Valid right after `apply`/`reset`: both end in mj_forward, which recomputes the forces for the held command.
+        """
+        force = self.data.actuator_force
+        arm = force[self._ctrl_index]
+        out = np.empty(14)
+        out[0:6] = arm[:6]
+        out[7:13] = arm[6:]
+        out[[6, 13]] = force[[left for left, _ in self._finger_ctrl]]
+        return out
+
     def body_pose(self, body: str) -> np.ndarray:
         """[x y z qw qx qy qz] of a body in the world."""
         return np.r_[self.data.body(body).xpos, self.data.body(body).xquat]

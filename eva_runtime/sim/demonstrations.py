@@ -1,9 +1,11 @@
 """Demonstration recording: scripted-expert episodes in the simulation, written as vendor-layout HDF5 files.
 
 Each episode runs the expert through the safety filter exactly as evaluation does. Recorded per frame: the
-three cameras at the embodiment's size, the measured joints (`qpos`, `qvel`) and the command actually sent
-(`action`, what the leader arms would command on the real robot). Frames are kept every `control_rate / fps`
-control steps; episode i uses seed `first_seed + i`, so the same command regenerates the same data.
+three cameras at the embodiment's size, the measured joints (`qpos`, `qvel`, and `effort`: the simulated
+actuator forces) and the command actually sent (`action`, what the leader arms would command on the real robot).
+Files are marked `sim`, which tells ACT-style loaders to pair each action with its own frame. Frames are kept
+every `control_rate / fps` control steps; episode i uses seed `first_seed + i`, so the same command regenerates
+the same data.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class _EpisodeBuffer:
         self.images: dict[str, list[np.ndarray]] = {}
         self.qpos: list[np.ndarray] = []
         self.qvel: list[np.ndarray] = []
+        self.effort: list[np.ndarray] = []
         self.action: list[np.ndarray] = []
 
     def keep(self, step: int, observation: Observation, applied: np.ndarray) -> None:
@@ -53,6 +56,7 @@ class _EpisodeBuffer:
             self.images.setdefault(name, []).append(frame.image)
         self.qpos.append(observation.joint_position)
         self.qvel.append(observation.joint_velocity)
+        self.effort.append(observation.joint_effort)
         self.action.append(applied)
 
 
@@ -82,6 +86,7 @@ def record_demonstrations(
             qpos=np.stack(buffer.qpos),
             action=np.stack(buffer.action),
             qvel=np.stack(buffer.qvel),
+            effort=np.stack(buffer.effort),
             fps=fps,
             embodiment=robot.embodiment.name,
             task=robot.task_name,
@@ -89,6 +94,7 @@ def record_demonstrations(
             joint_names=robot.embodiment.joint_names,
             seed=seed,
             success=result.success,
+            sim=True,
         )
         path = write_episode(episode_path(out_dir, index), episode, compression=compression)
         item = RecordedEpisode(path, result, episode.length)
