@@ -38,14 +38,12 @@ from eva_runtime.training.vae_candidates import (
     train_candidate_vae,
 )
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
+from eva_runtime.training.wm_run_samples import held_out_loss, pad_video, sample_rollouts
 from eva_runtime.training.wm_transformer_run import (
     SftTraining,
     TransformerRun,
     TransformerShape,
     encode_padded_clips,
-    held_out_loss,
-    pad_video,
-    sample_rollouts,
     save_transformer,
     sft_step,
     transformer_config,

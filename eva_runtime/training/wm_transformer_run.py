@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -32,23 +31,26 @@ from pathlib import Path
 import numpy as np
 
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
-from eva_runtime.training.wm_data import EpisodeVideo
+from eva_runtime.training.wm_run_files import (
+    FORMAT,
+    check_resume,
+    load_state,
+    save_state,
+    sha256_file,
+    write_json,
+)
+from eva_runtime.training.wm_run_samples import held_out_loss, pad_video, sample_rollouts
 
 __all__ = [
     "SftTraining",
     "TransformerRun",
     "TransformerShape",
     "encode_padded_clips",
-    "held_out_loss",
-    "pad_video",
-    "sample_rollouts",
     "save_transformer",
     "sft_step",
     "train_transformer_run",
     "transformer_config",
 ]
-
-FORMAT = "eva-runtime/wm-transformer-run-v1"
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,6 @@ class TransformerRun:
         return cls(**values)
 
 
-def pad_video(video: EpisodeVideo, front: int, back: int) -> np.ndarray:
-    """Frames with the first one repeated `front` times before (a fresh episode has no history: inference repeats
-    the oldest frame the same way) and the last one `back` times after."""
-    frames = video.frames
-    return np.concatenate([np.repeat(frames[:1], front, 0), frames, np.repeat(frames[-1:], back, 0)])
-
-
 def encode_padded_clips(vae, videos, history_frames: int, horizon: int, end_padding: int, stride: int, device):
     """Normalised latents of every padded clip, (N, z, t, h, w), and the episode index of each clip."""
     import torch
@@ -132,94 +127,7 @@ def transformer_config(candidate, shape: TransformerShape, cache: VideoCache):
     )
 
 
-def save_transformer(model, config, path: Path, extra: dict) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(state, str(temporary), metadata={"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)})
-    os.replace(temporary, path)
-
-
-def held_out_loss(model, latents, embeds, conditioned, shift, device, repeats: int = 4) -> float:
-    """Flow-matching loss on held-out clips with a fixed noise draw (comparable across checkpoints)."""
-    import torch
-
-    from eva_runtime.training.wm_sft import flow_matching_loss
-
-    generator = torch.Generator(device=device).manual_seed(1234)
-    values = []
-    with torch.no_grad():
-        for _ in range(repeats):
-            for begin in range(0, len(latents), 64):
-                part = slice(begin, begin + 64)
-                values.append(
-                    float(flow_matching_loss(model, latents[part], embeds[part], conditioned, generator, shift))
-                )
-    return float(np.mean(values))
-
-
-def sample_rollouts(model, vae, held, cache, config, history_frames, horizon, end_padding, sample_steps, path):
-    """Deterministic rollouts of the first held-out episodes at three points of the task: PSNR, cube, GIF."""
-    import torch
-
-    from eva_runtime.training.wm_samples import side_by_side, write_gif
-    from eva_runtime.world_model.fidelity import cube_fidelity
-    from eva_runtime.world_model.wan.components import build_scheduler
-    from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
-    from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
-
-    clip = history_frames - 1 + horizon
-    conditioned = (history_frames - 1) // config.temporal_factor + 1
-    index = {text: i for i, text in enumerate(cache.instructions)}
-    scheduler = build_scheduler(config)
-    rows, truths, generated = [], [], []
-    for number, video in enumerate(held[:4]):
-        padded = pad_video(video, history_frames - 1, end_padding)
-        for start in (0, 24, 48):
-            if start + clip > len(padded):
-                continue
-            truth = padded[start : start + clip]
-            clean = encode_frames(vae, truth[None])
-            noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(number * 100 + start))
-            condition = torch.zeros_like(clean)
-            condition[:, :, :conditioned] = clean[:, :, :conditioned]
-            embeds = torch.from_numpy(cache.text_embeds[index[video.instruction]][None]).to(clean.device)
-            denoiser = Denoiser(model, embeds, condition, conditioned)
-            with torch.no_grad():
-                final = euler_sample(denoiser, noise.to(clean.device), flow_sigmas(scheduler, sample_steps))
-            video_out = decode_latents(vae, final)[0]
-            future = slice(history_frames - 1, clip)
-            truths.append(truth[future])
-            generated.append(video_out[future])
-            if number < 2:
-                rows.append(side_by_side(truth, video_out))
-    write_gif(path, np.concatenate(rows, axis=1), cache.fps)
-    return cube_fidelity(np.stack(truths), np.stack(generated)).as_dict()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_resume(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str) -> None:
-    saved = json.loads((out / "run.json").read_text())
-    if saved.get("format") != FORMAT:
-        raise ValueError(f"{out / 'run.json'}: format {saved.get('format')!r}, expected {FORMAT!r}")
-    for key, expected in (("cache_sha256", cache_sha), ("vae_sha256", vae_sha)):
-        if saved[key] != expected:
-            raise ValueError(f"cannot resume {out}: {key} is {expected[:12]}..., the run used {saved[key][:12]}...")
-    before, now = saved["settings"], run.identity()
-    for key in now:
-        if before.get(key) != json.loads(json.dumps(now[key])):
-            raise ValueError(f"cannot resume {out}: setting {key!r} is {now[key]!r}, the run used {before.get(key)!r}")
-
-
-def _latents(out: Path, vae, cache: VideoCache, run: TransformerRun, vae_sha: str, device, log):
+def load_or_encode_latents(out: Path, vae, cache: VideoCache, run: TransformerRun, vae_sha: str, device, log):
     """Training and held-out latents, encoded once per VAE and reused on resumption."""
     import torch
     from safetensors import safe_open
@@ -261,57 +169,12 @@ def _latents(out: Path, vae, cache: VideoCache, run: TransformerRun, vae_sha: st
     return {k: (v.half().float() if v.is_floating_point() else v).to(device) for k, v in tensors.items()}
 
 
-def _save_state(path: Path, model, ema, optimizer, generator, step: int, curve: list[dict]) -> None:
-    import torch
+def save_transformer(model, config, path: Path, extra: dict) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
-    saved = optimizer.state_dict()
-    for index, slots in saved["state"].items():
-        for key, value in slots.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
-    tensors["rng.generator"] = generator.get_state()
-    metadata = {
-        "format": FORMAT,
-        "step": str(step),
-        "optimizer_groups": json.dumps(saved["param_groups"]),
-        "curve": json.dumps(curve),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     temporary = path.with_name(path.name + ".tmp")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
-    Path(str(path) + ".sha256").write_text(_sha256(path) + "\n")
-
-
-def _load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[dict]]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    sidecar = Path(str(path) + ".sha256")
-    if not sidecar.is_file() or sidecar.read_text().strip() != _sha256(path):
-        raise ValueError(f"{path}: SHA-256 does not match {sidecar.name}; refusing a corrupted checkpoint")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
-    slots: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            slots.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["optimizer_groups"])})
-    generator.set_state(tensors["rng.generator"])
-    return int(metadata["step"]), json.loads(metadata["curve"])
-
-
-def _write_json(path: Path, value: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2, default=str))
+    save_file(state, str(temporary), metadata={"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)})
     os.replace(temporary, path)
 
 
@@ -374,14 +237,14 @@ def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, r
     cache = load_video_cache(cache_path)
     if len(cache.videos) <= run.held_out:
         raise ValueError(f"{cache_path}: {len(cache.videos)} episodes, need more than {run.held_out}")
-    vae_sha = _sha256(vae_path)
+    vae_sha = sha256_file(vae_path)
     vae, candidate, vae_extra = load_candidate_vae(vae_path)
     temporal = candidate.temporal_factor
     if (run.history_frames - 1) % temporal or (run.horizon - 1) % temporal:
         raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of the VAE's time factor {temporal}")
     _claim_directory(out, run, cache.sha256, vae_sha, vae_path, resume)
     device = torch.device("cpu")
-    data = _latents(out, vae, cache, run, vae_sha, device, log)
+    data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
     training = SftTraining(
@@ -400,7 +263,7 @@ def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, r
         report=_report(cache, run, candidate, vae_extra, vae_sha, vae_path, config, len(data["latents"])),
     )
     if resume and training.state_path.is_file():
-        training.step, training.curve = _load_state(
+        training.step, training.curve = load_state(
             training.state_path, training.model, training.ema, training.optimizer, training.generator
         )
         log(f"resumed at step {training.step}/{run.steps}")
@@ -416,11 +279,11 @@ def _claim_directory(out: Path, run: TransformerRun, cache_sha: str, vae_sha: st
 
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "run.json").is_file():
-        _check_resume(out, run, cache_sha, vae_sha)
+        check_resume(out, run, cache_sha, vae_sha)
     elif (out / "run.json").is_file() and (out / "last" / "state.safetensors").is_file():
         raise ValueError(f"{out} holds a run already; pass resume to continue it or choose another directory")
     description = {"format": FORMAT, "settings": run.identity(), "cache_sha256": cache_sha, "vae_sha256": vae_sha}
-    _write_json(out / "run.json", {**description, "vae_file": str(vae_path), "torch": torch.__version__})
+    write_json(out / "run.json", {**description, "vae_file": str(vae_path), "torch": torch.__version__})
 
 
 def _report(cache, run, candidate, vae_extra, vae_sha, vae_path, config, clips: int) -> dict:
@@ -484,7 +347,7 @@ def _checkpoint(t: SftTraining, loss: float, seconds: float, log) -> None:
     with open(t.out / "progress.jsonl", "a") as handle:
         handle.write(json.dumps(point) + "\n")
     save_transformer(t.ema, t.config, t.out / "transformer.safetensors", {"step": step, "of": run.steps})
-    _save_state(t.state_path, t.model, t.ema, t.optimizer, t.generator, step, t.curve)
+    save_state(t.state_path, t.model, t.ema, t.optimizer, t.generator, step, t.curve)
     t.report["sft"].update(curve=t.curve, saved_step=step)
-    _write_json(t.out / "recipe.json", t.report)
+    write_json(t.out / "recipe.json", t.report)
     log(f"step {step}/{run.steps} loss {loss:.4f} held-out (EMA) {held_loss:.4f}")

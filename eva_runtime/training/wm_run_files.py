@@ -1,0 +1,93 @@
+"""What a long transformer SFT run keeps on disk, and how it is checked: the settings a resumption must share
+(`run.json`) and the hash-verified training state (`last/state.safetensors` + `.sha256`: weights,
+EMA weights, optimizer slots, generator state, step and curve), each written through a temporary file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eva_runtime.training.wm_transformer_run import TransformerRun
+
+__all__ = ["FORMAT", "check_resume", "load_state", "save_state", "sha256_file", "write_json"]
+
+FORMAT = "eva-runtime/wm-transformer-run-v1"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_resume(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str) -> None:
+    saved = json.loads((out / "run.json").read_text())
+    if saved.get("format") != FORMAT:
+        raise ValueError(f"{out / 'run.json'}: format {saved.get('format')!r}, expected {FORMAT!r}")
+    for key, expected in (("cache_sha256", cache_sha), ("vae_sha256", vae_sha)):
+        if saved[key] != expected:
+            raise ValueError(f"cannot resume {out}: {key} is {expected[:12]}..., the run used {saved[key][:12]}...")
+    before, now = saved["settings"], run.identity()
+    for key in now:
+        if before.get(key) != json.loads(json.dumps(now[key])):
+            raise ValueError(f"cannot resume {out}: setting {key!r} is {now[key]!r}, the run used {before.get(key)!r}")
+
+
+def save_state(path: Path, model, ema, optimizer, generator, step: int, curve: list[dict]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    saved = optimizer.state_dict()
+    for index, slots in saved["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.generator"] = generator.get_state()
+    metadata = {
+        "format": FORMAT,
+        "step": str(step),
+        "optimizer_groups": json.dumps(saved["param_groups"]),
+        "curve": json.dumps(curve),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+    Path(str(path) + ".sha256").write_text(sha256_file(path) + "\n")
+
+
+def load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[dict]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    sidecar = Path(str(path) + ".sha256")
+    if not sidecar.is_file() or sidecar.read_text().strip() != sha256_file(path):
+        raise ValueError(f"{path}: SHA-256 does not match {sidecar.name}; refusing a corrupted checkpoint")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
+    slots: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            slots.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["optimizer_groups"])})
+    generator.set_state(tensors["rng.generator"])
+    return int(metadata["step"]), json.loads(metadata["curve"])
+
+
+def write_json(path: Path, value: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(temporary, path)
