@@ -157,6 +157,49 @@ def test_stale_joint_state_holds_through_the_filter_and_the_mode() -> None:
     np.testing.assert_allclose(result.applied, held, atol=1e-3)  # braking from a slow motion: no jump
 
 
+def test_a_stale_joint_state_hold_ends_only_with_fresh_joint_state_not_with_a_new_plan() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 30)
+    robot.state_stamp = clock() - 0.3  # the driver dropped out; frames keep coming, so plans keep coming
+    results = run(loop, clock, 20)
+    assert all(r.mode is Mode.HOLD for r in results[1:])  # no AUTONOMOUS tick on a new plan while stale
+    assert not any(e.trigger is Trigger.CAUSE_CLEARED for r in results for e in r.events)
+    assert any(r.installed for r in results) or loop.executor.plan is not None  # a plan did arrive meanwhile
+    robot.state_stamp = None  # fresh again
+    results = run(loop, clock, 40)
+    cleared = [e for r in results for e in r.events if e.trigger is Trigger.CAUSE_CLEARED and e.accepted]
+    assert cleared and "fresh" in cleared[0].detail and results[-1].mode is Mode.AUTONOMOUS
+
+
+def test_a_stale_frame_hold_ends_only_with_a_plan_from_newer_frames() -> None:
+    loop, robot, clock = make_loop(latency_s=0.5)
+    run(loop, clock, 30)  # a plan runs; the next request comes near its end
+    robot.frame_stamp = clock() - 1.0
+    results = run(loop, clock, 200)
+    stale = [e for r in results for e in r.events if e.trigger is Trigger.STALE_INPUT and e.accepted]
+    assert len(stale) == 1 and "frames" in stale[0].detail
+    assert all(r.mode is Mode.HOLD for r in results if r.time >= stale[0].time)  # nothing lifts it while stale
+    robot.frame_stamp = None
+    results = run(loop, clock, 60)
+    assert results[-1].mode is Mode.AUTONOMOUS and loop.executor.plan.start_time > stale[0].time
+
+
+def test_a_robot_silent_past_its_timeout_is_a_fault_and_autonomy_is_refused_while_stale() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 30)
+    robot.state_stamp = clock()
+    results = run(loop, clock, 70)  # 1.4 s without a joint state (the robot timeout is 1.0 s)
+    faults = [e for r in results for e in r.events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
+    assert len(faults) == 1 and "robot silent" in faults[0].detail and results[-1].mode is Mode.FAULT
+    assert loop.command(Trigger.OPERATOR_RESET).accepted  # the operator acknowledges: HOLD
+    refused = loop.command(Trigger.OPERATOR_AUTONOMOUS)
+    assert not refused.accepted and "stale" in refused.detail and loop.modes.mode is Mode.HOLD
+    assert refused in loop.stats.mode_events  # a refusal is part of the episode's record
+    assert loop.tick().mode is Mode.FAULT  # still silent: back to FAULT
+    robot.state_stamp = None
+    assert loop.command(Trigger.OPERATOR_RESET).accepted and loop.command(Trigger.OPERATOR_AUTONOMOUS).accepted
+
+
 def test_a_robot_fault_is_an_operator_matter() -> None:
     loop, robot, clock = make_loop(latency_s=0.1)
     run(loop, clock, 20)

@@ -296,7 +296,8 @@ def test_robot_fault_status_puts_the_runtime_in_fault_until_an_operator_reset(co
 
 
 class StaleStateRobot(RecordingRobot):
-    """The real simulated robot whose joint-state feed freezes between ticks 60 and 120 (a dropped driver)."""
+    """The real simulated robot whose joint-state feed freezes between ticks 60 and 90 (a driver that drops out for
+    0.6 s: longer than the joint-state timeout, shorter than the robot-lost one)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -304,7 +305,7 @@ class StaleStateRobot(RecordingRobot):
 
     def observe(self, cameras=True):
         observation = super().observe(cameras)
-        if 60 <= round(self.now() / LIMITS.control_period_s) < 120:
+        if 60 <= round(self.now() / LIMITS.control_period_s) < 90:
             self.frozen = self.frozen or observation
             return dataclasses.replace(self.frozen, frames=observation.frames)
         return observation

@@ -242,6 +242,21 @@ def test_explicit_hold_request_rolls_out_and_stays(limits: SafetyLimits) -> None
     assert np.array_equal(again.command, rested.command)
 
 
+def test_a_stale_joint_state_is_not_compared_for_tracking_but_holds(limits: SafetyLimits) -> None:
+    flt = SafetyFilter(limits)
+    pose = mid_pose(limits)
+    flt.reset(0.0, pose)
+    dt = limits.control_period_s
+    far = pose.copy()
+    far[3] += 2 * limits.tracking_error_max[3]  # an old reading of an arm that has since moved
+    old = {"joint_state": dt - 2 * limits.timeouts_s["joint_state"]}
+    result = flt.step(dt, pose + 0.001, measured=far, input_stamps=old)
+    assert Check.STALE_INPUT in checks(result) and Check.TRACKING_ERROR not in checks(result)
+    assert flt.fault is None and result.holding == limits.arm_names
+    fresh = flt.step(2 * dt, pose, measured=far, input_stamps={"joint_state": 2 * dt})
+    assert Check.TRACKING_ERROR in checks(fresh) and flt.fault is not None  # a fresh reading is compared
+
+
 def test_tracking_error_latches_a_fault_until_reset(limits: SafetyLimits) -> None:
     flt = SafetyFilter(limits)
     pose = mid_pose(limits)

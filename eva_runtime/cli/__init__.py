@@ -10,6 +10,7 @@ from eva_runtime.cli import (  # noqa: F401  (registers commands)
     runtime,
     serve,
     sim,
+    view,
     world_model,
     world_model_eval,
     world_model_recipe,

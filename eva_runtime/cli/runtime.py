@@ -90,6 +90,10 @@ def run_command(
         Path | None,
         typer.Option(help="Record each episode as MCAP here (cameras, joints, commands, plans, imagined frames)."),
     ] = None,
+    live: Annotated[
+        bool, typer.Option(help="Serve the same streams live to Foxglove (WebSocket on 127.0.0.1 only, no ROS).")
+    ] = False,
+    live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     if robot not in ("sim", "piper"):
@@ -105,11 +109,30 @@ def run_command(
             raise typer.Exit(2) from None
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
-    if robot == "piper":
-        piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
-        _run_piper(bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, piper, record)
-        return
-    _run_sim(bundle_dir, task, episodes, first_seed, log, split, sync, pace, keys, remote, instruction, record)
+    sink = _start_live(live_port) if live else None
+    try:
+        run = (bundle_dir, task, episodes, first_seed, log, split, sync)
+        if robot == "piper":
+            piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
+            _run_piper(*run, keys, remote, instruction, piper, record, sink)
+            return
+        _run_sim(*run, pace, keys, remote, instruction, record, sink)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def _start_live(port: int):
+    """The --live view's server, started before anything moves; exit 2 when its port cannot be bound."""
+    from eva_runtime.records.foxglove_live import FoxgloveLive, LiveViewError
+
+    try:
+        sink = FoxgloveLive(port)
+    except LiveViewError as error:
+        console.print(f"[red]error:[/red] --live: {error}")
+        raise typer.Exit(2) from None
+    console.print(f"live view: open Foxglove on [bold]{sink.url}[/bold] (layout: docs/foxglove_layout.json)")
+    return sink
 
 
 def _bundle_dir(task: str, bundle: Path | None, world_model: str) -> Path:
@@ -134,6 +157,7 @@ def _run_sim(
     remote: dict | None,
     instruction: str | None,
     record: Path | None = None,
+    view=None,
 ) -> None:
     """The simulated robot under a live status line, then the run's report and its summary as one JSON line."""
     from rich.live import Live
@@ -166,6 +190,7 @@ def _run_sim(
             world_model=remote,
             instruction=instruction,
             record=record,
+            live=view,
         )
     with OutcomeLog(log, read_only=True) as outcomes:
         report = build_report(outcomes.episodes(run_id=result.run_id))
@@ -228,7 +253,7 @@ class PiperOptions:
 
 
 def _run_piper(
-    bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, options, record=None
+    bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, options, record=None, view=None
 ) -> None:
     """The same deployment and loop as in simulation, on the arms: Piper over CAN, cameras through OpenCV."""
     import sys
@@ -280,6 +305,7 @@ def _run_piper(
                 restart_planner=lambda: planner.alive or planner.start(wait_s=None),
                 instruction=instruction,
                 record=record,
+                live=view,
             )
         finally:
             planner.close()

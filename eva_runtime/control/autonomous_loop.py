@@ -113,6 +113,8 @@ class AutonomousLoop:
         self.frame_timeout = timeouts.get("frame", 0.5)
         self.teleop_timeout = timeouts.get("teleop", 0.1)
         self.state_timeout = timeouts.get("joint_state", 0.1)
+        # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold.
+        self.robot_timeout = timeouts.get("robot", 1.0)
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
         self.executor = PlanExecutor(execute_fraction=settings.execute_fraction)
         self.handover = TeleopHandover(self.safety.limits)
@@ -128,6 +130,7 @@ class AutonomousLoop:
         self._previous_command: np.ndarray | None = None
         self._homing: HomingSlide | None = None
         self._events: list[ModeEvent] = []
+        self._frames_stale_since: float | None = None  # a stale-frame hold ends only with a plan from newer frames
 
     # --- episode boundaries and operator input ----------------------------------------------------------------
     def start(self, seed: int, mode: Mode = Mode.AUTONOMOUS) -> None:
@@ -139,6 +142,7 @@ class AutonomousLoop:
         self._outstanding = None
         self._latency = self.settings.initial_latency_s
         self._previous_command = first.joint_position.copy()
+        self._frames_stale_since = None
         self.new_episode(seed)
 
     def new_episode(self, seed: int) -> None:
@@ -150,9 +154,25 @@ class AutonomousLoop:
         self._request_id = 0
         self._first_request = None
 
+    def input_problem(self) -> str | None:
+        """Why the robot may not be given a commander now (its joint state silent past the robot timeout), or None.
+        A joint state only briefly late is not a refusal: the automatic hold covers it and ends when it is fresh."""
+        observation = self.robot.observe(cameras=False)
+        age = self.robot.now() - observation.stamp
+        if not age <= self.robot_timeout:
+            return f"joint state is stale: robot silent for {age:.2f} s"
+        return None
+
     def command(self, trigger: Trigger, detail: str = "operator") -> ModeEvent:
-        """Operator input through the mode table; takes effect from the next tick."""
+        """Operator input through the mode table; takes effect from the next tick. A commander (autonomy,
+        teleop) is refused while the robot is silent: it could only hold."""
         now = self.robot.now()
+        problem = self.input_problem() if trigger in (Trigger.OPERATOR_AUTONOMOUS, Trigger.OPERATOR_TELEOP) else None
+        if problem is not None:
+            event = self.modes.refuse(trigger, now, problem)
+            self.stats.mode_events.append(event)
+            self._events.append(event)
+            return event
         event = self._handle(trigger, now, detail)
         if event.reseed:
             self.safety.reset(now, self.robot.observe(cameras=False).joint_position)
@@ -280,6 +300,7 @@ class AutonomousLoop:
                 # Planning from an old picture would execute a plan for a world that has moved on: hold instead.
                 self._handle(Trigger.STALE_INPUT, now, f"stale frames from {stale}")
                 executor.clear()
+                self._frames_stale_since = now
             return None
         request = PlanRequest(
             time=now,
@@ -300,8 +321,9 @@ class AutonomousLoop:
     def choose_command(self, sensed: Sensed) -> Command:
         modes, now = self.modes, sensed.now
         target = self.executor.target(now + self.period)
-        if modes.holding_automatically and target is not None:
-            event = self._handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived")
+        if modes.holding_automatically and target is not None and self._hold_cause_cleared(sensed):
+            event = self._handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived and the inputs are fresh")
+            self._frames_stale_since = None
             if event.reseed:
                 self.safety.reset(now, sensed.observation.joint_position)
         stamps = {"joint_state": sensed.observation.stamp}
@@ -319,6 +341,14 @@ class AutonomousLoop:
         # A plan older than its timeout is not executed: the filter checks the plan's stamp.
         return Command(target, {**stamps, "plan": self.executor.plan.start_time})
 
+    def _hold_cause_cleared(self, sensed: Sensed) -> bool:
+        """An automatic hold ends only when its own cause has gone: the joint state is fresh, and after stale
+        frames the plan was made from frames newer than the hold (not an answer to an older request)."""
+        if not sensed.now - sensed.observation.stamp <= self.state_timeout:
+            return False
+        since = self._frames_stale_since
+        return since is None or self.executor.plan.start_time > since
+
     def _homing_target(self) -> np.ndarray:
         slide = self._homing
         target = slide.target(self.period)
@@ -332,11 +362,14 @@ class AutonomousLoop:
         measured = sensed.observation.joint_position
         result = safety.step(now + self.period, command.target, measured=measured, input_stamps=command.stamps)
         self.stats.interventions.update(item.check.value for item in result.interventions)
-        if now - sensed.observation.stamp > self.state_timeout and modes.mode is Mode.AUTONOMOUS:
+        age = now - sensed.observation.stamp
+        if age > self.state_timeout and modes.mode is Mode.AUTONOMOUS:
             # The filter already holds on the stale stamp; the mode records why and resumes when it is fresh.
             self._handle(Trigger.STALE_INPUT, now, "joint state is stale")
             self.executor.clear()
         fault = safety.fault or sensed.observation.fault
+        if not fault and not age <= self.robot_timeout:
+            fault = f"robot silent: no joint state for {age:.2f} s"
         if fault and modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
             # The filter already holds on a tracking fault; the mode makes it an operator matter (FAULT).
             self._handle(Trigger.TRACKING_ERROR if safety.fault else Trigger.ROBOT_FAULT, now, fault)

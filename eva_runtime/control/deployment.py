@@ -128,6 +128,7 @@ def run_episodes(
     clock: Callable[[], float] | None = None,
     instruction: str | None = None,
     record: Path | None = None,
+    live: Any = None,
 ) -> RunResult:
     """Episodes on a connected robot with a started planner, each one in the outcome log at `log`.
 
@@ -136,7 +137,7 @@ def run_episodes(
     `on_tick(index, episode_id, step, modes, stats)` sees every tick. `instruction`: what the robot is told
     (default: the simulated task's own; a real robot has none, so it must be given). `record`: a directory for
     one MCAP file per episode, named with its hash in the episode's row (refused before anything moves when it
-    cannot be written)."""
+    cannot be written). `live`: a record sink (`FoxgloveLive`, the caller's to close) that gets the same streams."""
     from eva_runtime import __version__
 
     instruction = instruction or robot.instruction
@@ -144,12 +145,7 @@ def run_episodes(
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
     privileged = deployment.privileged_source(robot)
-    recording = None
-    if record is not None:
-        from eva_runtime.records.episode_recording import EpisodeRecording
-
-        idm = deployment.bundle.manifest.idm
-        recording = EpisodeRecording(record, robot, idm.image_size, idm.fps)
+    recording = _recording(deployment, robot, record, live)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []
     with OutcomeLog(log) as outcomes:
@@ -176,6 +172,16 @@ def run_episodes(
                 recording.end(outcomes, session.episode_id)  # what was recorded before the error stays named
             session.close()  # an episode cut short by an error is ended as aborted
     return _result(deployment, settings, results, log, outcomes.run_id)
+
+
+def _recording(deployment: Deployment, robot: RobotInterface, record: Path | None, live):
+    """The per-tick recorder when a file or a live view wants the streams; None when neither does."""
+    if record is None and live is None:
+        return None
+    from eva_runtime.records.episode_recording import EpisodeRecording
+
+    idm = deployment.bundle.manifest.idm
+    return EpisodeRecording(record, robot, idm.image_size, idm.fps, sinks=() if live is None else (live,))
 
 
 def _tick_hook(session: EpisodeSession, robot: RobotInterface, index: int, episode_id: int, on_tick):

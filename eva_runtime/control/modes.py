@@ -98,6 +98,12 @@ class ModeManager:
         """Whether a non-hold target may be sent at all (AUTONOMOUS plans or TELEOP leader commands)."""
         return self.mode in (Mode.AUTONOMOUS, Mode.TELEOP)
 
+    def refuse(self, trigger: Trigger, time: float, detail: str) -> ModeEvent:
+        """Record a trigger the table would allow but the runtime refuses now (e.g. autonomy on stale inputs)."""
+        event = ModeEvent(time, trigger, self.mode, self.mode, False, False, detail)
+        self.events.append(event)
+        return event
+
     def handle(self, trigger: Trigger, time: float, detail: str = "") -> ModeEvent:
         before = self.mode
         after = TRANSITIONS.get((before, trigger))

@@ -38,12 +38,14 @@ def run_sim_episodes(
     max_steps: int | None = None,
     instruction: str | None = None,
     record: Path | None = None,
+    live: Any = None,
 ) -> RunResult:
     """`world_model`: keys merged into the world-model spec (e.g. {"degrade": {...}}); `planner`: into the planner
     settings (e.g. {"samples": 4}); `max_steps`: control ticks per episode (default the loop's 400);
     `operator(step, now)` for operator keys, `leader_factory(robot)` for the leader arms, `label()` for an
     operator's outcome label; `on_tick(index, episode_id, step, modes, stats)`; `instruction`: instead of the
-    task's own; `record`: a directory for one MCAP recording per episode."""
+    task's own; `record`: a directory for one MCAP recording per episode; `live`: a record sink (`FoxgloveLive`)
+    that gets the same streams as they happen."""
     from eva_runtime.control.autonomous_loop import LoopSettings
     from eva_runtime.control.deployment import Deployment, run_episodes
     from eva_runtime.embodiment import load_embodiment
@@ -75,6 +77,7 @@ def run_sim_episodes(
                 label=label,
                 instruction=instruction,
                 record=record,
+                live=live,
             )
         finally:
             process.close()

@@ -12,11 +12,13 @@ What is recorded (topics named as on the robot's ROS graph, so one Foxglove layo
   own health once a second (`/diagnostics`).
 
 The control thread only puts items on a bounded queue (never blocks, never encodes); a writer thread encodes
-JPEG and CDR and writes through the `mcap` library's chunked, zstd-compressed writer, flushing every chunk to
-the file. So a killed process leaves every chunk written before it readable (an MCAP reader that streams
-records reads them; the summary at the end is what is missing), and a full disk or any write error stops the
-writer, not the loop: the error and the count of items not written are in the summary the episode's outcome
-row keeps. Items refused (a camera frame of the wrong encoding or size) are counted, never written.
+JPEG and CDR once and hands the bytes to the MCAP file (`record_sinks.McapFileSink`: the `mcap` library's
+chunked, zstd-compressed writer, flushing every chunk to the file) and to any live sinks (`eva run --live`:
+Foxglove over a WebSocket); a recorder without a path feeds only its live sinks. So a killed process leaves every
+chunk written before it readable (an MCAP reader that streams records reads them; the summary at the end is what
+is missing), and a full disk or any write error stops the file, not the loop nor the live sinks: the error and
+the count of items not written are in the summary the episode's outcome row keeps. Items refused (a camera frame
+of the wrong encoding or size) are counted, never written.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ import cv2
 import numpy as np
 
 from eva_runtime.records import ros2_schemas as msgs
+from eva_runtime.records.record_sinks import McapFileSink, RecordSink, cdr_encoders
 
 __all__ = [
     "EpisodeRecorder",
@@ -42,10 +45,10 @@ __all__ = [
     "RecordingSummary",
     "check_recording_dir",
     "record_tick",
+    "recorder_channels",
 ]
 
 _QUEUE_ITEMS = 4096  # about 20 s of a 50 Hz loop's items: a writer stalled longer than that loses the excess
-_CHUNK_BYTES = 256 * 1024  # smaller than the library default, so a kill loses at most this much
 _JPEG_QUALITY = 90
 
 
@@ -94,6 +97,21 @@ class RecorderTopics:
         )
 
 
+def recorder_channels(topics: RecorderTopics) -> dict[str, str]:
+    """topic -> schema name of every channel a recording with `topics` can carry (imagined frames for every
+    camera, since which cameras a world model imagines is known only from its plans)."""
+    joint_state, text, image = "sensor_msgs/msg/JointState", "std_msgs/msg/String", "sensor_msgs/msg/CompressedImage"
+    channels = {topic: joint_state for topic in topics.follower.values()}
+    for camera, topic in topics.cameras.items():
+        channels[f"{topic}/compressed"] = image
+        channels[f"/eva/imagined/{camera}/compressed"] = image
+    channels.update({"/eva/command/requested": joint_state, "/eva/command/filtered": joint_state})
+    channels.update({"/eva/plan": "trajectory_msgs/msg/JointTrajectory", "/eva/plan_info": text})
+    channels.update({"/eva/mode": text, "/eva/interventions": text})
+    channels["/diagnostics"] = "diagnostic_msgs/msg/DiagnosticArray"
+    return channels
+
+
 @dataclass(frozen=True)
 class RecordingSummary:
     path: str
@@ -111,15 +129,21 @@ class RecordingSummary:
 class EpisodeRecorder:
     """Record one episode to `path`; feed it from the control thread, then :meth:`close` for the summary."""
 
-    def __init__(self, path: Path, topics: RecorderTopics, *, start_wall_s: float | None = None) -> None:
-        from mcap.writer import CompressionType
-        from mcap_ros2.writer import Writer
-
-        self.path = Path(path)
+    def __init__(
+        self,
+        path: Path | None,
+        topics: RecorderTopics,
+        *,
+        start_wall_s: float | None = None,
+        sinks: Sequence[RecordSink] = (),
+    ) -> None:
+        """`path`: the MCAP file (None: no file, only `sinks`); `sinks`: live views that get every message too
+        (owned by the caller: they outlive the episode)."""
+        self.path = None if path is None else Path(path)
         self.topics = topics
-        self._file = open(self.path, "wb")  # noqa: SIM115 - owned by the writer thread, closed in close()
-        self._writer = Writer(self._file, chunk_size=_CHUNK_BYTES, compression=CompressionType.ZSTD)
-        self._schemas = {name: self._writer.register_msgdef(name, text) for name, text in msgs.DEFINITIONS.items()}
+        self._file = None if self.path is None else McapFileSink(self.path)
+        self._sinks = tuple(sinks)
+        self._encoders = cdr_encoders()
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_ITEMS)
         self._wall0 = time.time() if start_wall_s is None else start_wall_s
         self._robot0: float | None = None
@@ -127,8 +151,10 @@ class EpisodeRecorder:
         self.dropped = 0
         self.refused = 0
         self.error: str | None = None
+        self.live_error: str | None = None  # a live sink that failed, and was dropped, this episode
         self._last_diagnostics = -1.0
-        self._thread = threading.Thread(target=self._drain, name=f"mcap:{self.path.name}", daemon=True)
+        name = self.path.name if self.path is not None else "live"
+        self._thread = threading.Thread(target=self._drain, name=f"mcap:{name}", daemon=True)
         self._thread.start()
 
     # --- control thread: cheap, never blocks ------------------------------------------------------------------
@@ -139,7 +165,7 @@ class EpisodeRecorder:
         return round((self._wall0 + robot_time - self._robot0) * 1e9)
 
     def _put(self, item: tuple) -> None:
-        if self.error is not None:
+        if self.error is not None and not self._sinks:  # the file failed and nothing else wants the item
             self.dropped += 1
             return
         try:
@@ -210,6 +236,8 @@ class EpisodeRecorder:
         self._last_diagnostics = robot_time
         level = 0 if not (self.dropped or self.refused or self.error) else (2 if self.error else 1)
         values = {"messages": self.messages, "dropped": self.dropped, "refused": self.refused}
+        if self.live_error is not None:
+            values["live_error"] = self.live_error
         status = (level, "eva_runtime: recorder", self.error or "recording", values)
         self._put(("diagnostics", "/diagnostics", self._stamp(robot_time), [status]))
 
@@ -219,18 +247,35 @@ class EpisodeRecorder:
             item = self._queue.get()
             if item is None:
                 return
-            if self.error is not None:
+            if self.error is not None and not self._sinks:
                 self.dropped += 1
                 continue
+            encoded = self._encode(item)
+            if encoded is not None:
+                self._deliver(item[1], *encoded, item[2])
+
+    def _deliver(self, topic: str, schema: str, data: bytes, stamp: int) -> None:
+        if self._file is None:
+            self.messages += 1
+        elif self.error is not None:
+            self.dropped += 1
+        else:
             try:
-                self._write(item)
+                self._file.write(topic, schema, data, stamp)
                 self.messages += 1
             except OSError as error:  # full disk, a lost mount: the loop goes on, the recording stops here
                 self.error = f"{type(error).__name__}: {error}"
                 self.dropped += 1
+        for sink in self._sinks:
+            try:
+                sink.write(topic, schema, data, stamp)
+            except Exception as error:  # a broken live view must not stop this thread, which the file needs
+                self._sinks = tuple(s for s in self._sinks if s is not sink)
+                self.live_error = f"{type(sink).__name__}: {type(error).__name__}: {error}"
 
-    def _write(self, item: tuple) -> None:
-        kind, topic, stamp = item[0], item[1], item[2]
+    def _encode(self, item: tuple) -> tuple[str, bytes] | None:
+        """(schema name, CDR bytes) of a queued item; None for a frame the JPEG encoder refused."""
+        kind, stamp = item[0], item[2]
         if kind == "joints":
             joints, position, velocity, effort = item[3], item[4], item[5], item[6]
             names = self.topics.joint_names[joints]
@@ -243,7 +288,7 @@ class EpisodeRecorder:
             ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
             if not ok:
                 self.refused += 1
-                return
+                return None
             schema, message = "sensor_msgs/msg/CompressedImage", msgs.compressed_image(stamp, camera, encoded.tobytes())
         elif kind == "trajectory":
             actions, fps = item[3], item[4]
@@ -253,27 +298,30 @@ class EpisodeRecorder:
             schema, message = "diagnostic_msgs/msg/DiagnosticArray", msgs.diagnostic_array(stamp, item[3])
         else:
             schema, message = "std_msgs/msg/String", msgs.text(item[3])
-        self._writer.write_message(topic, self._schemas[schema], message, log_time=stamp, publish_time=stamp)
-        self._file.flush()  # a finished chunk reaches the file now, not when the process exits
+        return schema, self._encoders[schema](message)
 
     # --- end -------------------------------------------------------------------------------------------------
     def close(self, timeout_s: float = 30.0) -> RecordingSummary:
-        """Finish the file (summary and footer) and return what was recorded; safe to call once."""
+        """Finish the file (summary and footer) and return what was recorded; safe to call once. The live sinks
+        stay open (they are the caller's)."""
         self._queue.put(None)  # blocks only if the queue is full, and the writer is draining it
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             self.error = self.error or f"writer did not finish within {timeout_s} s"
         digest = None
-        try:
-            if self.error is None:
-                self._writer.finish()
-            self._file.close()
-        except OSError as error:
-            self.error = self.error or f"{type(error).__name__}: {error}"
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if self.error is None:
-            digest = _sha256(self.path)
-        return RecordingSummary(str(self.path), digest, size, self.messages, self.dropped, self.refused, self.error)
+        if self._file is not None:
+            try:
+                if self.error is None:
+                    self._file.finish()
+                self._file.close()
+            except OSError as error:
+                self.error = self.error or f"{type(error).__name__}: {error}"
+        path = self.path
+        size = path.stat().st_size if path is not None and path.exists() else 0
+        if self.error is None and path is not None:
+            digest = _sha256(path)
+        summary = (str(path or ""), digest, size, self.messages, self.dropped, self.refused, self.error)
+        return RecordingSummary(*summary)
 
 
 def _sha256(path: Path) -> str:

@@ -115,6 +115,7 @@ SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("camera_width", 0, "rendered width (0: the embodiment's)"),
     ParameterSpec("camera_height", 0, "rendered height (0: the embodiment's)"),
     ParameterSpec("cameras_enabled", True, "publish camera images (false: a camera driver that stopped)"),
+    ParameterSpec("joint_states_enabled", True, "publish follower joint states (false: an arm driver that stopped)"),
     ParameterSpec("start_pose", EMPTY_DOUBLES, "arm pose after a reset (unset: the scene's start pose)"),
 )
 

@@ -100,6 +100,9 @@ class OperatorServices:
             if runtime is None:
                 return False, "the node is not configured"
             instruction = self._instruction(runtime)
+            problem = runtime.loop.input_problem()
+            if problem is not None:
+                return False, f"refused: {problem}"  # an episode that could only hold would log a false failure
             try:
                 if not instruction:
                     raise ValueError("no instruction: set episode.instruction or publish one on the instruction topic")

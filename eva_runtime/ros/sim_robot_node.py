@@ -85,6 +85,9 @@ class SimRobotNode(Node):
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._robot = None
+        # Read at 50 Hz on the sim thread: cached and updated on set, not read through the node's parameter lock.
+        self._joint_states_enabled = bool(read(self, "joint_states_enabled"))
+        self.add_post_set_parameters_callback(self._on_parameters_set)
 
         self._state_publishers = {
             arm: self.create_publisher(JointState, topic, qos_profile_sensor_data)
@@ -160,7 +163,8 @@ class SimRobotNode(Node):
         self.sim_time = sim.time
         stamp = self._now()
         position, velocity = sim.joint_positions(), sim.joint_velocities()
-        for index, publisher in enumerate(self._state_publishers.values()):
+        states = self._state_publishers.values() if self._joint_states_enabled else ()  # a stopped driver is silent
+        for index, publisher in enumerate(states):
             part = slice(7 * index, 7 * index + 7)
             publisher.publish(vector_to_joint_state(position[part], self.ros_joint_names, stamp, velocity[part]))
         if self._privileged is not None:
@@ -170,6 +174,11 @@ class SimRobotNode(Node):
             message = UInt8MultiArray()
             message.data = pack({"sim_state": snapshot.state, "sim_time": snapshot.time})
             self._privileged.publish(message)
+
+    def _on_parameters_set(self, parameters) -> None:
+        for parameter in parameters:
+            if parameter.name == "joint_states_enabled":
+                self._joint_states_enabled = bool(parameter.value)
 
     def _publish_cameras(self, sim) -> None:
         if not bool(read(self, "cameras_enabled")):

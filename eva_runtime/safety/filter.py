@@ -14,7 +14,8 @@ bimanual vector (contract in docs/references.md §4):
 6. the speed toward each limit is bounded so the joint can still stop inside it under the acceleration cap;
 7. grippers get the same checks with their own range and caps;
 8. measured position further than a bound from the previous command latches a tracking FAULT (hold until
-   :func:`reset_state`);
+   :func:`reset_state`); a stale joint state is not compared (an old reading of a moving arm is not a tracking
+   error: step 2 already holds, and a robot that stays silent is the loop's FAULT, named as such);
 9. every change is reported as an :class:`Intervention` (check, joint, requested, applied).
 
 "Hold" never means zero and never a jump: the commanded velocity comes to rest under the acceleration cap
@@ -145,8 +146,9 @@ def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest
         return FilterResult(state, tuple(report), limits.arm_names)
     previous = state.command
     stale = _stale_inputs(limits, request, report)
-    hold_all = state.fault is not None or request.target is None or stale
-    measured_bad, fault = _check_measured(limits, previous, request.measured, state.fault, report)
+    hold_all = state.fault is not None or request.target is None or bool(stale)
+    measured = None if "joint_state" in stale else request.measured
+    measured_bad, fault = _check_measured(limits, previous, measured, state.fault, report)
     target, hold = _checked_target(limits, previous, request.target, hold_all or measured_bad, report)
     clamped, low, high = _clamp_position(limits, previous, target, report)
     desired, gap = _desired_velocity(limits, state, clamped, hold, dt)
@@ -182,15 +184,15 @@ def _tick_interval(
     return dt
 
 
-def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: list[Intervention]) -> bool:
-    """Step 2: report every input older than its timeout; true when any is (every arm then holds)."""
-    stale = False
+def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: list[Intervention]) -> set[str]:
+    """Step 2: report every input older than its timeout; their names (any one makes every arm hold)."""
+    stale = set()
     for name, stamp in request.input_stamps.items():
         timeout = limits.timeouts_s.get(name, 0.0)  # an input without a timeout is never fresh enough
         age = request.time - stamp
         if not age <= timeout:
             report.append(Intervention(Check.STALE_INPUT, name, float(age), timeout))
-            stale = True
+            stale.add(name)
     return stale
 
 
