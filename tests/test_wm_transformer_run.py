@@ -131,3 +131,38 @@ def test_a_finished_run_assembles_into_a_verified_pipeline(files, tmp_path: Path
     frames = _video("x", seed=9).frames[:5]
     rollout = model.rollout(RolloutRequest({"cam_high": frames}, INSTRUCTION, 9, seed=0))
     assert rollout.frames["cam_high"].shape == (1, 9, 32, 32, 3)
+
+
+def test_a_warm_start_loads_the_saved_weights_and_is_part_of_the_run_identity(files, tmp_path: Path) -> None:
+    import hashlib
+
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    quiet = {"log": lambda _: None}
+    first = tmp_path / "first"
+    train_transformer_run(files["cache"], files["vae"], first, _run(steps=2), **quiet)
+    saved = first / "transformer.safetensors"
+    digest = hashlib.sha256(saved.read_bytes()).hexdigest()
+    Path(str(saved) + ".sha256").write_text(digest + "\n")
+    warm = tmp_path / "warm"
+    train_transformer_run(files["cache"], files["vae"], warm, _run(steps=2), init=saved, stop_after=0, **quiet)
+    import json
+
+    from eva_runtime.training.wm_run_files import sha256_file
+
+    assert json.loads((warm / "run.json").read_text())["settings"]["init_sha256"] == digest == sha256_file(saved)
+    with pytest.raises(ValueError, match="init_sha256"):  # the same directory resumed without the warm start
+        train_transformer_run(files["cache"], files["vae"], warm, _run(steps=2), resume=True, **quiet)
+    report = train_transformer_run(files["cache"], files["vae"], warm, _run(steps=2), resume=True, init=saved, **quiet)
+    assert report["sft"]["saved_step"] == 2
+    frozen = tmp_path / "frozen"  # learning rate 0: what it saves is exactly what it started from
+    train_transformer_run(files["cache"], files["vae"], frozen, _run(steps=2, lr=0.0), init=saved, **quiet)
+    a, b = _weights(saved), _weights(frozen / "transformer.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    Path(str(saved) + ".sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(ValueError, match="SHA-256"):
+        train_transformer_run(files["cache"], files["vae"], tmp_path / "bad", _run(steps=2), init=saved, **quiet)
+    bigger = _run(steps=2, transformer=dataclasses.replace(_run().transformer, layers=2))
+    Path(str(saved) + ".sha256").unlink()
+    with pytest.raises(ValueError, match="another shape"):
+        train_transformer_run(files["cache"], files["vae"], tmp_path / "shape", bigger, init=saved, **quiet)

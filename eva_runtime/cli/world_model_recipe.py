@@ -73,6 +73,9 @@ def train_world_model_sft_run_command(
         bool, typer.Option(help="Continue OUT from its last checkpoint (same settings and files).")
     ] = False,
     threads: PositiveIntOption = 2,
+    init: Annotated[
+        Path | None, typer.Option(help="Warm start from a saved transformer of the same shape (fresh optimizer).")
+    ] = None,
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -87,7 +90,7 @@ def train_world_model_sft_run_command(
         clip_stride=clip_stride,
     )
     try:
-        train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line))
+        train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line), init=init)
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None

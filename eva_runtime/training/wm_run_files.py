@@ -34,8 +34,9 @@ def check_resume(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str) -
         if saved[key] != expected:
             raise ValueError(f"cannot resume {out}: {key} is {expected[:12]}..., the run used {saved[key][:12]}...")
     before, now = saved["settings"], run.identity()
+    defaults = type(run)().identity()  # a field added since the run began takes its default there
     for key in now:
-        if before.get(key) != json.loads(json.dumps(now[key])):
+        if before.get(key, json.loads(json.dumps(defaults[key]))) != json.loads(json.dumps(now[key])):
             raise ValueError(f"cannot resume {out}: setting {key!r} is {now[key]!r}, the run used {before.get(key)!r}")
 
 

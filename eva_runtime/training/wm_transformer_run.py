@@ -76,6 +76,7 @@ class TransformerRun:
     held_out: int = 10
     seed: int = 0
     transformer: TransformerShape = TransformerShape()
+    init_sha256: str = ""  # weights the run started from (a saved transformer), "" for a fresh initialisation
     # Bookkeeping only: may change between a run and its resumption.
     checkpoint_every: int = 200
     samples_every: int = 2000
@@ -212,10 +213,15 @@ def train_transformer_run(
     resume: bool = False,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    init: Path | None = None,
 ) -> dict:
     """Train (or continue) into `out`; returns the recipe-layout report. `stop_after` ends this call after that
-    many steps (a test's stand-in for a killed job: the checkpoint is whatever was last saved)."""
-    training = _prepare(cache_path, Path(vae_path), out, run, resume, log)
+    many steps (a test's stand-in for a killed job: the checkpoint is whatever was last saved). `init`: start
+    from a saved transformer of the same shape (an earlier run's `transformer.safetensors`, hash-checked against
+    its `.sha256` sidecar when there is one) with a fresh optimizer: a warm start, part of the run's identity."""
+    if init is not None:
+        run = dataclasses.replace(run, init_sha256=sha256_file(Path(init)))
+    training = _prepare(cache_path, Path(vae_path), out, run, resume, log, init)
     running: list[float] = []
     began, done_here = time.perf_counter(), 0
     while training.step < run.steps and (stop_after is None or done_here < stop_after):
@@ -227,7 +233,26 @@ def train_transformer_run(
     return training.report
 
 
-def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log) -> SftTraining:
+def _initial_weights(model, config, init: Path, expected_sha: str) -> None:
+    """Load a saved transformer into `model`; refused when its hash or its architecture differs."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    sidecar = Path(str(init) + ".sha256")
+    if sidecar.is_file() and sidecar.read_text().split()[0] != expected_sha:
+        raise ValueError(f"{init}: SHA-256 does not match {sidecar.name}; refusing a corrupted initialisation")
+    with safe_open(str(init), framework="pt") as handle:
+        saved = json.loads((handle.metadata() or {}).get("config", "{}"))
+    wanted = json.loads(json.dumps(config.as_dict()))
+    differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "vocabulary")
+    if differing:
+        raise ValueError(f"{init}: a transformer of another shape ({', '.join(differing)} differ)")
+    model.load_state_dict(load_file(str(init)), strict=True)
+
+
+def _prepare(
+    cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log, init: Path | None = None
+) -> SftTraining:
     """Check the inputs and the run directory, encode (or reuse) the latents, build or restore the model."""
     import torch
 
@@ -247,6 +272,9 @@ def _prepare(cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, r
     data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
+    if init is not None:
+        _initial_weights(model, config, Path(init), run.init_sha256)
+        log(f"initialised from {init}")
     training = SftTraining(
         run=run,
         out=out,
