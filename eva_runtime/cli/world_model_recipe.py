@@ -76,6 +76,7 @@ def train_world_model_sft_run_command(
     init: Annotated[
         Path | None, typer.Option(help="Warm start from a saved transformer of the same shape (fresh optimizer).")
     ] = None,
+    device: Annotated[str, typer.Option(help="cpu, or cuda on a GPU machine.")] = "cpu",
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -88,6 +89,7 @@ def train_world_model_sft_run_command(
         checkpoint_every=checkpoint_every,
         samples_every=samples_every,
         clip_stride=clip_stride,
+        device=device,
     )
     try:
         train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line), init=init)

@@ -77,6 +77,7 @@ class TransformerRun:
     seed: int = 0
     transformer: TransformerShape = TransformerShape()
     init_sha256: str = ""  # weights the run started from (a saved transformer), "" for a fresh initialisation
+    device: str = "cpu"  # "cuda" on a GPU machine; the generator state is per device, so a resume keeps it
     # Bookkeeping only: may change between a run and its resumption.
     checkpoint_every: int = 200
     samples_every: int = 2000
@@ -268,7 +269,8 @@ def _prepare(
     if (run.history_frames - 1) % temporal or (run.horizon - 1) % temporal:
         raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of the VAE's time factor {temporal}")
     _claim_directory(out, run, cache.sha256, vae_sha, vae_path, resume)
-    device = torch.device("cpu")
+    device = torch.device(run.device)
+    vae = vae.to(device)  # encoding every clip once, and the sample rollouts, run where the training runs
     data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
@@ -323,7 +325,7 @@ def _report(cache, run, candidate, vae_extra, vae_sha, vae_path, config, clips: 
         "cache_sha256": cache.sha256,
         "episodes": len(cache.videos),
         "held_out_episodes": [v.name for v in cache.videos[-run.held_out :]],
-        "device": "cpu",
+        "device": run.device,
         "torch": torch.__version__,
         "settings": dataclasses.asdict(run),
         "vae": {name: {**vae_extra.get("measured", {}), "sha256": vae_sha, "candidate": candidate.as_dict()}},
@@ -364,7 +366,8 @@ def _checkpoint(t: SftTraining, loss: float, seconds: float, log) -> None:
     run, step = t.run, t.step
     finished = step == run.steps
     held_text = t.embeds[t.data["held_text"]]
-    held_loss = held_out_loss(t.ema, t.data["held_latents"], held_text, t.conditioned, t.config.flow_shift, "cpu")
+    latents = t.data["held_latents"]
+    held_loss = held_out_loss(t.ema, latents, held_text, t.conditioned, t.config.flow_shift, latents.device)
     point = {"step": step, "loss": loss, "held_out_loss_ema": held_loss, "seconds_this_session": round(seconds, 1)}
     if step % run.samples_every == 0 or finished:
         point["samples"] = sample_rollouts(
