@@ -266,3 +266,19 @@ def test_homing_slides_to_the_pose_in_an_operator_hold_and_is_not_task_progress(
     assert not loop.homing
     np.testing.assert_allclose(robot.position, pose, atol=1e-6)
     assert loop.progress == progress
+
+
+def test_nominal_interventions_count_only_ticks_executing_a_plan_in_autonomous() -> None:
+    loop, robot, clock = make_loop(latency_s=0.3)
+    results = run(loop, clock, 120)
+    executing = sum(r.mode is Mode.AUTONOMOUS and r.target is not None for r in results)
+    assert 0 < executing < len(results)  # it held while the first plan was on its way
+    assert loop.stats.nominal_joint_ticks == 14 * executing
+    held_interventions = sum(len(r.result.interventions) for r in results if r.target is None)
+    nominal = sum(len(r.result.interventions) for r in results if r.target is not None)
+    assert sum(loop.stats.nominal_interventions.values()) == nominal
+    assert sum(loop.stats.interventions.values()) == nominal + held_interventions
+    loop.command(Trigger.OPERATOR_HOLD)
+    before = loop.stats.nominal_joint_ticks
+    run(loop, clock, 20)
+    assert loop.stats.nominal_joint_ticks == before  # an operator's hold is not nominal motion

@@ -242,3 +242,24 @@ def test_a_reader_cannot_write_and_a_non_log_is_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a database at all" * 100)
     with pytest.raises(OutcomeLogError, match="not a readable outcome log"):
         OutcomeLog(garbage)
+
+
+def test_a_log_from_before_nominal_interventions_gains_the_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with OutcomeLog(path) as log:
+        episode = log.start_episode("t", "i", "seen", "e", {}, "m", "0.1.0")
+        log.end_episode(episode, "success", "automatic")
+    with sqlite3.connect(path) as db:  # the schema as it was: no nominal_interventions column
+        db.execute("ALTER TABLE episodes DROP COLUMN nominal_interventions")
+    with OutcomeLog(path, read_only=True) as log:
+        assert log.episodes()[0].nominal_interventions is None  # an old log reads
+    with OutcomeLog(path) as log:  # a writer adds the column; the old row keeps its values
+        assert log.episodes()[0].outcome == "success"
+        episode = log.start_episode("t", "i", "seen", "e", {}, "m", "0.1.0")
+        log.end_episode(episode, "success", "automatic", nominal_interventions={"joint_ticks": 14, "velocity": 1})
+        assert log.episodes()[-1].nominal_interventions == {"joint_ticks": 14, "velocity": 1}
+    with pytest.raises(ValueError, match="nominal_interventions"), OutcomeLog(path) as log:
+        log.start_episode("t", "i", "seen", "e", {}, "m", "0.1.0")
+        log.update_episode(log.episodes()[-1].id, nominal_interventions={"velocity": -1})

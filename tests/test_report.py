@@ -235,3 +235,23 @@ def test_report_counts_equal_a_direct_count(episodes: list[tuple[str, str | None
 
 def counts_total(counts: Counter, outcome: str) -> int:
     return sum(n for (_, o), n in counts.items() if o == outcome)
+
+
+def test_nominal_interventions_are_reported_per_model_as_a_share_of_joint_ticks(tmp_path: Path) -> None:
+    with OutcomeLog(tmp_path / "log.db") as log:
+        for model, nominal in (("smooth", {"joint_ticks": 5600, "acceleration": 14}), ("jerky", None)):
+            for _ in range(2):
+                episode = log.start_episode("t", "i", "seen", "e", {}, model, "0.1.0")
+                counters = {"safety_interventions": {"acceleration": 100}}
+                if nominal is not None:
+                    counters["nominal_interventions"] = nominal
+                log.end_episode(episode, "success", "automatic", **counters)
+        report = build_report(log.episodes())
+    assert [(r.group, r.episodes, r.joint_ticks, r.checks) for r in report.nominal] == [
+        ("smooth", 2, 11200, {"acceleration": 28})
+    ]
+    assert report.nominal[0].share == 28 / 11200
+    text = render_markdown(report)
+    assert (
+        "## Safety interventions during nominal autonomous motion" in text and "| smooth | 2 | 11200 | 0.25% |" in text
+    )

@@ -362,6 +362,9 @@ class AutonomousLoop:
         measured = sensed.observation.joint_position
         result = safety.step(now + self.period, command.target, measured=measured, input_stamps=command.stamps)
         self.stats.interventions.update(item.check.value for item in result.interventions)
+        if modes.mode is Mode.AUTONOMOUS and command.target is not None and not command.homing:
+            self.stats.nominal_joint_ticks += len(measured)
+            self.stats.nominal_interventions.update(item.check.value for item in result.interventions)
         age = now - sensed.observation.stamp
         if age > self.state_timeout and modes.mode is Mode.AUTONOMOUS:
             # The filter already holds on the stale stamp; the mode records why and resumes when it is fresh.

@@ -24,6 +24,10 @@ class EpisodeStats:
     latencies_s: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     interventions: Counter = field(default_factory=Counter)
+    # The same, only on ticks executing a plan in AUTONOMOUS (not holds, estops, homing or teleop): the filter
+    # reshaping nominal motion, which a smooth executor should make rare.
+    nominal_interventions: Counter = field(default_factory=Counter)
+    nominal_joint_ticks: int = 0
     mode_events: list = field(default_factory=list)
     max_step_change: float = 0.0  # largest |command(t) - command(t-1)| seen, rad
     teleop_interventions: int = 0
@@ -40,6 +44,7 @@ def episode_counters(stats: EpisodeStats, control_period_s: float) -> dict:
     scores = np.array(stats.scores)
     counters: dict = {
         "safety_interventions": dict(stats.interventions),
+        "nominal_interventions": {"joint_ticks": stats.nominal_joint_ticks, **stats.nominal_interventions},
         "teleop_interventions": stats.teleop_interventions,
         "teleop_seconds": stats.teleop_ticks * control_period_s,
     }

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 
 __all__ = ["COUNTERS", "checked_choice", "checked_number", "checked_text", "counter_columns", "json_mapping"]
 
-COUNTERS = ("teleop_interventions", "teleop_seconds", "safety_interventions", "planning_latency_ms", "executability")
+COUNTERS = (
+    "teleop_interventions",
+    "teleop_seconds",
+    "safety_interventions",
+    "planning_latency_ms",
+    "executability",
+    "nominal_interventions",  # {"joint_ticks": n, check: count}: only while executing a plan in AUTONOMOUS
+)
 _SUMMARY_KEYS = {
     "planning_latency_ms": ("count", "mean", "p50", "p95", "max"),
     "executability": ("count", "mean", "min", "rejected"),
@@ -57,9 +64,9 @@ def counter_columns(counters: Mapping[str, object]) -> dict[str, object]:
             columns[name] = checked_number(name, value, integer=True)
         elif name == "teleop_seconds":
             columns[name] = float(checked_number(name, value))
-        elif name == "safety_interventions":
+        elif name in ("safety_interventions", "nominal_interventions"):
             if not isinstance(value, Mapping):
-                raise ValueError(f"safety_interventions must map check name -> count, got {value!r}")
+                raise ValueError(f"{name} must map check name -> count, got {value!r}")
             checks = {
                 checked_text(f"{name} key", k): checked_number(f"{name}[{k!r}]", v, integer=True)
                 for k, v in value.items()

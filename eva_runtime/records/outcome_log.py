@@ -38,7 +38,9 @@ LABELLERS = ("operator", "automatic")
 ABORTED_BY_CRASH = "process ended before the episode was closed"
 # Counters the runtime updates while an episode runs; the JSON ones must carry exactly these keys.
 _FILTERS = ("run_id", "task", "split", "outcome", "labelled_by", "model_id", "embodiment")
-_JSON_FIELDS = ("safety_interventions", "planning_latency_ms", "executability", "bundle")
+_JSON_FIELDS = ("safety_interventions", "planning_latency_ms", "executability", "bundle", "nominal_interventions")
+# Columns added after the first schema, added to an older log when a writer opens it (readers see them as NULL).
+_ADDED_COLUMNS = {"nominal_interventions": "TEXT"}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -93,6 +95,7 @@ class EpisodeRecord:
     bundle: dict[str, Any]
     model_id: str
     software_version: str
+    nominal_interventions: dict[str, int] | None = None  # absent in logs written before it was counted
 
 
 class OutcomeLog:
@@ -150,6 +153,10 @@ class OutcomeLog:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                present = {row[1] for row in db.execute("PRAGMA table_info(episodes)")}
+                for column, kind in _ADDED_COLUMNS.items():
+                    if column not in present:  # names and types are the literals above, never input
+                        db.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
                 if db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
                     db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version")]
@@ -285,7 +292,8 @@ class OutcomeLog:
 
     @staticmethod
     def _record(row: sqlite3.Row) -> EpisodeRecord:
-        parsed = {name: json.loads(row[name]) for name in _JSON_FIELDS if row[name] is not None}
+        present = set(row.keys())  # an older log lacks the columns added since
+        parsed = {name: json.loads(row[name]) for name in _JSON_FIELDS if name in present and row[name] is not None}
         return EpisodeRecord(**{**dict(row), **parsed})
 
     @staticmethod

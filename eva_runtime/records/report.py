@@ -91,6 +91,45 @@ class InterventionRow:
 
 
 @dataclass(frozen=True)
+class NominalRow:
+    """Filter interventions of one model while executing plans in AUTONOMOUS (not holds, estops, handovers)."""
+
+    group: str
+    episodes: int
+    joint_ticks: int
+    checks: dict[str, int]
+
+    @property
+    def share(self) -> float | None:
+        return sum(self.checks.values()) / self.joint_ticks if self.joint_ticks else None
+
+
+def _nominal(group: str, records: Sequence[EpisodeRecord]) -> NominalRow | None:
+    counted = [r.nominal_interventions for r in records if r.nominal_interventions]
+    if not counted:
+        return None
+    checks: dict[str, int] = {}
+    for entry in counted:
+        for check, count in entry.items():
+            if check != "joint_ticks":
+                checks[check] = checks.get(check, 0) + count
+    return NominalRow(group, len(counted), sum(e.get("joint_ticks", 0) for e in counted), checks)
+
+
+def _nominal_lines(rows: Sequence[NominalRow]) -> list[str]:
+    lines = ["## Safety interventions during nominal autonomous motion", ""]
+    if not rows:
+        return [*lines, "None counted (logs written before they were).", ""]
+    checks = sorted({check for row in rows for check in row.checks})
+    table = [
+        [row.group, row.episodes, row.joint_ticks, "-" if row.share is None else f"{row.share:.2%}"]
+        + [row.checks.get(check, 0) for check in checks]
+        for row in rows
+    ]
+    return [*lines, *_table(["model", "episodes", "joint-ticks", "share of joint-ticks", *checks], table)]
+
+
+@dataclass(frozen=True)
 class LatencyRow:
     """Planning latency of one model: ``mean`` and ``max`` are exact over all plans; the percentiles are the median
     over episodes of each episode's p50/p95 (pooled percentiles cannot be rebuilt from per-episode summaries)."""
@@ -133,6 +172,7 @@ class Report:
     checks: list[str] = field(default_factory=list)
     latency: list[LatencyRow] = field(default_factory=list)
     executability: list[ExecutabilityRow] = field(default_factory=list)
+    nominal: list[NominalRow] = field(default_factory=list)
 
 
 def _success(group: str, records: Sequence[EpisodeRecord]) -> SuccessRow:
@@ -213,6 +253,7 @@ def build_report(records: Iterable[EpisodeRecord]) -> Report:
         checks=checks,
         latency=latency,
         executability=executability,
+        nominal=[row for m in models if (row := _nominal(m, by_model[m]))],
     )
 
 
@@ -268,6 +309,7 @@ def render_markdown(report: Report) -> str:
     ]
     head = ["task", "episodes", "teleop", "teleop s", "safety (all)", *(f"safety: {c}" for c in report.checks)]
     lines += _table(head, rows)
+    lines += _nominal_lines(report.nominal)
     lines += ["## Planning latency (ms)", ""]
     if report.latency:
         lines += [LATENCY_NOTE, ""]
