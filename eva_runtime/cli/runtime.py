@@ -51,48 +51,56 @@ def report_command(
     console.print(f"report written to [bold]{markdown}[/bold]; plots: {', '.join(str(p) for p in pngs)}")
 
 
+# The longer options of `eva run`, named here so the command's signature reads as a list.
+_RobotOption = Annotated[
+    str, typer.Option(help="sim (the MuJoCo bimanual robot) or piper (the CobotMagic's arms over CAN).")
+]
+_WorldModelOption = Annotated[
+    str, typer.Option(help="Shipped bundle: oracle (models/bundle_<task>), wan or aligned (bundle_<task>_<name>).")
+]
+_LogOption = Annotated[Path, typer.Option(help="SQLite episode outcome log (created if missing).")]
+_WorldModelUrlOption = Annotated[
+    str | None, typer.Option(help="Use the world model served at this URL (eva serve world-model) instead.")
+]
+_EmbodimentOption = Annotated[
+    Path | None, typer.Option(help="piper: the robot's embodiment file (default calibration/cobot_magic.yaml).")
+]
+_CameraOption = Annotated[
+    list[str] | None, typer.Option(help="piper: NAME=SOURCE per camera (/dev/video0, an index, a video file).")
+]
+_RecordOption = Annotated[
+    Path | None,
+    typer.Option(help="Record each episode as MCAP here (cameras, joints, commands, plans, imagined frames)."),
+]
+_InstructionOption = Annotated[str | None, typer.Option(help="The instruction (a real robot has no task of its own).")]
+_LiveOption = Annotated[
+    bool, typer.Option(help="Serve the same streams live to Foxglove (WebSocket on 127.0.0.1 only, no ROS).")
+]
+
+
 @app.command("run")
 def run_command(
     task: TaskOption = "transfer_cube",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
-    robot: Annotated[
-        str, typer.Option(help="sim (the MuJoCo bimanual robot) or piper (the CobotMagic's arms over CAN).")
-    ] = "sim",
+    robot: _RobotOption = "sim",
     bundle: Annotated[Path | None, typer.Option(help="Deployment bundle (overrides --world-model).")] = None,
-    world_model: Annotated[
-        str, typer.Option(help="Shipped bundle: oracle (models/bundle_<task>), wan or aligned (bundle_<task>_<name>).")
-    ] = "oracle",
-    log: Annotated[Path, typer.Option(help="SQLite episode outcome log (created if missing).")] = Path(
-        "artifacts/eva_run.db"
-    ),
+    world_model: _WorldModelOption = "oracle",
+    log: _LogOption = Path("artifacts/eva_run.db"),
     split: Annotated[str, typer.Option(help="seen or unseen (recorded with every episode).")] = "seen",
     sync: Annotated[bool, typer.Option(help="Synchronous: plan, execute, plan again (robot waits).")] = False,
     first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 1000,
     pace: Annotated[bool, typer.Option(help="Real-time pacing (off only for quick logic checks).")] = True,
     keys: Annotated[bool, typer.Option(help="Operator keys on stdin (mode switches, ESTOP, outcome labels).")] = False,
-    world_model_url: Annotated[
-        str | None, typer.Option(help="Use the world model served at this URL (eva serve world-model) instead.")
-    ] = None,
-    embodiment: Annotated[
-        Path | None, typer.Option(help="piper: the robot's embodiment file (default calibration/cobot_magic.yaml).")
-    ] = None,
+    world_model_url: _WorldModelUrlOption = None,
+    embodiment: _EmbodimentOption = None,
     can_left: Annotated[str, typer.Option(help="piper: CAN channel of the left follower arm.")] = "can_left",
     can_right: Annotated[str, typer.Option(help="piper: CAN channel of the right follower arm.")] = "can_right",
     can_interface: Annotated[str, typer.Option(help="piper: python-can interface (socketcan; virtual).")] = "socketcan",
-    camera: Annotated[
-        list[str] | None, typer.Option(help="piper: NAME=SOURCE per camera (/dev/video0, an index, a video file).")
-    ] = None,
-    instruction: Annotated[
-        str | None, typer.Option(help="The instruction (a real robot has no task of its own).")
-    ] = None,
+    camera: _CameraOption = None,
+    instruction: _InstructionOption = None,
     episode_seconds: Annotated[float, typer.Option(min=0.1, help="piper: length of each episode.")] = 8.0,
-    record: Annotated[
-        Path | None,
-        typer.Option(help="Record each episode as MCAP here (cameras, joints, commands, plans, imagined frames)."),
-    ] = None,
-    live: Annotated[
-        bool, typer.Option(help="Serve the same streams live to Foxglove (WebSocket on 127.0.0.1 only, no ROS).")
-    ] = False,
+    record: _RecordOption = None,
+    live: _LiveOption = False,
     live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
@@ -100,13 +108,7 @@ def run_command(
         console.print(f"[red]error:[/red] --robot {robot!r}: use sim or piper")
         raise typer.Exit(2)
     if record is not None:
-        from eva_runtime.records.mcap_recorder import RecordingError, check_recording_dir
-
-        try:
-            check_recording_dir(record)  # refused before anything starts, let alone moves
-        except RecordingError as error:
-            console.print(f"[red]error:[/red] --record: {error}")
-            raise typer.Exit(2) from None
+        _check_record(record)
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
     sink = _start_live(live_port) if live else None
@@ -120,6 +122,17 @@ def run_command(
     finally:
         if sink is not None:
             sink.close()
+
+
+def _check_record(record: Path) -> None:
+    """--record refused (exit 2) before anything starts, let alone moves, when it cannot be written."""
+    from eva_runtime.records.mcap_recorder import RecordingError, check_recording_dir
+
+    try:
+        check_recording_dir(record)
+    except RecordingError as error:
+        console.print(f"[red]error:[/red] --record: {error}")
+        raise typer.Exit(2) from None
 
 
 def _start_live(port: int):

@@ -152,10 +152,10 @@ def run_episodes(
         session = EpisodeSession(
             outcomes, robot.embodiment.name, deployment.bundle.hashes(), deployment.model_id, __version__
         )
+        hooks = {"operator": operator, "leader": leader, "clock": clock, "instruction": instruction}
         try:
             for index in range(episodes):
                 episode_id = session.start(deployment.task, instruction, split)
-                hooks = {"operator": operator, "leader": leader, "clock": clock, "instruction": instruction}
                 if recording is not None:
                     recording.begin(outcomes.run_id, episode_id)
                     hooks["on_result"] = recording.tick
@@ -164,9 +164,7 @@ def run_episodes(
                     robot, planner, first_seed + index, settings, privileged, tick, restart_planner, **hooks
                 )
                 results.append(stats)
-                _end(session, robot, stats, robot.embodiment.control_period_s, label)
-                if recording is not None:
-                    recording.end(outcomes, episode_id)
+                _end(session, robot, stats, label, recording)
         finally:
             if recording is not None and session.episode_id is not None:
                 recording.end(outcomes, session.episode_id)  # what was recorded before the error stays named
@@ -198,8 +196,9 @@ def _tick_hook(session: EpisodeSession, robot: RobotInterface, index: int, episo
     return tick
 
 
-def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, period: float, label) -> None:
-    counters = episode_counters(stats, period)
+def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, label, recording) -> None:
+    """The episode's outcome (the robot's check, then an operator's label) and its recording, into the log."""
+    counters = episode_counters(stats, robot.embodiment.control_period_s)
     checked = robot.success()
     if checked is None:
         episode_id = session.end("aborted", counters, labelled_by="automatic", reason="no success check on this robot")
@@ -209,6 +208,8 @@ def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, pe
     taken = label() if label is not None else None
     if taken is not None:  # the operator's judgement overrides the automatic one; the log keeps both
         session.log.label_episode(episode_id, taken, "operator")
+    if recording is not None:
+        recording.end(session.log, episode_id)
 
 
 def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str) -> RunResult:

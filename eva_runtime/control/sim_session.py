@@ -62,23 +62,9 @@ def run_sim_episodes(
         process = deployment.start_planner()
         try:
             leader = leader_factory(sim) if leader_factory is not None else None
-            return run_episodes(
-                deployment,
-                sim,
-                process,
-                episodes,
-                first_seed,
-                log,
-                settings,
-                split=split,
-                on_tick=on_tick,
-                operator=operator,
-                leader=leader,
-                label=label,
-                instruction=instruction,
-                record=record,
-                live=live,
-            )
+            hooks = {"on_tick": on_tick, "operator": operator, "leader": leader, "label": label}
+            extras = {"split": split, "instruction": instruction, "record": record, "live": live}
+            return run_episodes(deployment, sim, process, episodes, first_seed, log, settings, **hooks, **extras)
         finally:
             process.close()
     finally:
