@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.train import TrainSettings
@@ -86,3 +87,9 @@ def tiny_settings(data: Path, out: Path, **overrides: object) -> TrainSettings:
     }
     fields.update(overrides)
     return TrainSettings(**fields)
+
+
+def pixels(batch: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Random images in [0, 255) as float, (B, C, H, W), reproducible by seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, channels, height, width, generator=generator) * 255

@@ -269,7 +269,7 @@ def test_homing_slides_to_the_pose_in_an_operator_hold_and_is_not_task_progress(
 
 
 def test_nominal_interventions_count_only_ticks_executing_a_plan_in_autonomous() -> None:
-    loop, robot, clock = make_loop(latency_s=0.3)
+    loop, _robot, clock = make_loop(latency_s=0.3)
     results = run(loop, clock, 120)
     executing = sum(r.mode is Mode.AUTONOMOUS and r.target is not None for r in results)
     assert 0 < executing < len(results)  # it held while the first plan was on its way
