@@ -93,6 +93,10 @@ def test_report_numbers_match_hand_counts(synthetic_log: Path) -> None:
     assert report.by_task[1].rate == 0.5 and report.by_task[1].wilson95 == wilson_interval(4, 8)
     assert report.total.wilson95 == wilson_interval(11, 18)
 
+
+def test_report_model_comparison_matches_hand_counts(synthetic_log: Path) -> None:
+    with OutcomeLog(synthetic_log, read_only=True) as log:
+        report = build_report(log.episodes())
     # Model comparison: one column per model_id in the order they first appear, one row per task plus "all".
     assert report.models == ["sft-v1", "rl-v2"] and report.tasks == ["fold_towel", "stack_cups"]
     cells = {key: (row.successes, row.trials) for key, row in report.comparison.items()}
@@ -111,6 +115,10 @@ def test_report_numbers_match_hand_counts(synthetic_log: Path) -> None:
         == ("3/5 (60%) [0.23, 0.88]")
     )
 
+
+def test_report_interventions_latency_and_executability_match_hand_counts(synthetic_log: Path) -> None:
+    with OutcomeLog(synthetic_log, read_only=True) as log:
+        report = build_report(log.episodes())
     # Interventions: fold_towel has 6 sft-v1 + 5 rl-v2 finished/aborted episodes; the running one is left out.
     fold_i, stack_i, all_i = report.interventions
     assert (fold_i.group, fold_i.episodes, fold_i.teleop_interventions, fold_i.teleop_seconds) == (
