@@ -4,6 +4,9 @@ topics (MuJoCo), so the whole graph runs without arms.
     ros2 launch eva_runtime bimanual.launch.py use_sim:=true
     ros2 launch eva_runtime bimanual.launch.py bundle:=/path/to/bundle topic_convention:=joint_states
 
+The one source of this file is the repository's top-level launch/; the ament package (ros2_ws/src/eva_runtime)
+installs it into share/eva_runtime/launch through a symlink.
+
 Arguments:
     bundle            deployment bundle directory (default: $EVA_BUNDLE, else the source checkout's shipped bundle)
     config            parameter file for both nodes (default: this package's config/bimanual.yaml)
@@ -12,6 +15,11 @@ Arguments:
     autostart         configure and activate the policy node at launch (default: the value of use_sim). On the
                       real robot the default is false: activation moves the arms (homing), so the operator does it:
                       ros2 lifecycle set /policy_node configure; ros2 lifecycle set /policy_node activate
+                      With autostart:=true those two transitions are already done: `ros2 lifecycle set` of either
+                      is refused (the node is active). use_sim:=true autostart:=false leaves them to the operator.
+
+The nodes are children of the `ros2 launch` process and exit when it dies, however it dies (SIGKILL included):
+each asks the kernel for SIGTERM on its parent's death (parameter exit_with_parent, docs/ros.md).
 """
 
 from __future__ import annotations
@@ -52,9 +60,21 @@ def _arguments(use_sim: LaunchConfiguration) -> list[DeclareLaunchArgument]:
             default_value=PathJoinSubstitution([FindPackageShare("eva_runtime"), "config", "bimanual.yaml"]),
             description="parameter file (policy_node and sim_robot_node sections)",
         ),
-        DeclareLaunchArgument("use_sim", default_value="false", choices=["true", "false"]),
-        DeclareLaunchArgument("topic_convention", default_value="classic", choices=["classic", "joint_states"]),
-        DeclareLaunchArgument("autostart", default_value=use_sim, choices=["true", "false"]),
+        DeclareLaunchArgument(
+            "use_sim", default_value="false", choices=["true", "false"], description="start the simulated robot"
+        ),
+        DeclareLaunchArgument(
+            "topic_convention",
+            default_value="classic",
+            choices=["classic", "joint_states"],
+            description="vendor topic names: classic (/puppet, /master) or joint_states (/joint_states_*)",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value=use_sim,
+            choices=["true", "false"],
+            description="configure and activate policy_node at launch (default: the value of use_sim)",
+        ),
     ]
 
 

@@ -1,7 +1,8 @@
-"""`colcon build` of ros2_ws: the ament_python package installs where `ros2 launch` and `ros2 run` look, its
-executables start, and the installed executables with the installed parameter file run the graph the way
-`ros2 launch eva_runtime bimanual.launch.py use_sim:=true` starts it (the `launch` package is not installable
-here, so the test starts the two processes itself)."""
+"""`colcon build` of ros2_ws: the ament_python package installs where `ros2 launch` and `ros2 run` look (with the
+`setup.bash` the docs source and the repository's one launch file), its executables start, and the installed
+executables with the installed parameter file run the graph the way `ros2 launch eva_runtime bimanual.launch.py
+use_sim:=true` starts it (the `launch` package is not installable here, so the test starts the two processes
+itself)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def test_colcon_build_installs_launch_file_config_and_executables(tmp_path: Path
         "share/ament_index/resource_index/packages/eva_runtime",
     ):
         assert (prefix / relative).is_file(), relative
+    # The documented `source install/setup.bash` (colcon-bash, in the `ros` extra, writes it).
+    assert (prefix.parent / "setup.bash").is_file() and (prefix / "share/eva_runtime/package.bash").is_file()
+    # The installed launch file is the repository's one source, not a copy that could drift.
+    installed = (prefix / "share/eva_runtime/launch/bimanual.launch.py").read_bytes()
+    assert installed == (REPO / "launch" / "bimanual.launch.py").read_bytes()
     for executable, parameter in (("policy_node", "bundle"), ("sim_robot_node", "embodiment_file")):
         program = prefix / "lib" / "eva_runtime" / executable
         assert program.is_file() and os.access(program, os.X_OK), program

@@ -18,8 +18,9 @@ import yaml
 
 from tests.ros_graph import BUNDLE, domain_id
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "eva_runtime"
-LAUNCH = PACKAGE / "launch" / "bimanual.launch.py"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "ros2_ws" / "src" / "eva_runtime"
+LAUNCH = REPO / "launch" / "bimanual.launch.py"  # the one source; the package's launch/ links to it
 CONFIG = PACKAGE / "config" / "bimanual.yaml"
 ROS_BUILTIN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 
@@ -81,6 +82,10 @@ def test_the_launch_file_parses_and_uses_only_the_arguments_it_declares() -> Non
     assert used == declared
     for call in _calls(tree, "DeclareLaunchArgument"):
         assert _keyword(call, "default_value") is not None  # `ros2 launch ... use_sim:=true` needs nothing else
+    # The documented default: autostart follows use_sim (the simulation activates itself, the robot never does).
+    autostart = next(c for c in _calls(tree, "DeclareLaunchArgument") if ast.literal_eval(c.args[0]) == "autostart")
+    assert ast.unparse(_keyword(autostart, "default_value")) == "use_sim"
+    assert 'use_sim = LaunchConfiguration("use_sim")' in source
     assert "generate_launch_description" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
     nodes = launch_nodes()
     assert nodes["policy_node"]["kind"] == "LifecycleNode" and nodes["sim_robot_node"]["kind"] == "Node"
@@ -93,6 +98,14 @@ def test_the_launch_executables_are_the_packages_entry_points() -> None:
     assert {node["executable"] for node in launch_nodes().values()} == scripts == {"policy_node", "sim_robot_node"}
     assert (PACKAGE / "resource" / "eva_runtime").is_file()
     assert "<build_type>ament_python</build_type>" in (PACKAGE / "package.xml").read_text(encoding="utf-8")
+
+
+def test_the_package_launch_directory_links_to_the_one_launch_file() -> None:
+    link = PACKAGE / "launch"
+    # Relative, so a checkout anywhere (and colcon's build-directory mirror of it) resolves to the same file.
+    assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()
+    assert link.resolve() == LAUNCH.parent.resolve()
+    assert (link / LAUNCH.name).is_file()
 
 
 # What the launch file's variables stand for at launch time (the LaunchConfiguration of the same name).
@@ -154,7 +167,7 @@ def test_every_passed_parameter_is_declared_and_every_required_one_is_passed(nod
 def test_docs_name_every_parameter_of_both_nodes() -> None:
     from eva_runtime.ros.parameters import POLICY_PARAMETERS, SIM_ROBOT_PARAMETERS
 
-    text = (PACKAGE.parents[2] / "docs" / "ros.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "ros.md").read_text(encoding="utf-8")
     for spec in (*POLICY_PARAMETERS, *SIM_ROBOT_PARAMETERS):
         group, _, leaf = spec.name.rpartition(".")
         # Topic groups are listed compactly (`topics.command.left|right`): the group and the leaf must appear.

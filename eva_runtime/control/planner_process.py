@@ -4,6 +4,9 @@ The parent sends requests and receives outcomes as msgpack bytes over a pipe (no
 `submit` writes, `poll` reads only when an answer is there, `alive` says whether the process still runs. If
 the process dies or stops answering, the control loop sees no plan and holds; `restart` brings a planner back.
 The child builds its world model and IDM decoder from a JSON spec (paths and numbers only).
+
+The child never outlives its parent: it exits within 0.1 s of the parent's death, however the parent died
+(`process_lifetime.exit_with_parent`), besides on the pipe's end-of-file while it waits for a request.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,9 +95,12 @@ def build_planner(spec: PlannerSpec):
     return Planner(world_model, decoder, reward, spec.settings)
 
 
-def _serve(connection, spec_json: str) -> None:
+def _serve(connection, spec_json: str, parent_pid: int) -> None:
     import time
 
+    from eva_runtime.process_lifetime import exit_with_parent
+
+    exit_with_parent(parent_pid)  # first: building the world model can take minutes
     planner = build_planner(PlannerSpec.from_json(spec_json))
     warm_up = getattr(planner.world_model, "warm_up", None)
     if warm_up is not None:
@@ -161,17 +168,24 @@ class PlannerProcess:
         (the control loop keeps holding until `ready`; this is how a planner is brought back mid-episode)."""
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
-        self._process = context.Process(target=_serve, args=(child, self.spec_json), daemon=True)
+        self._process = context.Process(target=_serve, args=(child, self.spec_json, os.getpid()), daemon=True)
         self._process.start()
         child.close()
         self._connection = parent
         self.ready = False
         if wait_s is None:
             return
-        if not parent.poll(wait_s):
+        try:
+            if not parent.poll(wait_s):
+                self.kill()
+                raise RuntimeError(f"the planner process did not start within {wait_s} s")
+            hello = unpack(parent.recv_bytes())
+        except (EOFError, OSError):  # it died while starting, or `kill` (another thread) stopped the start
             self.kill()
-            raise RuntimeError(f"the planner process did not start within {wait_s} s")
-        self._read_hello(unpack(parent.recv_bytes()))
+            raise RuntimeError(
+                "the planner process ended before it was ready (stopped, or it failed: its error is in the log)"
+            ) from None
+        self._read_hello(hello)
 
     def _read_hello(self, message: dict) -> None:
         self.ready = True
@@ -234,14 +248,15 @@ class PlannerProcess:
         return message["id"], PlanOutcome(plan, tuple(message["scores"]), message["seconds"], message["reason"])
 
     def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.join(5)
-        if self._connection is not None:
-            self._connection.close()
-        self._process = None
-        self._connection = None
+        """Kill the process and close the pipe; safe from another thread while `start` waits (start then fails)."""
+        process, connection = self._process, self._connection
+        self._process = self._connection = None
         self.ready = False
+        if process is not None and process.pid is not None:  # (pid None: not started yet, nothing to kill)
+            process.kill()
+            process.join(5)  # reaped; its end of the pipe closes, which wakes a `start` waiting on it
+        if connection is not None:
+            connection.close()
 
     close = kill
 

@@ -1,13 +1,23 @@
 """The executables' `main`: `--help` before `--ros-args` prints the node's parameters, otherwise init, spin the node
-on a multi-threaded executor until Ctrl-C or shutdown, then run the node's own cleanup and shut rclpy down."""
+on a multi-threaded executor until Ctrl-C, SIGTERM or the death of the process that started it, then run the
+node's own cleanup and shut rclpy down.
+
+Ending: rclpy's signal handlers (SIGINT and SIGTERM) shut the context down, which stops every publisher at once
+and ends `spin`. With `exit_with_parent` (default true) the node asks the kernel for SIGTERM when its parent
+(`ros2 launch`, `ros2 run`) dies, so a killed launcher leaves no node behind (process_lifetime.py).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from eva_runtime.process_lifetime import signal_on_parent_death
 
 __all__ = ["run_node"]
 
@@ -25,8 +35,11 @@ def run_node(
     if "-h" in before_ros_args or "--help" in before_ros_args:
         print(usage + "\n".join(f"  {s.name}: {s.description}" for s in parameters))
         return 0
+    parent = os.getppid()  # read first: a parent that dies from here on is noticed (signal_on_parent_death)
     rclpy.init(args=args)
     node = make_node()
+    if node.get_parameter("exit_with_parent").value:
+        signal_on_parent_death(signal.SIGTERM, parent)  # handled by rclpy's SIGTERM handler, after init
     executor = MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     try:
@@ -34,8 +47,9 @@ def run_node(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        cleanup(node)
+        cleanup(node)  # first, while a callback may still run: the planner and an open episode end now
         executor.shutdown()
+        cleanup(node)  # again: a transition that was running (configure) may have built a runtime meanwhile
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

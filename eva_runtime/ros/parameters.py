@@ -69,6 +69,10 @@ def _camera_topics() -> list[ParameterSpec]:
 _CONVENTION = ParameterSpec(
     "topic_convention", "classic", "classic (/puppet feedback, commands on /master) or joint_states (/joint_states_*)"
 )
+# Read by the executable (node_main.py), not the node: a node's process ends when its launcher dies.
+_EXIT_WITH_PARENT = ParameterSpec(
+    "exit_with_parent", True, "exit (as on SIGTERM) when the process that started the node (ros2 launch) dies"
+)
 
 POLICY_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("bundle", REQUIRED, "deployment bundle directory (verified on configure)"),
@@ -100,6 +104,7 @@ POLICY_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("episode.split", "seen", "seen or unseen, recorded with the next episode"),
     ParameterSpec("episode.note", "", "note stored with the next end_episode label (then cleared)"),
     ParameterSpec("episode.seed", 0, "seed of the next episode's plan requests"),
+    _EXIT_WITH_PARENT,
 )
 
 SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -117,6 +122,7 @@ SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("cameras_enabled", True, "publish camera images (false: a camera driver that stopped)"),
     ParameterSpec("joint_states_enabled", True, "publish follower joint states (false: an arm driver that stopped)"),
     ParameterSpec("start_pose", EMPTY_DOUBLES, "arm pose after a reset (unset: the scene's start pose)"),
+    _EXIT_WITH_PARENT,
 )
 
 

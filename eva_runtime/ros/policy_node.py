@@ -13,7 +13,8 @@ Lifecycle:
   command topic; otherwise start streaming at the embodiment's control rate with a homing slide to `home_pose`
   (through the safety filter, under a fraction of the speed caps), then `mode_after_homing`;
 - deactivate: HOLD, and keep streaming hold commands (a moving arm comes to rest under the caps and stays);
-- cleanup / shutdown: stop streaming, end an open episode as aborted, stop the planner, close the log.
+- cleanup / shutdown: stop streaming, end an open episode as aborted, stop the planner, close the log; the same
+  when the process is asked to end (SIGINT, SIGTERM, or its launcher's death: node_main.py).
 
 Configure's steps and the activation checks are :mod:`.policy_setup`, the services :mod:`.policy_services`, what
 is published :mod:`.policy_reports` (mixins of this node); this module holds the lifecycle, the control tick and
@@ -40,6 +41,7 @@ from std_msgs.msg import String, UInt8MultiArray
 from eva_runtime.control.episode_runner import AutonomousLoop, episode_counters
 from eva_runtime.control.modes import Mode
 from eva_runtime.control.modes import Trigger as ModeTrigger
+from eva_runtime.control.planner_process import PlannerProcess
 from eva_runtime.ros.parameters import POLICY_PARAMETERS, declare, read
 from eva_runtime.ros.policy_reports import PolicyReports
 from eva_runtime.ros.policy_services import OperatorServices
@@ -58,6 +60,7 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         self._service_group = ReentrantCallbackGroup()
         self._report_group = MutuallyExclusiveCallbackGroup()
         self._runtime: PolicyRuntime | None = None
+        self._starting_planner: PlannerProcess | None = None  # while configure waits for it to be ready
         self._control_timer = None
         self._active = False
         self._started = False  # the loop was seeded (first activation)
@@ -146,7 +149,13 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def release_runtime(self) -> None:
-        """Stop streaming, end an open episode as aborted, stop the planner and close the log (idempotent)."""
+        """Stop streaming, end an open episode as aborted, stop the planner and close the log (idempotent).
+
+        Also from another thread while the process ends (SIGTERM): a configure still waiting for its planner
+        is failed at once by killing that planner, rather than finishing minutes later for nothing."""
+        starting = self._starting_planner
+        if starting is not None:
+            starting.kill()
         if self._control_timer is not None:
             self.destroy_timer(self._control_timer)
             self._control_timer = None

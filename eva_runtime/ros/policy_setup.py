@@ -81,12 +81,14 @@ class PolicySetup:
             except OutcomeLogError as error:
                 raise ConfigureError(str(error)) from None
             undo.callback(log.close)
-            planner = PlannerProcess(deployment.spec)
+            planner = self._starting_planner = PlannerProcess(deployment.spec)  # release_runtime may stop it
             undo.callback(planner.close)
             try:
                 planner.start(wait_s=float(read(self, "planner_start_timeout_s")))
             except RuntimeError as error:
                 raise ConfigureError(f"planner process: {error}") from None
+            finally:
+                self._starting_planner = None
             robot = TopicRobot(self, embodiment, topics, camera_topics, callback_group=self._input_group)
             undo.callback(robot.disconnect)
             robot.connect()

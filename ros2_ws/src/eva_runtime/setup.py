@@ -3,6 +3,9 @@
 The nodes themselves live in the `eva_runtime` Python package (eva_runtime.ros), which must be installed in the
 Python that runs ROS 2 (`pip install -e <repository>`); this package only installs thin entry points
 (`eva_runtime_nodes`, named so that it cannot shadow the core package) and the share/ files `ros2 launch` needs.
+
+The launch file has one source, the repository's top-level `launch/bimanual.launch.py`; `launch/` here is a
+relative symlink to that directory.
 """
 
 from glob import glob
@@ -20,6 +23,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        # Through the `launch` symlink, not a "../../../launch" path: a symlink install (`colcon build
+        # --symlink-install`) mirrors every data file's relative path inside its build directory, and a path that
+        # climbs out of the package would land outside it. install_data copies the file's content.
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
