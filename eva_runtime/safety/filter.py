@@ -23,18 +23,22 @@ bimanual vector (contract in docs/references.md §4):
 
 Jerk is not clamped here: a jerk-limited position filter overshoots a target that jumps, and an overshoot is
 worse than jerk in a safety component. Smoothness is the executor's and the reward's job.
+
+The arithmetic of steps 3-6 is in :mod:`eva_runtime.safety.motion`, arranged for speed (a tick costs numpy calls,
+not flops); tests/filter_reference.py keeps the straightforward version it must match bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
-from eva_runtime.safety.braking import braking_speed
+from eva_runtime.safety.constants import FilterConstants
+from eva_runtime.safety.interventions import Check, Intervention, intervention, report_joints
 from eva_runtime.safety.limits import SafetyLimits
+from eva_runtime.safety.motion import move
 
 __all__ = [
     "Check",
@@ -45,29 +49,6 @@ __all__ = [
     "filter_step",
     "reset_state",
 ]
-
-
-class Check(StrEnum):
-    """Which check intervened. Units of requested/applied follow the check."""
-
-    NON_FINITE_TARGET = "non_finite_target"  # position
-    NON_FINITE_MEASURED = "non_finite_measured"  # position
-    STALE_INPUT = "stale_input"  # joint = input name; requested = age s, applied = timeout s
-    CLOCK = "clock"  # joint = "*"; requested = tick interval s, applied = interval used s
-    TRACKING_ERROR = "tracking_error"  # requested = measured position, applied = previous command
-    POSITION_LIMIT = "position_limit"  # target position before/after the clamp
-    VELOCITY = "velocity"  # velocity before/after group scaling
-    ACCELERATION = "acceleration"  # acceleration before/after group scaling
-    BRAKING = "braking"  # velocity before/after the stopping-distance bound
-    HARD_LIMIT = "hard_limit"  # position: last-resort clamp (only reachable from an infeasible reset)
-
-
-@dataclass(frozen=True, slots=True)
-class Intervention:
-    check: Check
-    joint: str
-    requested: float
-    applied: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,17 +106,39 @@ def reset_state(
     return FilterState(time=float(time), command=position, velocity=velocity, target=position.copy())
 
 
-def _report(
-    out: list[Intervention], limits: SafetyLimits, check: Check, mask: np.ndarray, asked: np.ndarray, got: np.ndarray
-) -> None:
-    for index in np.flatnonzero(mask):
-        out.append(Intervention(check, limits.joint_names[index], float(asked[index]), float(got[index])))
+# As for Intervention (interventions.py): fill the slots directly, skipping the frozen __init__'s setattr calls.
+_new = object.__new__
+_set_time = FilterState.time.__set__  # type: ignore[attr-defined]
+_set_command = FilterState.command.__set__  # type: ignore[attr-defined]
+_set_velocity = FilterState.velocity.__set__  # type: ignore[attr-defined]
+_set_target = FilterState.target.__set__  # type: ignore[attr-defined]
+_set_fault = FilterState.fault.__set__  # type: ignore[attr-defined]
+_set_state = FilterResult.state.__set__  # type: ignore[attr-defined]
+_set_interventions = FilterResult.interventions.__set__  # type: ignore[attr-defined]
+_set_holding = FilterResult.holding.__set__  # type: ignore[attr-defined]
 
 
-def _group_scale(limits: SafetyLimits, ratio: np.ndarray) -> np.ndarray:
-    """Per-joint factor <= 1 that brings every group's largest ratio to at most 1."""
-    worst = np.maximum.reduceat(ratio, limits.group_starts)
-    return (1.0 / np.maximum(worst, 1.0))[limits.group_of_joint]
+def _result(
+    time: float,
+    command: np.ndarray,
+    velocity: np.ndarray,
+    target: np.ndarray,
+    fault: str | None,
+    report: list[Intervention],
+    held: tuple[str, ...],
+) -> FilterResult:
+    """``FilterResult(FilterState(time, command, velocity, target, fault), tuple(report), held)``, built faster."""
+    state = _new(FilterState)
+    _set_time(state, time)
+    _set_command(state, command)
+    _set_velocity(state, velocity)
+    _set_target(state, target)
+    _set_fault(state, fault)
+    result = _new(FilterResult)
+    _set_state(result, state)
+    _set_interventions(result, tuple(report))
+    _set_holding(result, held)
+    return result
 
 
 def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest) -> FilterResult:
@@ -144,30 +147,18 @@ def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest
     dt = _tick_interval(limits, state, request, report)
     if dt is None:
         return FilterResult(state, tuple(report), limits.arm_names)
+    k = limits.constants
     previous = state.command
-    stale = _stale_inputs(limits, request, report)
+    stale = _stale_inputs(limits, request, report) if request.input_stamps else ()
     hold_all = state.fault is not None or request.target is None or bool(stale)
     measured = None if "joint_state" in stale else request.measured
-    measured_bad, fault = _check_measured(limits, previous, measured, state.fault, report)
-    target, hold = _checked_target(limits, previous, request.target, hold_all or measured_bad, report)
-    clamped, low, high = _clamp_position(limits, previous, target, report)
-    desired, gap = _desired_velocity(limits, state, clamped, hold, dt)
-    velocity = _cap_velocity(limits, desired, report)
-    limited = _cap_acceleration(limits, state.velocity, velocity, dt, report)
-    braked = _brake(limits, state, low, high, limited, dt, report)
-    inside, hard_clamped = _move_inside_hard_limits(limits, previous, braked, dt, report)
-    # Where nothing intervened, send the target itself, bit for bit, rather than previous + v*dt.
-    untouched = (braked == desired) & (gap == 0.0) & ~hold & ~hard_clamped
-    command = np.where(untouched, clamped, inside)
-
-    new_state = FilterState(
-        time=float(request.time),
-        command=command,
-        velocity=(command - previous) / dt,
-        target=np.where(hold, command, clamped),
-        fault=fault,
-    )
-    return FilterResult(new_state, tuple(report), _held_arms(limits, hold))
+    measured_bad, fault = _check_measured(k, previous, measured, state.fault, report)
+    if hold_all or measured_bad:
+        target, hold = previous, k.all_joints
+    else:  # non-finite values are looked for with the clamp (move), which finds them for free
+        target, hold = _vector(previous, request.target, "target"), None
+    command, velocity, target, hold = move(k, previous, state.velocity, state.target, target, hold, dt, report)
+    return _result(float(request.time), command, velocity, target, fault, report, _held_arms(k, hold))
 
 
 def _tick_interval(
@@ -176,11 +167,11 @@ def _tick_interval(
     """The interval the rates use (capped at the longest tick); ``None`` when time did not advance."""
     interval = request.time - state.time
     if not interval > 0.0:  # also catches NaN: time must advance for a rate to mean anything
-        report.append(Intervention(Check.CLOCK, "*", float(interval), 0.0))
+        report.append(intervention(Check.CLOCK, "*", float(interval), 0.0))
         return None
     dt = min(interval, limits.max_tick_interval_s)
     if dt < interval:
-        report.append(Intervention(Check.CLOCK, "*", float(interval), dt))
+        report.append(intervention(Check.CLOCK, "*", float(interval), dt))
     return dt
 
 
@@ -191,31 +182,38 @@ def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: list[Int
         timeout = limits.timeouts_s.get(name, 0.0)  # an input without a timeout is never fresh enough
         age = request.time - stamp
         if not age <= timeout:
-            report.append(Intervention(Check.STALE_INPUT, name, float(age), timeout))
+            report.append(intervention(Check.STALE_INPUT, name, float(age), timeout))
             stale.add(name)
     return stale
 
 
+def _vector(previous: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != previous.shape:  # a caller's bug, not a condition to filter
+        raise ValueError(f"{what} has shape {values.shape}, expected {previous.shape}")
+    return values
+
+
 def _checked_vector(
-    limits: SafetyLimits,
+    k: FilterConstants,
     previous: np.ndarray,
     values: np.ndarray,
     what: str,
     check: Check,
     report: list[Intervention],
-) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` as float64 and its non-finite mask, reported under ``check``; a wrong shape is a caller's bug."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != previous.shape:
-        raise ValueError(f"{what} has shape {values.shape}, expected {previous.shape}")
-    bad = ~np.isfinite(values)
-    if bad.any():
-        _report(report, limits, check, bad, values, previous)
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``values`` as float64 and its non-finite mask (None if all finite), reported under ``check``."""
+    values = _vector(previous, values, what)
+    finite = np.isfinite(values)
+    if finite.tobytes() == k.all_bytes:
+        return values, None
+    bad = ~finite
+    report_joints(report, k.joint_names, check, bad, values, previous)
     return values, bad
 
 
 def _check_measured(
-    limits: SafetyLimits,
+    k: FilterConstants,
     previous: np.ndarray,
     measured: np.ndarray | None,
     fault: str | None,
@@ -224,131 +222,21 @@ def _check_measured(
     """Steps 1 and 8 on the measurement: whether every arm must hold, and the (possibly newly latched) fault."""
     if measured is None:
         return False, fault
-    measured, bad = _checked_vector(limits, previous, measured, "measured position", Check.NON_FINITE_MEASURED, report)
-    if bad.any():
+    measured, bad = _checked_vector(k, previous, measured, "measured position", Check.NON_FINITE_MEASURED, report)
+    if bad is not None:
         return True, fault
-    off = np.abs(measured - previous) > limits.tracking_error_max
-    if off.any():
-        _report(report, limits, Check.TRACKING_ERROR, off, measured, previous)
-        fault = fault or "tracking_error: " + ", ".join(limits.joint_names[i] for i in np.flatnonzero(off))
+    off = np.abs(measured - previous) > k.tracking_error_max
+    if off.tobytes() != k.no_bytes:
+        report_joints(report, k.joint_names, Check.TRACKING_ERROR, off, measured, previous)
+        fault = fault or "tracking_error: " + ", ".join(k.joint_names[i] for i in off.nonzero()[0].tolist())
         return True, fault
     return False, fault
 
 
-def _checked_target(
-    limits: SafetyLimits,
-    previous: np.ndarray,
-    requested: np.ndarray | None,
-    hold_all: bool,
-    report: list[Intervention],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Step 1 on the target: the target to filter and the per-joint hold mask (every arm, or those with a bad value)."""
-    hold = np.zeros(limits.dof, dtype=bool)
-    if hold_all:
-        hold[:] = True
-        return previous, hold
-    target, bad = _checked_vector(limits, previous, requested, "target", Check.NON_FINITE_TARGET, report)
-    if bad.any():
-        bad_arms = np.unique(limits.arm_of_joint[bad])
-        hold = np.isin(limits.arm_of_joint, bad_arms)
-        target = np.where(hold, previous, target)
-    return target, hold
-
-
-def _clamp_position(
-    limits: SafetyLimits, previous: np.ndarray, target: np.ndarray, report: list[Intervention]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 3: the target clamped to the position range, and that range (low, high)."""
-    # The range widens to include the previous command so a joint inside the margin band is never pulled inward
-    # by the filter itself and cannot move further out.
-    low = np.minimum(limits.soft_low, previous)
-    high = np.maximum(limits.soft_high, previous)
-    clamped = np.minimum(np.maximum(target, low), high)
-    moved = clamped != target
-    if moved.any():
-        _report(report, limits, Check.POSITION_LIMIT, moved, target, clamped)
-    return clamped, low, high
-
-
-def _desired_velocity(
-    limits: SafetyLimits, state: FilterState, clamped: np.ndarray, hold: np.ndarray, dt: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The velocity asked for (zero where held), and the gap earlier interventions left between target and command."""
-    # The target's own velocity plus a correction that closes the gap while still being able to stop at the
-    # target, so a jump is approached without overshoot.
-    gap = state.target - state.command
-    desired = (clamped - state.target) / dt
-    if gap.any():  # zero while tracking undisturbed; skip the square roots then
-        distance = np.abs(gap)
-        desired += np.sign(gap) * np.minimum(distance / dt, braking_speed(distance, limits.acceleration_max, dt))
-    if hold.any():
-        desired[hold] = 0.0
-    return desired, gap
-
-
-def _cap_velocity(limits: SafetyLimits, desired: np.ndarray, report: list[Intervention]) -> np.ndarray:
-    """Step 4: the velocity cap, one factor per group so motion keeps its direction."""
-    velocity = desired * _group_scale(limits, np.abs(desired) / limits.velocity_max)
-    changed = velocity != desired
-    if changed.any():
-        _report(report, limits, Check.VELOCITY, changed, desired, velocity)
-    return velocity
-
-
-def _cap_acceleration(
-    limits: SafetyLimits, last_velocity: np.ndarray, velocity: np.ndarray, dt: float, report: list[Intervention]
-) -> np.ndarray:
-    """Step 5: the acceleration cap, one factor per group (also how a hold comes to rest along its path)."""
-    step_cap = limits.acceleration_max * dt
-    change = velocity - last_velocity
-    scale = _group_scale(limits, np.abs(change) / step_cap)
-    # Only scaled joints are recomputed: (v - v_prev) + v_prev is not always v in floating point.
-    limited = np.where(scale < 1.0, last_velocity + change * scale, velocity)
-    changed = limited != velocity
-    if changed.any():
-        _report(report, limits, Check.ACCELERATION, changed, change / dt, (limited - last_velocity) / dt)
-    return limited
-
-
-def _brake(
-    limits: SafetyLimits,
-    state: FilterState,
-    low: np.ndarray,
-    high: np.ndarray,
-    limited: np.ndarray,
-    dt: float,
-    report: list[Intervention],
-) -> np.ndarray:
-    """Step 6: never faster toward a limit than what can still stop inside it."""
-    step_cap = limits.acceleration_max * dt
-    toward_high = braking_speed(high - state.command, limits.acceleration_max, dt)
-    toward_low = braking_speed(state.command - low, limits.acceleration_max, dt)
-    braked = np.minimum(np.maximum(limited, -toward_low), toward_high)
-    # The braking invariant makes this a no-op; it matters only after a reset seeded with a velocity that
-    # cannot stop in time, where the acceleration cap wins and the hard limit is the backstop.
-    braked = np.minimum(np.maximum(braked, state.velocity - step_cap), state.velocity + step_cap)
-    changed = braked != limited
-    if changed.any():
-        _report(report, limits, Check.BRAKING, changed, limited, braked)
-    return braked
-
-
-def _move_inside_hard_limits(
-    limits: SafetyLimits, previous: np.ndarray, braked: np.ndarray, dt: float, report: list[Intervention]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The command the braked velocity reaches, clamped to the hard range (last resort), and where it was clamped."""
-    command = previous + braked * dt
-    inside = np.minimum(
-        np.maximum(command, np.minimum(limits.hard_low, previous)), np.maximum(limits.hard_high, previous)
-    )
-    changed = inside != command
-    if changed.any():
-        _report(report, limits, Check.HARD_LIMIT, changed, command, inside)
-    return inside, changed
-
-
-def _held_arms(limits: SafetyLimits, hold: np.ndarray) -> tuple[str, ...]:
+def _held_arms(k: FilterConstants, hold: np.ndarray | None) -> tuple[str, ...]:
     """Names of the arms with at least one held joint."""
-    if not hold.any():
+    if hold is None:
         return ()
-    return tuple(name for i, name in enumerate(limits.arm_names) if hold[limits.arm_of_joint == i].any())
+    if hold is k.all_joints:
+        return k.arm_names
+    return tuple(name for i, name in enumerate(k.arm_names) if hold[k.arm_of_joint == i].any())

@@ -8,10 +8,13 @@ direction of its motion while the gripper keeps its own rate cap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from eva_runtime.safety.constants import FilterConstants
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -43,6 +46,11 @@ class SafetyLimits:
     @property
     def dof(self) -> int:
         return len(self.joint_names)
+
+    @cached_property
+    def constants(self) -> FilterConstants:
+        """The filter's operands derived from these limits, built on first use (the limits are never mutated)."""
+        return FilterConstants(self)
 
     @classmethod
     def from_embodiment(cls, embodiment: Embodiment) -> SafetyLimits:
