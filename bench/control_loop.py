@@ -1,10 +1,11 @@
 """Benchmark: the control loop at 50 and 200 Hz while the planner process is busy, async vs sync, in one run.
 
 Runs N real-time-paced transfer-cube episodes per (rate, mode) with the shipped bundle (oracle world model +
-IDM) and prints one JSON object: per configuration the tick period jitter |period - nominal| (p50 / p99 / max),
-missed deadlines per 1,000 ticks, work per tick (p50 / p99), the share of ticks the robot held (idle), the
-first-frame-to-first-planned-command latency (median over episodes), and async/sync ratios. At 200 Hz the
-simulated scene steps in 1.67 ms physics steps (3 per tick) and the embodiment file is the bundle's with
+IDM), and async once more without the steadier loop (garbage collector paused during episodes, planner niced and
+off the loop's core), and prints one JSON object: per configuration the tick period jitter |period - nominal|
+(p50 / p99 / max), missed deadlines per 1,000 ticks, work per tick (p50 / p99), the share of ticks the robot
+held (idle), the first-frame-to-first-planned-command latency (median over episodes), and async/sync ratios.
+At 200 Hz the simulated scene steps in 1.67 ms physics steps (3 per tick) and the embodiment file is the bundle's with
 `control_rate_hz: 200`; everything else is the same.
 
     MUJOCO_GL=egl .venv/bin/python bench/control_loop.py [--episodes 5]
@@ -29,16 +30,18 @@ from eva_runtime.robots.mujoco_robot import MujocoRobot
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(bundle, embodiment_file: Path, synchronous: bool, episodes: int) -> dict[str, float]:
+def measure(bundle, embodiment_file: Path, synchronous: bool, episodes: int, steady: bool = True) -> dict[str, float]:
+    """`steady`: the loop pauses the garbage collector during episodes and the planner runs niced, off the loop's
+    core (control/realtime.py); False measures the loop without either, in the same run."""
     embodiment = load_embodiment(embodiment_file)
     robot = MujocoRobot(embodiment, "transfer_cube")
     robot.connect()
     deployment = Deployment.from_bundle(bundle, "transfer_cube")
-    spec = dataclasses.replace(deployment.spec, embodiment=str(embodiment_file))
+    spec = dataclasses.replace(deployment.spec, embodiment=str(embodiment_file), low_priority=steady)
     deployment = dataclasses.replace(deployment, spec=spec)
     planner = deployment.start_planner()
     ticks_per_episode = round(400 * embodiment.control_rate_hz / 50)  # 8 s episodes at any rate
-    settings = LoopSettings(synchronous=synchronous, max_steps=ticks_per_episode)
+    settings = LoopSettings(synchronous=synchronous, max_steps=ticks_per_episode, pause_gc=steady)
     oracle = deployment.privileged_source(robot)
     stats = [run_autonomous_episode(robot, planner, 5000 + i, settings, oracle) for i in range(episodes)]
     planner.close()
@@ -79,6 +82,12 @@ def main() -> None:
         for rate, embodiment_file in ((50, bundle.files["embodiment"]), (200, fast)):
             for mode, synchronous in (("async", False), ("sync", True)):
                 results[f"{rate}hz_{mode}"] = measure(bundle, embodiment_file, synchronous, args.episodes)
+            # Before/after the steadier loop (GC paused, planner niced and off the loop's core), async.
+            results[f"{rate}hz_async_plain"] = measure(bundle, embodiment_file, False, args.episodes, steady=False)
+            plain, steady = results[f"{rate}hz_async_plain"], results[f"{rate}hz_async"]
+            results[f"{rate}hz_jitter_p99_steady_over_plain"] = round(
+                steady["jitter_ms_p99"] / max(plain["jitter_ms_p99"], 1e-9), 2
+            )
     results["idle_share_async_over_sync"] = {
         f"{rate}hz": round(results[f"{rate}hz_async"]["idle_share"] / results[f"{rate}hz_sync"]["idle_share"], 2)
         for rate in (50, 200)

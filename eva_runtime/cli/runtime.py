@@ -73,6 +73,9 @@ _RecordOption = Annotated[
     typer.Option(help="Record each episode as MCAP here (cameras, joints, commands, plans, imagined frames)."),
 ]
 _InstructionOption = Annotated[str | None, typer.Option(help="The instruction (a real robot has no task of its own).")]
+_RealtimeOption = Annotated[
+    bool, typer.Option(help="Ask for SCHED_FIFO on the loop's core; reports when the system does not permit it.")
+]
 _LiveOption = Annotated[
     bool, typer.Option(help="Serve the same streams live to Foxglove (WebSocket on 127.0.0.1 only, no ROS).")
 ]
@@ -102,6 +105,7 @@ def run_command(
     record: _RecordOption = None,
     live: _LiveOption = False,
     live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
+    realtime: _RealtimeOption = False,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     if robot not in ("sim", "piper"):
@@ -109,6 +113,10 @@ def run_command(
         raise typer.Exit(2)
     if record is not None:
         _check_record(record)
+    if realtime:
+        from eva_runtime.control.realtime import request_realtime
+
+        console.print(f"scheduler: {request_realtime()}")  # granted, or why not (the loop runs either way)
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
     sink = _start_live(live_port) if live else None

@@ -47,6 +47,7 @@ class LoopSettings:
     initial_latency_s: float = 0.8  # first guess of observation-to-plan time, then a running estimate
     pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
     cameras: tuple[str, ...] = ("cam_high",)
+    pause_gc: bool = True  # no garbage collection inside a paced episode (control/realtime.py)
 
 
 @dataclass(frozen=True)

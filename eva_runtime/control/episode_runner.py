@@ -7,6 +7,7 @@ operator input between ticks belong to the driver. The loop's pieces are re-expo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from eva_runtime.control.episode_stats import EpisodeStats, episode_counters
 from eva_runtime.control.homing import HomingSlide
 from eva_runtime.control.modes import ModeManager, Trigger
 from eva_runtime.control.planner_port import PlannerPort
+from eva_runtime.control.realtime import gc_paused
 from eva_runtime.control.teleop import LeaderArms
 from eva_runtime.robots.interface import RobotInterface
 
@@ -63,6 +65,14 @@ def run_autonomous_episode(
         clock=clock or time.monotonic,
     )
     loop.start(seed)
+    with gc_paused() if settings.pace and settings.pause_gc else contextlib.nullcontext():
+        _paced_ticks(loop, settings, on_tick, on_result, operator, robot)
+    loop.stats.success = robot.success() is True
+    return loop.stats
+
+
+def _paced_ticks(loop: AutonomousLoop, settings: LoopSettings, on_tick, on_result, operator, robot) -> None:
+    """The episode's ticks, paced on a monotonic clock when `settings.pace`, counting missed deadlines."""
     stats = loop.stats
     period = loop.period
     deadline = tick_started = time.monotonic()
@@ -86,5 +96,3 @@ def run_autonomous_episode(
             ended = time.monotonic()
             stats.periods_s.append(ended - tick_started)
             tick_started = ended
-    stats.success = robot.success() is True
-    return stats

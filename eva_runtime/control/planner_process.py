@@ -41,6 +41,10 @@ class PlannerSpec:
     settings: PlannerSettings = field(default_factory=PlannerSettings)
     idm_sha256: str | None = None
     reward: Mapping[str, Any] = field(default_factory=dict)  # RewardConfig.from_embodiment keywords
+    # Niced (and off the loop's core on 4+ cores): the loop over the planner. Off by default: a niced planner also
+    # loses to every other busy process (drivers, a training job) and its plans come late; `--realtime` raises
+    # the loop instead (control/realtime.py).
+    low_priority: bool = False
 
     def to_json(self) -> str:
         values = dataclasses.asdict(self)
@@ -101,7 +105,12 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
     from eva_runtime.process_lifetime import exit_with_parent
 
     exit_with_parent(parent_pid)  # first: building the world model can take minutes
-    planner = build_planner(PlannerSpec.from_json(spec_json))
+    spec = PlannerSpec.from_json(spec_json)
+    if spec.low_priority:
+        from eva_runtime.control.realtime import planner_cpu_placement
+
+        planner_cpu_placement()
+    planner = build_planner(spec)
     warm_up = getattr(planner.world_model, "warm_up", None)
     if warm_up is not None:
         warm_up()  # build simulators and renderers now, not inside the first plan's latency
