@@ -57,7 +57,11 @@ def test_colcon_build_installs_launch_file_config_and_executables(tmp_path: Path
     # The installed launch file is the repository's one source, not a copy that could drift.
     installed = (prefix / "share/eva_runtime/launch/bimanual.launch.py").read_bytes()
     assert installed == (REPO / "launch" / "bimanual.launch.py").read_bytes()
-    for executable, parameter in (("policy_node", "bundle"), ("sim_robot_node", "embodiment_file")):
+    for executable, parameter in (
+        ("policy_node", "bundle"),
+        ("sim_robot_node", "embodiment_file"),
+        ("record_node", "out_dir"),
+    ):
         program = prefix / "lib" / "eva_runtime" / executable
         assert program.is_file() and os.access(program, os.X_OK), program
         started = subprocess.run(

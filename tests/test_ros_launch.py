@@ -95,7 +95,8 @@ def test_the_launch_executables_are_the_packages_entry_points() -> None:
     setup = ast.parse((PACKAGE / "setup.py").read_text(encoding="utf-8"))
     entry_points = ast.literal_eval(_keyword(_calls(setup, "setup")[0], "entry_points"))
     scripts = {line.split("=")[0].strip() for line in entry_points["console_scripts"]}
-    assert {node["executable"] for node in launch_nodes().values()} == scripts == {"policy_node", "sim_robot_node"}
+    assert {node["executable"] for node in launch_nodes().values()} == {"policy_node", "sim_robot_node"}
+    assert scripts == {"policy_node", "sim_robot_node", "record_node"}  # the recorder is started with `ros2 run`
     assert (PACKAGE / "resource" / "eva_runtime").is_file()
     assert "<build_type>ament_python</build_type>" in (PACKAGE / "package.xml").read_text(encoding="utf-8")
 
@@ -164,11 +165,11 @@ def test_every_passed_parameter_is_declared_and_every_required_one_is_passed(nod
     assert required and required <= set(passed), required - set(passed)
 
 
-def test_docs_name_every_parameter_of_both_nodes() -> None:
-    from eva_runtime.ros.parameters import POLICY_PARAMETERS, SIM_ROBOT_PARAMETERS
+def test_docs_name_every_parameter_of_every_node() -> None:
+    from eva_runtime.ros.parameters import POLICY_PARAMETERS, RECORD_PARAMETERS, SIM_ROBOT_PARAMETERS
 
     text = (REPO / "docs" / "ros.md").read_text(encoding="utf-8")
-    for spec in (*POLICY_PARAMETERS, *SIM_ROBOT_PARAMETERS):
+    for spec in (*POLICY_PARAMETERS, *SIM_ROBOT_PARAMETERS, *RECORD_PARAMETERS):
         group, _, leaf = spec.name.rpartition(".")
         # Topic groups are listed compactly (`topics.command.left|right`): the group and the leaf must appear.
         assert spec.name in text or (group and group in text and leaf in text), spec.name

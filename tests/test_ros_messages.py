@@ -18,6 +18,7 @@ from eva_runtime.ros.diagnostics import PolicySnapshot, build_diagnostics
 from eva_runtime.ros.messages import (
     MalformedMessageError,
     image_to_rgb,
+    joint_state_to_arrays,
     joint_state_to_vector,
     plan_to_trajectory,
     rgb_to_image,
@@ -39,6 +40,18 @@ def test_a_joint_state_round_trips_and_named_joints_are_reordered_by_name() -> N
     unnamed = JointState(position=values.tolist(), velocity=[1.0, 2.0])  # a partial velocity is dropped
     position, velocity = joint_state_to_vector(unnamed, NAMES)
     assert np.array_equal(position, values) and velocity is None
+
+
+def test_effort_round_trips_reordered_by_name_and_a_partial_one_reads_as_unmeasured() -> None:
+    values = np.arange(7) * 0.1
+    message = vector_to_joint_state(values, NAMES, 1.0, values * 2, values * 3)
+    position, velocity, effort = joint_state_to_arrays(message, NAMES)
+    assert np.array_equal(effort, values * 3) and np.array_equal(velocity, values * 2)
+    shuffled = JointState(name=NAMES[::-1], position=values[::-1].tolist(), effort=(values * 3)[::-1].tolist())
+    position, velocity, effort = joint_state_to_arrays(shuffled, NAMES)
+    assert np.array_equal(position, values) and np.array_equal(effort, values * 3) and velocity is None
+    partial = JointState(position=values.tolist(), effort=[1.0] * 6 + [math.nan])
+    assert joint_state_to_arrays(partial, NAMES)[2] is None
 
 
 @pytest.mark.parametrize(

@@ -110,8 +110,8 @@ class Episode:
     """One demonstration: N synchronised frames of images, measured joints and commanded joints.
 
     ``qvel`` and ``effort`` are None when the source did not measure them. ``sim`` says the episode was recorded
-    in the simulator (True) or on a real robot (False); it defaults to True because the simulator recorder is the
-    only writer so far, and a real-robot recorder must pass False (ACT shifts real-robot actions by one step).
+    in the simulator (True) or on a real robot (False); it defaults to True, what the simulator recorder writes,
+    and the ROS record node passes its ``sim`` parameter, False by default (ACT shifts real-robot actions by one step).
     """
 
     images: dict[str, np.ndarray]

@@ -3,7 +3,8 @@
 - ``JointState`` <-> one arm's vector (7 values on CobotMagic: 6 joints + gripper, in the embodiment's units).
   A message is refused (:class:`MalformedMessageError`, counted by the caller) when its position count is wrong,
   a value is not finite, or its names are present but are not exactly the expected joint names (named
-  messages are reordered by name, so a driver listing joints in another order still works).
+  messages are reordered by name, so a driver listing joints in another order still works). Velocity and
+  effort are optional on the wire: a partial or non-finite one reads as None (unmeasured).
 - ``Image`` (rgb8 / bgr8, any row padding) <-> RGB ``uint8`` arrays (height, width, 3).
 - a :class:`~eva_runtime.control.executor.Plan` -> ``JointTrajectory``; frames -> one tiled ``Image``.
 Stamps are seconds (float) on the node clock inside the runtime and ``builtin_interfaces/Time`` on the wire.
@@ -23,6 +24,7 @@ from eva_runtime.control.executor import Plan
 __all__ = [
     "MalformedMessageError",
     "image_to_rgb",
+    "joint_state_to_arrays",
     "joint_state_to_vector",
     "plan_to_trajectory",
     "rgb_to_image",
@@ -51,8 +53,11 @@ def _seconds_to_duration(seconds: float) -> Duration:
     return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-def joint_state_to_vector(message: JointState, joint_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(positions, velocities or None) of one arm in `joint_names` order; MalformedMessageError if unusable."""
+def joint_state_to_arrays(
+    message: JointState, joint_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(positions, velocities or None, efforts or None) of one arm in `joint_names` order; MalformedMessageError
+    if the positions are unusable."""
     count = len(joint_names)
     position = np.asarray(message.position, dtype=np.float64)
     if position.shape != (count,):
@@ -66,14 +71,28 @@ def joint_state_to_vector(message: JointState, joint_names: Sequence[str]) -> tu
     position = position[order]
     if not np.all(np.isfinite(position)):
         raise MalformedMessageError(f"non-finite position {position.tolist()}")
-    velocity = np.asarray(message.velocity, dtype=np.float64)
-    # Velocity is optional on the wire; a partial or non-finite one is dropped, not trusted.
-    usable = velocity.shape == (count,) and np.all(np.isfinite(velocity))
-    return position, velocity[order] if usable else None
+    return position, _optional(message.velocity, order), _optional(message.effort, order)
+
+
+def _optional(values: Sequence[float], order: np.ndarray) -> np.ndarray | None:
+    # Velocity and effort are optional on the wire; a partial or non-finite one is dropped, not trusted.
+    array = np.asarray(values, dtype=np.float64)
+    usable = array.shape == order.shape and np.all(np.isfinite(array))
+    return array[order] if usable else None
+
+
+def joint_state_to_vector(message: JointState, joint_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(positions, velocities or None) of one arm in `joint_names` order; MalformedMessageError if unusable."""
+    position, velocity, _ = joint_state_to_arrays(message, joint_names)
+    return position, velocity
 
 
 def vector_to_joint_state(
-    position: np.ndarray, joint_names: Sequence[str], stamp: float, velocity: np.ndarray | None = None
+    position: np.ndarray,
+    joint_names: Sequence[str],
+    stamp: float,
+    velocity: np.ndarray | None = None,
+    effort: np.ndarray | None = None,
 ) -> JointState:
     message = JointState()
     message.header.stamp = seconds_to_stamp(stamp)
@@ -81,6 +100,8 @@ def vector_to_joint_state(
     message.position = [float(x) for x in position]
     if velocity is not None:
         message.velocity = [float(x) for x in velocity]
+    if effort is not None:
+        message.effort = [float(x) for x in effort]
     return message
 
 

@@ -1,7 +1,7 @@
 """The parameters of the ROS nodes as tables: name, default, whether required, and what each one means.
 
-The nodes declare exactly these tables, docs/ros.md lists them, and the launch-file check compares what the
-launch file and config/bimanual.yaml pass against them. Conventions:
+The nodes (policy, simulated robot, recorder) declare exactly these tables, docs/ros.md lists them, and the
+launch-file check compares what the launch file and config/bimanual.yaml pass against them. Conventions:
 - a required parameter (``REQUIRED``) is declared without a value: the node refuses to configure or start
   until it is given one;
 - an array parameter with no useful default (``EMPTY_DOUBLES``) is declared with its type only, because rclpy
@@ -25,6 +25,7 @@ __all__ = [
     "CAMERA_NAMES",
     "EMPTY_DOUBLES",
     "POLICY_PARAMETERS",
+    "RECORD_PARAMETERS",
     "REQUIRED",
     "SIM_ROBOT_PARAMETERS",
     "ParameterSpec",
@@ -125,6 +126,27 @@ SIM_ROBOT_PARAMETERS: tuple[ParameterSpec, ...] = (
     _EXIT_WITH_PARENT,
 )
 
+# Per-episode values (out_dir, task, instruction, sim, compression, max_frames) are read at each ~/start, so an
+# operator changes them between episodes with `ros2 param set`; the others are read once at startup.
+RECORD_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("embodiment_file", REQUIRED, "robot embodiment YAML (joint layout, cameras and their size)"),
+    _CONVENTION,
+    *_joint_topics(("follower_state", "leader_state")),
+    *_camera_topics(),
+    ParameterSpec("out_dir", REQUIRED, "directory the episode_XXXX.hdf5 files are written to (checked on start)"),
+    ParameterSpec("fps", 0.0, "sampling rate while recording (0: the embodiment's camera rate, as AgileX records)"),
+    ParameterSpec("camera_width", 0, "image width a frame must have (0: the embodiment's); others are refused"),
+    ParameterSpec("camera_height", 0, "image height a frame must have (0: the embodiment's); others are refused"),
+    ParameterSpec("max_input_age_s", 0.5, "skip a sample (counted) when any input's newest message is older than this"),
+    ParameterSpec("task", "", "task name written to the next episode's attributes"),
+    ParameterSpec("instruction", "", "language instruction written to the next episode's attributes"),
+    ParameterSpec("sim", False, "attrs['sim'] of the next episode: false on a robot (ACT shifts real actions)"),
+    ParameterSpec("compression", "", "HDF5 filter of the next episode: empty (none, as AgileX writes), gzip or lzf"),
+    ParameterSpec("max_frames", 0, "stop sampling after this many frames (0: no limit; frames are held in memory)"),
+    ParameterSpec("diagnostics_rate_hz", 1.0, "/diagnostics publishing rate"),
+    _EXIT_WITH_PARENT,
+)
+
 
 def declare(node: Node, table: tuple[ParameterSpec, ...]) -> None:
     for spec in table:
@@ -142,6 +164,7 @@ def read(node: Node, name: str) -> Any:
     try:
         return node.get_parameter(name).value
     except ParameterUninitializedException:
-        if name in {s.name for s in (*POLICY_PARAMETERS, *SIM_ROBOT_PARAMETERS) if s.default is EMPTY_DOUBLES}:
+        tables = (*POLICY_PARAMETERS, *SIM_ROBOT_PARAMETERS, *RECORD_PARAMETERS)
+        if name in {s.name for s in tables if s.default is EMPTY_DOUBLES}:
             return []
         raise ValueError(f"parameter {name!r} is required: pass it (e.g. --ros-args -p {name}:=...)") from None

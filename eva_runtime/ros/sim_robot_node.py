@@ -1,8 +1,9 @@
 """SimRobotNode: the MuJoCo bimanual simulation behind exactly the vendor ROS topics, so the graph runs without arms.
 
 It behaves like the arm drivers and camera drivers of a CobotMagic:
-- follower joint states (``sensor_msgs/JointState``, names ``joint0..joint6``, one message per arm) after every
-  physics step, which runs at the embodiment's control rate in real time;
+- follower joint states (``sensor_msgs/JointState``, names ``joint0..joint6``, one message per arm: position,
+  velocity and effort, the simulated actuator forces) after every physics step, which runs at the embodiment's
+  control rate in real time;
 - three camera streams (``sensor_msgs/Image`` rgb8) at `camera_rate_hz`, rendered at `camera_width` x
   `camera_height` (small renders keep tests cheap);
 - command JointStates on the command topics become position targets, held until the next command, as the arm
@@ -162,11 +163,12 @@ class SimRobotNode(Node):
         self.steps += steps
         self.sim_time = sim.time
         stamp = self._now()
-        position, velocity = sim.joint_positions(), sim.joint_velocities()
+        position, velocity, effort = sim.joint_positions(), sim.joint_velocities(), sim.joint_efforts()
         states = self._state_publishers.values() if self._joint_states_enabled else ()  # a stopped driver is silent
         for index, publisher in enumerate(states):
             part = slice(7 * index, 7 * index + 7)
-            publisher.publish(vector_to_joint_state(position[part], self.ros_joint_names, stamp, velocity[part]))
+            message = vector_to_joint_state(position[part], self.ros_joint_names, stamp, velocity[part], effort[part])
+            publisher.publish(message)
         if self._privileged is not None:
             from eva_runtime.wire import pack
 

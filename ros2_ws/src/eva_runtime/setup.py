@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "policy_node = eva_runtime_nodes.policy_node:main",
+            "record_node = eva_runtime_nodes.record_node:main",
             "sim_robot_node = eva_runtime_nodes.sim_robot_node:main",
         ],
     },
