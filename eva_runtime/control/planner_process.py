@@ -109,7 +109,7 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
     if spec.low_priority:
         from eva_runtime.control.realtime import planner_cpu_placement
 
-        planner_cpu_placement()
+        planner_cpu_placement()  # what it could do is not reported back: the bench measures the effect
     planner = build_planner(spec)
     warm_up = getattr(planner.world_model, "warm_up", None)
     if warm_up is not None:
@@ -139,28 +139,30 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
             if isinstance(error, WorldModelUnavailable):
                 reason = f"world model unavailable: {error}"
             outcome = PlanOutcome(None, (), time.perf_counter() - began, reason)
-        plan = outcome.plan
-        connection.send_bytes(
-            pack(
-                {
-                    "id": message["id"],
-                    "scores": list(outcome.scores),
-                    "seconds": outcome.seconds,
-                    "reason": outcome.reason,
-                    "plan": None
-                    if plan is None
-                    else {
-                        "start_time": plan.start_time,
-                        "fps": plan.fps,
-                        "actions": plan.actions,
-                        "model_id": plan.model_id,
-                        "score": plan.score,
-                        "attempts": plan.attempts,
-                        "rollout": plan.metadata.get("rollout", {}),
-                    },
-                }
-            )
-        )
+        connection.send_bytes(pack(_reply(message["id"], outcome)))
+
+
+def _reply(request_id: int, outcome: PlanOutcome) -> dict:
+    """An outcome as the wire carries it (typed numpy buffers, no pickle)."""
+    plan = outcome.plan
+    wired = None
+    if plan is not None:
+        wired = {
+            "start_time": plan.start_time,
+            "fps": plan.fps,
+            "actions": plan.actions,
+            "model_id": plan.model_id,
+            "score": plan.score,
+            "attempts": plan.attempts,
+            "rollout": plan.metadata.get("rollout", {}),
+        }
+    return {
+        "id": request_id,
+        "scores": list(outcome.scores),
+        "seconds": outcome.seconds,
+        "reason": outcome.reason,
+        "plan": wired,
+    }
 
 
 class PlannerProcess:

@@ -89,7 +89,18 @@ class SimRobotNode(Node):
         # Read at 50 Hz on the sim thread: cached and updated on set, not read through the node's parameter lock.
         self._joint_states_enabled = bool(read(self, "joint_states_enabled"))
         self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._create_interfaces()
+        first = self.embodiment.cameras[0]
+        self._size = (int(read(self, "camera_height")) or first.height, int(read(self, "camera_width")) or first.width)
+        self._camera_period = 1.0 / (float(read(self, "camera_rate_hz")) or first.fps)
+        self._thread = threading.Thread(target=self._run, name="mujoco", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise RuntimeError(f"the simulated robot did not start: {self._failure}") from self._failure
 
+    def _create_interfaces(self) -> None:
+        """Publishers (follower states, cameras, privileged state, diagnostics), command subscriptions, reset."""
         self._state_publishers = {
             arm: self.create_publisher(JointState, topic, qos_profile_sensor_data)
             for arm, topic in self.topics.follower_state.items()
@@ -109,15 +120,6 @@ class SimRobotNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._reset, callback_group=self._inputs)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._inputs)
-
-        first = self.embodiment.cameras[0]
-        self._size = (int(read(self, "camera_height")) or first.height, int(read(self, "camera_width")) or first.width)
-        self._camera_period = 1.0 / (float(read(self, "camera_rate_hz")) or first.fps)
-        self._thread = threading.Thread(target=self._run, name="mujoco", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._failure is not None:
-            raise RuntimeError(f"the simulated robot did not start: {self._failure}") from self._failure
 
     # --- the simulation thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
