@@ -257,9 +257,11 @@ def test_list_and_path(tmp_path: Path, rng: np.random.Generator) -> None:
         write_episode(episode_path(tmp_path, index), ep)
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "episode_x.hdf5").write_text("x")
-    assert episode_path(tmp_path, 2) == tmp_path / "episode_0002.hdf5"
+    assert episode_path(tmp_path, 2) == tmp_path / "episode_2.hdf5"  # as ACT's and AgileX's loaders open it
     names = [p.name for p in list_episodes(tmp_path)]
-    assert names == ["episode_0000.hdf5", "episode_0002.hdf5", "episode_9999.hdf5", "episode_10000.hdf5"]
+    assert names == ["episode_0.hdf5", "episode_2.hdf5", "episode_9999.hdf5", "episode_10000.hdf5"]  # numeric order
+    write_episode(tmp_path / "episode_0003.hdf5", ep)  # a zero-padded name (earlier recordings) still lists
+    assert [p.name for p in list_episodes(tmp_path)][2] == "episode_0003.hdf5"
     with pytest.raises(ValueError, match="index"):
         episode_path(tmp_path, -1)
 

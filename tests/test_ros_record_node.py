@@ -158,7 +158,7 @@ def test_an_episode_is_written_in_the_vendor_layout(graph: RecordGraph, tmp_path
     match = STOPPED.fullmatch(message)
     assert ok and match, message
     path, frames, refused = Path(match[1]), int(match[2]), int(match[4])
-    assert path == out_dir / "episode_0000.hdf5" and frames >= 5 and refused >= 1
+    assert path == out_dir / "episode_0.hdf5" and frames >= 5 and refused >= 1
     assert list_episodes(out_dir) == [path]  # only the episode: no temporary file left behind
 
     with h5py.File(path, "r") as root:  # as ACT's and AgileX's utils.py open it
@@ -206,7 +206,7 @@ def test_a_stopped_camera_skips_samples_and_an_episode_without_frames_is_refused
         wait_for(lambda: graph.count("skipped") >= 2, 30.0, "skipped samples")
         ok, message = graph.stop()
         assert not ok and "no frame was sampled, nothing written" in message, message
-        assert list_episodes(out_dir) == [out_dir / "episode_0000.hdf5"]
+        assert list_episodes(out_dir) == [out_dir / "episode_0.hdf5"]
     finally:
         graph.probe.set_parameters("sim_robot_node", cameras_enabled=True)
     wait_for(lambda: "stale" not in graph.status().get("message", "stale"), 30.0, "fresh cameras again")
@@ -222,12 +222,12 @@ def test_the_next_episode_takes_the_next_index_and_max_frames_ends_sampling(grap
             ok, message = graph.stop()
             match = STOPPED.fullmatch(message)
             assert ok and match and int(match[2]) == 2 and "frame limit 2 reached" in match[5], message
-            assert Path(match[1]) == out_dir / f"episode_{index:04d}.hdf5"
+            assert Path(match[1]) == out_dir / f"episode_{index}.hdf5"
     finally:
         graph.probe.set_parameters("record_node", sim=False, max_frames=0)
-    with h5py.File(out_dir / "episode_0001.hdf5", "r") as root:
+    with h5py.File(out_dir / "episode_1.hdf5", "r") as root:
         assert root.attrs["sim"] and root["/action"].shape == (2, 14)
-    assert read_episode(out_dir / "episode_0001.hdf5").sim is True
+    assert read_episode(out_dir / "episode_1.hdf5").sim is True
 
 
 def test_a_failed_write_keeps_the_episode_until_a_stop_writes_it(graph: RecordGraph, tmp_path: Path) -> None:
@@ -244,9 +244,9 @@ def test_a_failed_write_keeps_the_episode_until_a_stop_writes_it(graph: RecordGr
         assert not ok and "not written yet" in message, message
         graph.probe.set_parameters("record_node", out_dir=str(good))
         ok, message = graph.stop()
-        assert ok and message.startswith(f"wrote {good / 'episode_0000.hdf5'}: 2 frames"), message
+        assert ok and message.startswith(f"wrote {good / 'episode_0.hdf5'}: 2 frames"), message
     finally:
         graph.probe.set_parameters("record_node", max_frames=0)
-    assert read_episode(good / "episode_0000.hdf5").length == 2
+    assert read_episode(good / "episode_0.hdf5").length == 2
     ok, message = graph.stop()
     assert not ok and "not recording" in message

@@ -88,7 +88,7 @@ def _episode_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = list_episodes(path)
         if not files:
-            raise ValueError(f"{path}: no episode_XXXX.hdf5 files")
+            raise ValueError(f"{path}: no episode_<n>.hdf5 files")
         return files
     return [path]
 

@@ -26,7 +26,7 @@ def _calibrate_embodiment(path: Path | None):
 
 @calibrate_app.command("limits")
 def calibrate_limits_command(
-    data: Annotated[Path, typer.Option(help="Directory of episode_XXXX.hdf5 demonstrations.")],
+    data: Annotated[Path, typer.Option(help="Directory of episode_{i}.hdf5 demonstrations.")],
     out: Annotated[Path, typer.Option(help="Limits YAML to write.")],
     embodiment: EmbodimentOption = None,
     percentile: Annotated[float, typer.Option(help="Percentile of |velocity| etc. over all samples.")] = 99.5,
@@ -39,7 +39,7 @@ def calibrate_limits_command(
     robot = _calibrate_embodiment(embodiment)
     paths = list_episodes(data) if data.is_dir() else []
     if not paths:
-        console.print(f"[red]error:[/red] no episode_XXXX.hdf5 files in {data}")
+        console.print(f"[red]error:[/red] no episode_<n>.hdf5 files in {data}")
         raise typer.Exit(2)
     try:
         result = calibrate_limits(paths, robot, percentile=percentile, margin=margin)

@@ -26,7 +26,7 @@ app.add_typer(eval_app, name="eval")
 
 @train_app.command("idm")
 def train_idm_command(
-    data: Annotated[Path, typer.Option(help="Recorded episode_XXXX.hdf5 files, or a LeRobotDataset v3.0 directory.")],
+    data: Annotated[Path, typer.Option(help="Recorded episode_{i}.hdf5 files, or a LeRobotDataset v3.0 directory.")],
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, metrics.jsonl, split.json).")],
     steps: PositiveIntOption = 20_000,
     batch_size: PositiveIntOption = 32,

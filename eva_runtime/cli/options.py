@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 PositiveIntOption = Annotated[int, typer.Option(min=1)]
-EpisodeDirOption = Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")]
+EpisodeDirOption = Annotated[Path, typer.Option(help="Directory of recorded episode_{i}.hdf5 files.")]
 VideoCacheOption = Annotated[Path, typer.Option(help="Video cache from `eva train world-model-cache`.")]
 VideoFpsOption = Annotated[float, typer.Option(help="Video rate: the IDM's fps.")]
 FrameSizeOption = Annotated[int, typer.Option(help="Square frame size in pixels.")]

@@ -17,7 +17,7 @@ app.add_typer(sim_app, name="sim")
 
 @sim_app.command("record")
 def sim_record(
-    out: Annotated[Path, typer.Option(help="Directory for episode_XXXX.hdf5 files.")],
+    out: Annotated[Path, typer.Option(help="Directory for episode_{i}.hdf5 files.")],
     task: TaskOption = "transfer_cube",
     episodes: Annotated[int, typer.Option(min=1)] = 50,
     fps: Annotated[float, typer.Option(help="Recorded frame rate (must divide the 50 Hz control rate).")] = 25.0,
@@ -86,7 +86,7 @@ def sim_eval(
 
 @sim_app.command("export-lerobot")
 def sim_export_lerobot(
-    data: Annotated[Path, typer.Option(help="Directory of recorded episode_XXXX.hdf5 files.")],
+    data: Annotated[Path, typer.Option(help="Directory of recorded episode_{i}.hdf5 files.")],
     out: Annotated[Path, typer.Option(help="New directory for the LeRobotDataset v3.0.")],
     repo_id: Annotated[str, typer.Option(help="Dataset id written into the metadata.")] = "local/eva_sim",
 ) -> None:
@@ -96,7 +96,7 @@ def sim_export_lerobot(
 
     paths = list_episodes(data)
     if not paths:
-        console.print(f"[red]error:[/red] no episode_XXXX.hdf5 files in {data}")
+        console.print(f"[red]error:[/red] no episode_<n>.hdf5 files in {data}")
         raise typer.Exit(2)
     export_lerobot_v3(paths, out, repo_id=repo_id, robot_type="aloha_sim")
     console.print(f"exported {len(paths)} episodes to {out}")

@@ -23,7 +23,7 @@ from eva_runtime.cli.options import (
 
 @train_app.command("world-model-cache")
 def train_world_model_cache_command(
-    data: Annotated[list[Path], typer.Option(help="Directories of recorded episode_XXXX.hdf5 files (repeatable).")],
+    data: Annotated[list[Path], typer.Option(help="Directories of recorded episode_{i}.hdf5 files (repeatable).")],
     out: Annotated[Path, typer.Option(help="The cache file (.npz).")],
     camera: str = "cam_high",
     fps: VideoFpsOption = 12.5,

@@ -27,8 +27,8 @@ Why this shape: the vendor loaders open the files directly with h5py.
 
 So qvel and effort are always present (the loaders index qvel unconditionally), and a ``*_measured`` attribute
 says whether they hold data. HDF5 filter compression (gzip, lzf) is transparent to h5py readers and is not what
-``compress`` means. Caveat: :func:`episode_path` names files ``episode_0000.hdf5`` where both loaders open
-``episode_{i}.hdf5`` unpadded; link or rename the files to feed those loaders a directory as it is.
+``compress`` means. :func:`episode_path` names files ``episode_{i}.hdf5``, unpadded, as both loaders open them and
+AgileX's collect_data.py writes them, so a recorded directory feeds those loaders as it is.
 
 Reading also accepts ``eva-runtime/hdf5-episode-v1`` files (float64 joints, optional qvel, no effort, no sim
 attribute: only the simulator recorder wrote v1, so they read as ``sim=True``); joints come back as float64 either
@@ -371,7 +371,7 @@ def episode_path(directory: Path | str, index: int) -> Path:
     """The canonical file name of episode ``index`` in ``directory``."""
     if index < 0:
         raise ValueError(f"episode index must be >= 0, got {index}")
-    return Path(directory) / f"episode_{index:04d}.hdf5"
+    return Path(directory) / f"episode_{index}.hdf5"  # unpadded: the vendor loaders open episode_{i}.hdf5
 
 
 def list_episodes(directory: Path | str) -> list[Path]:

@@ -133,7 +133,7 @@ RECORD_PARAMETERS: tuple[ParameterSpec, ...] = (
     _CONVENTION,
     *_joint_topics(("follower_state", "leader_state")),
     *_camera_topics(),
-    ParameterSpec("out_dir", REQUIRED, "directory the episode_XXXX.hdf5 files are written to (checked on start)"),
+    ParameterSpec("out_dir", REQUIRED, "directory the episode_{i}.hdf5 files are written to (checked on start)"),
     ParameterSpec("fps", 0.0, "sampling rate while recording (0: the embodiment's camera rate, as AgileX records)"),
     ParameterSpec("camera_width", 0, "image width a frame must have (0: the embodiment's); others are refused"),
     ParameterSpec("camera_height", 0, "image height a frame must have (0: the embodiment's); others are refused"),

@@ -17,7 +17,7 @@ its newest message arrived more than ``max_input_age_s`` ago. Ages are receipt t
 clock, so a driver's clock offset can neither hide a stopped stream nor fake a stale one; a dropped camera
 therefore never repeats its last frame silently. A camera slower than ``fps`` repeats frames, as sampling does.
 
-On ``~/stop`` the episode is written as ``episode_XXXX.hdf5`` (the index after the highest one in ``out_dir``) and
+On ``~/stop`` the episode is written as ``episode_{i}.hdf5`` (the index after the highest one in ``out_dir``) and
 the reply names the path, the frames, the skipped samples and the refused messages. Refused: start while
 recording, while an earlier episode is still unwritten, or into a directory that is not writable; stop while not
 recording; an episode with no frame (nothing is written). A write that fails (disk full, directory gone) keeps
