@@ -188,7 +188,7 @@ def test_a_robot_silent_past_its_timeout_is_a_fault_and_autonomy_is_refused_whil
     loop, robot, clock = make_loop(latency_s=0.1)
     run(loop, clock, 30)
     robot.state_stamp = clock()
-    results = run(loop, clock, 70)  # 1.4 s without a joint state (the robot timeout is 1.0 s)
+    results = run(loop, clock, 170)  # 3.4 s without a joint state (the robot timeout is 3.0 s)
     faults = [e for r in results for e in r.events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
     assert len(faults) == 1 and "robot silent" in faults[0].detail and results[-1].mode is Mode.FAULT
     assert loop.command(Trigger.OPERATOR_RESET).accepted  # the operator acknowledges: HOLD

@@ -114,8 +114,10 @@ class AutonomousLoop:
         self.frame_timeout = timeouts.get("frame", 0.5)
         self.teleop_timeout = timeouts.get("teleop", 0.1)
         self.state_timeout = timeouts.get("joint_state", 0.1)
-        # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold.
-        self.robot_timeout = timeouts.get("robot", 1.0)
+        # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold
+        # (the stale-input hold has already stopped the arms). 3 s by default: the ROS graph on a busy 2-core
+        # machine has shown joint-state gaps of up to ~3 s (docs/ros.md), which must not become operator resets.
+        self.robot_timeout = timeouts.get("robot", 3.0)
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
         self.executor = PlanExecutor(execute_fraction=settings.execute_fraction)
         self.handover = TeleopHandover(self.safety.limits)
