@@ -186,9 +186,11 @@ def test_a_stale_frame_hold_ends_only_with_a_plan_from_newer_frames() -> None:
 
 def test_a_robot_silent_past_its_timeout_is_a_fault_and_autonomy_is_refused_while_stale() -> None:
     loop, robot, clock = make_loop(latency_s=0.1)
+    assert loop.robot_timeout is None  # off unless configured (aloha_sim.yaml does not)
+    loop.robot_timeout = 3.0  # as `timeouts_s.robot: 3.0` in an embodiment would
     run(loop, clock, 30)
     robot.state_stamp = clock()
-    results = run(loop, clock, 170)  # 3.4 s without a joint state (the robot timeout is 3.0 s)
+    results = run(loop, clock, 170)  # 3.4 s without a joint state
     faults = [e for r in results for e in r.events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
     assert len(faults) == 1 and "robot silent" in faults[0].detail and results[-1].mode is Mode.FAULT
     assert loop.command(Trigger.OPERATOR_RESET).accepted  # the operator acknowledges: HOLD

@@ -230,6 +230,7 @@ def test_a_silent_robot_is_a_fault_and_commanders_and_episodes_are_refused_until
     to_hold(classic)
     probe = classic.probe
     autonomous_with_plans(classic)
+    probe.set_parameters("policy_node", robot_timeout_s=1.0)  # the robot-silent FAULT is off unless configured
     probe.set_parameters("sim_robot_node", joint_states_enabled=False)  # the arm driver stops
     try:
         wait_for(lambda: probe.mode == "fault", 20.0, "FAULT on a silent robot")
@@ -251,6 +252,7 @@ def test_a_silent_robot_is_a_fault_and_commanders_and_episodes_are_refused_until
         return probe.mode == "hold"
 
     wait_for(reset_once_reporting, 30.0, "a lasting HOLD after a reset with the robot reporting")
+    probe.set_parameters("policy_node", robot_timeout_s=0.0)  # back to the embodiment's (none) for later tests
     assert probe.trigger("/policy_node/mode/autonomous")[0]  # fresh joint states: accepted again
     to_hold(classic)
 

@@ -115,9 +115,10 @@ class AutonomousLoop:
         self.teleop_timeout = timeouts.get("teleop", 0.1)
         self.state_timeout = timeouts.get("joint_state", 0.1)
         # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold
-        # (the stale-input hold has already stopped the arms). 3 s by default: the ROS graph on a busy 2-core
-        # machine has shown joint-state gaps of up to ~3 s (docs/ros.md), which must not become operator resets.
-        self.robot_timeout = timeouts.get("robot", 3.0)
+        # (the stale-input hold has already stopped the arms). Only where configured (`timeouts_s.robot`, or a
+        # driver setting it): the ROS graph on a busy 2-core machine has shown joint-state gaps of several
+        # seconds (docs/ros.md), which must not become operator resets by default.
+        self.robot_timeout: float | None = timeouts.get("robot")
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
         self.executor = PlanExecutor(execute_fraction=settings.execute_fraction)
         self.handover = TeleopHandover(self.safety.limits)
@@ -160,6 +161,8 @@ class AutonomousLoop:
     def input_problem(self) -> str | None:
         """Why the robot may not be given a commander now (its joint state silent past the robot timeout), or None.
         A joint state only briefly late is not a refusal: the automatic hold covers it and ends when it is fresh."""
+        if self.robot_timeout is None:
+            return None
         observation = self.robot.observe(cameras=False)
         age = self.robot.now() - observation.stamp
         if not age <= self.robot_timeout:
@@ -374,7 +377,7 @@ class AutonomousLoop:
             self._handle(Trigger.STALE_INPUT, now, "joint state is stale")
             self.executor.clear()
         fault = safety.fault or sensed.observation.fault
-        if not fault and not age <= self.robot_timeout:
+        if not fault and self.robot_timeout is not None and not age <= self.robot_timeout:
             fault = f"robot silent: no joint state for {age:.2f} s"
         if fault and modes.mode in (Mode.AUTONOMOUS, Mode.TELEOP, Mode.HOLD):
             # The filter already holds on a tracking fault; the mode makes it an operator matter (FAULT).

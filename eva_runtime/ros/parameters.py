@@ -91,6 +91,7 @@ POLICY_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("activation_timeout_s", 5.0, "how long activate waits for fresh joint states"),
     ParameterSpec("planner_start_timeout_s", 120.0, "how long configure waits for the planner process"),
     ParameterSpec("planner_timeout_s", 3.0, "no plan for this long while autonomous -> HOLD"),
+    ParameterSpec("robot_timeout_s", 0.0, "joint states silent this long -> FAULT (0: the embodiment's, else none)"),
     ParameterSpec("initial_latency_s", 0.8, "first guess of observation-to-plan latency"),
     ParameterSpec("execute_fraction", 1.0, "share of each plan executed before the next replaces it"),
     ParameterSpec("synchronous", False, "plan only when the current plan ran out (robot waits)"),

@@ -248,6 +248,13 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         for parameter in parameters:
             if parameter.name == "episode.instruction":
                 self._instruction_parameter = str(parameter.value)
+            if parameter.name == "robot_timeout_s" and self._runtime is not None:
+                self._runtime.loop.robot_timeout = self._robot_timeout(self._runtime.loop)
+
+    def _robot_timeout(self, loop: AutonomousLoop) -> float | None:
+        """The parameter when set, else the embodiment's `timeouts_s.robot`, else none (no robot-silent FAULT)."""
+        value = float(read(self, "robot_timeout_s"))
+        return value if value > 0 else loop.robot.embodiment.safety.timeouts_s.get("robot")
 
     def _oracle_state(self, progress: int, filter_state: object):
         """The oracle world model's privileged view: the sim's latest state, the loop's progress and filter.

@@ -100,6 +100,7 @@ class PolicySetup:
                 restart_planner=lambda: planner.alive or planner.start(wait_s=None),
                 leader=robot.leader,
             )
+            loop.robot_timeout = self._robot_timeout(loop)
             session = EpisodeSession(log, embodiment.name, deployment.bundle.hashes(), model_id, __version__)
             runtime = PolicyRuntime(loop, robot, planner, log, session, topics, model_id, oracle)
             if record_dir:
