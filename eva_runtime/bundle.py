@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from eva_runtime.config_files import parse_yaml, validate
 from eva_runtime.embodiment import Embodiment, EmbodimentError, load_embodiment
+from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.decoder import FORMAT as IDM_FORMAT
 
@@ -188,11 +189,6 @@ class Bundle:
         return {entry.role: entry.sha256 for entry in self.manifest.files}
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _idm_section(where: Path, idm_path: Path) -> IdmEntry:
     """The manifest's idm section as the ONNX file's own metadata states it."""
     # onnx directly rather than eva_runtime.idm.export.read_metadata: that module imports torch, which the
@@ -249,7 +245,7 @@ def _manifest_fields(
         raise BundleError(f"{out_dir}: embodiment: {error}") from None
     # Plain dicts: they are validated (role names, paths) together with the rest of the manifest.
     files = {
-        role: {"role": role, "path": names[role], "sha256": _sha256(source), "bytes": source.stat().st_size}
+        role: {"role": role, "path": names[role], "sha256": file_sha256(source), "bytes": source.stat().st_size}
         for role, source in sources.items()
     }
     idm = _idm_section(out_dir, sources["idm"])
@@ -278,7 +274,7 @@ def _write_bundle(out_dir: Path, manifest: Manifest, sources: dict[str, Path]) -
         target = out_dir / entry.path
         shutil.copyfile(sources[entry.role], target)
         # The hash in the manifest must describe the copy; a source rewritten meanwhile would make it lie.
-        if _sha256(target) != entry.sha256:
+        if file_sha256(target) != entry.sha256:
             raise BundleError(f"{out_dir}: files: {sources[entry.role]} changed while it was being copied")
     temporary = out_dir / f".{MANIFEST}.tmp"
     temporary.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -326,7 +322,7 @@ def load_bundle(path: Path, embodiment: Embodiment | None = None) -> Bundle:
         file = path / entry.path
         if not file.is_file():
             raise BundleError(f"{path}: files: {entry.path} (role {entry.role}) is missing")
-        if (actual := _sha256(file)) != (expected := entry.sha256):
+        if (actual := file_sha256(file)) != (expected := entry.sha256):
             raise BundleError(f"{path}: files: {entry.path} has SHA-256 {actual}, the manifest says {expected}")
         files[entry.role] = file
     try:
@@ -346,7 +342,7 @@ def load_bundle(path: Path, embodiment: Embodiment | None = None) -> Bundle:
         listing = (path / world_model.base).resolve() / "eva_hashes.json"
         if not listing.is_file():
             raise BundleError(f"{path}: world_model.base: {listing} is missing")
-        if (actual := _sha256(listing)) != world_model.base_sha256:
+        if (actual := file_sha256(listing)) != world_model.base_sha256:
             raise BundleError(
                 f"{path}: world_model.base_sha256: {listing} has SHA-256 {actual}, the manifest says "
                 f"{world_model.base_sha256}"

@@ -13,7 +13,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from eva_runtime.idm.checkpoint import file_sha256, load_checkpoint
+from eva_runtime.file_hash import file_sha256
+from eva_runtime.idm.checkpoint import load_checkpoint
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.decoder import DecoderError, IdmDecoder
 from eva_runtime.idm.export import ExportReport, ParityError, export_idm, read_metadata

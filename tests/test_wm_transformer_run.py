@@ -148,9 +148,9 @@ def test_a_warm_start_loads_the_saved_weights_and_is_part_of_the_run_identity(fi
     train_transformer_run(files["cache"], files["vae"], warm, _run(steps=2), init=saved, stop_after=0, **quiet)
     import json
 
-    from eva_runtime.training.wm_run_files import sha256_file
+    from eva_runtime.file_hash import file_sha256
 
-    assert json.loads((warm / "run.json").read_text())["settings"]["init_sha256"] == digest == sha256_file(saved)
+    assert json.loads((warm / "run.json").read_text())["settings"]["init_sha256"] == digest == file_sha256(saved)
     with pytest.raises(ValueError, match="init_sha256"):  # the same directory resumed without the warm start
         train_transformer_run(files["cache"], files["vae"], warm, _run(steps=2), resume=True, **quiet)
     report = train_transformer_run(files["cache"], files["vae"], warm, _run(steps=2), resume=True, init=saved, **quiet)

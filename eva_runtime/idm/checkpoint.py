@@ -7,7 +7,6 @@ or corrupted checkpoint is an error, never a silently half-loaded model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.network import InverseDynamicsModel
 
-__all__ = ["CheckpointError", "TrainingState", "file_sha256", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "TrainingState", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "eva-runtime/idm-checkpoint-v1"
 
@@ -35,14 +35,6 @@ class TrainingState:
     data_digest: str = ""
     numpy_rng: dict | None = None
     history: list[dict] | None = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(

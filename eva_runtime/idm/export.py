@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eva_runtime.idm.checkpoint import file_sha256, load_checkpoint
+from eva_runtime.file_hash import file_sha256
+from eva_runtime.idm.checkpoint import load_checkpoint
 
 __all__ = ["ExportReport", "ParityError", "export_idm", "parity_batch_from_data", "read_metadata"]
 

@@ -23,7 +23,6 @@ of the wrong encoding or size) are counted, never written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
 import threading
@@ -35,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from eva_runtime.file_hash import file_sha256
 from eva_runtime.records import ros2_schemas as msgs
 from eva_runtime.records.record_sinks import McapFileSink, RecordSink, cdr_encoders
 
@@ -319,17 +319,9 @@ class EpisodeRecorder:
         path = self.path
         size = path.stat().st_size if path is not None and path.exists() else 0
         if self.error is None and path is not None:
-            digest = _sha256(path)
+            digest = file_sha256(path)
         summary = (str(path or ""), digest, size, self.messages, self.dropped, self.refused, self.error)
         return RecordingSummary(*summary)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_tick(recorder: EpisodeRecorder, tick, frames: Mapping | None = None) -> None:

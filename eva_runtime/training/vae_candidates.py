@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.file_hash import file_sha256
 from eva_runtime.training import wm_vae
 from eva_runtime.training.wm_data import EpisodeVideo, clip_starts, to_model_range
 from eva_runtime.world_model.fidelity import cube_fidelity
@@ -214,18 +215,8 @@ def save_candidate_vae(vae, candidate: VaeCandidate, path: Path | str, extra: di
         "extra": json.dumps(extra or {}),
     }
     save_file(state, str(path), metadata=metadata)
-    Path(str(path) + ".sha256").write_text(_sha256(path) + "\n")
+    Path(str(path) + ".sha256").write_text(file_sha256(path) + "\n")
     return path
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_verified_vae(source: Path | str):
@@ -246,7 +237,7 @@ def load_verified_vae(source: Path | str):
         raise FileNotFoundError(f"{source}: no such VAE file or pipeline directory")
     if not sidecar.is_file():
         raise ValueError(f"{source}: missing {sidecar.name}; refusing an unverified VAE")
-    if sidecar.read_text().strip() != _sha256(source):
+    if sidecar.read_text().strip() != file_sha256(source):
         raise ValueError(f"{source}: SHA-256 does not match {sidecar.name}")
     return load_candidate_vae(source)[0]
 

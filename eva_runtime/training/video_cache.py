@@ -9,12 +9,12 @@ SHA-256 goes into every result made from it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.file_hash import file_sha256
 from eva_runtime.training.wm_data import EpisodeVideo
 
 __all__ = ["VideoCache", "load_video_cache", "save_video_cache"]
@@ -65,7 +65,7 @@ def save_video_cache(
         fps=np.float64(fps),
         camera=np.asarray(camera),
     )
-    return _sha256(path)
+    return file_sha256(path)
 
 
 def load_video_cache(path: Path | str) -> VideoCache:
@@ -87,9 +87,5 @@ def load_video_cache(path: Path | str) -> VideoCache:
             instructions=tuple(str(t) for t in data["instructions"]),
             text_embeds=np.asarray(data["text_embeds"], np.float32),
             vocabulary=tuple(str(w) for w in data["vocabulary"]),
-            sha256=_sha256(path),
+            sha256=file_sha256(path),
         )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

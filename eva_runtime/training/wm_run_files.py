@@ -4,26 +4,19 @@ EMA weights, optimizer slots, generator state, step and curve), each written thr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eva_runtime.file_hash import file_sha256
+
 if TYPE_CHECKING:
     from eva_runtime.training.wm_transformer_run import TransformerRun
 
-__all__ = ["FORMAT", "check_resume", "load_state", "save_state", "sha256_file", "write_json"]
+__all__ = ["FORMAT", "check_resume", "file_sha256", "load_state", "save_state", "write_json"]
 
 FORMAT = "eva-runtime/wm-transformer-run-v1"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_resume(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str) -> None:
@@ -61,7 +54,7 @@ def save_state(path: Path, model, ema, optimizer, generator, step: int, curve: l
     temporary = path.with_name(path.name + ".tmp")
     save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
     os.replace(temporary, path)
-    Path(str(path) + ".sha256").write_text(sha256_file(path) + "\n")
+    Path(str(path) + ".sha256").write_text(file_sha256(path) + "\n")
 
 
 def load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[dict]]:
@@ -69,7 +62,7 @@ def load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[
     from safetensors.torch import load_file
 
     sidecar = Path(str(path) + ".sha256")
-    if not sidecar.is_file() or sidecar.read_text().strip() != sha256_file(path):
+    if not sidecar.is_file() or sidecar.read_text().strip() != file_sha256(path):
         raise ValueError(f"{path}: SHA-256 does not match {sidecar.name}; refusing a corrupted checkpoint")
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}

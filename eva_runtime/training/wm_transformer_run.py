@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.file_hash import file_sha256
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
 from eva_runtime.training.wm_run_files import (
     FORMAT,
     check_resume,
     load_state,
     save_state,
-    sha256_file,
     write_json,
 )
 from eva_runtime.training.wm_run_samples import held_out_loss, pad_video, sample_rollouts
@@ -221,7 +221,7 @@ def train_transformer_run(
     from a saved transformer of the same shape (an earlier run's `transformer.safetensors`, hash-checked against
     its `.sha256` sidecar when there is one) with a fresh optimizer: a warm start, part of the run's identity."""
     if init is not None:
-        run = dataclasses.replace(run, init_sha256=sha256_file(Path(init)))
+        run = dataclasses.replace(run, init_sha256=file_sha256(Path(init)))
     training = _prepare(cache_path, Path(vae_path), out, run, resume, log, init)
     running: list[float] = []
     began, done_here = time.perf_counter(), 0
@@ -263,7 +263,7 @@ def _prepare(
     cache = load_video_cache(cache_path)
     if len(cache.videos) <= run.held_out:
         raise ValueError(f"{cache_path}: {len(cache.videos)} episodes, need more than {run.held_out}")
-    vae_sha = sha256_file(vae_path)
+    vae_sha = file_sha256(vae_path)
     vae, candidate, vae_extra = load_candidate_vae(vae_path)
     temporal = candidate.temporal_factor
     if (run.history_frames - 1) % temporal or (run.horizon - 1) % temporal:

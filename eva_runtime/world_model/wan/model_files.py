@@ -6,9 +6,10 @@ whose files differ (a corrupted or swapped checkpoint), or that has weight files
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from eva_runtime.file_hash import file_sha256
 
 __all__ = ["HASH_FILE", "ModelFilesError", "verify_hashes", "write_hashes"]
 
@@ -19,21 +20,13 @@ class ModelFilesError(ValueError):
     pass
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != HASH_FILE)
 
 
 def write_hashes(directory: Path | str) -> dict[str, str]:
     directory = Path(directory)
-    hashes = {p.relative_to(directory).as_posix(): _sha256(p) for p in _files(directory)}
+    hashes = {p.relative_to(directory).as_posix(): file_sha256(p) for p in _files(directory)}
     (directory / HASH_FILE).write_text(json.dumps(hashes, indent=2, sort_keys=True) + "\n")
     return hashes
 
@@ -55,7 +48,7 @@ def verify_hashes(directory: Path | str) -> dict[str, str]:
     for name, digest in expected.items():
         if name not in present:
             raise ModelFilesError(f"{directory}: {name} is listed in {HASH_FILE} but missing")
-        actual = _sha256(present[name])
+        actual = file_sha256(present[name])
         if actual != digest:
             raise ModelFilesError(f"{directory / name}: sha256 {actual} != expected {digest}")
     return dict(expected)
