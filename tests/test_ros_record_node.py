@@ -144,7 +144,7 @@ def test_an_episode_is_written_in_the_vendor_layout(graph: RecordGraph, tmp_path
     graph.probe.set_parameters("record_node", out_dir=str(out_dir))
     ok, message = graph.start()
     assert ok and message.startswith(f"recording into {out_dir} at 5 Hz"), message
-    ok, message = graph.start()
+    ok, message = graph.probe.trigger("/record_node/start")  # directly: start() first waits for an idle report
     assert not ok and "already recording" in message
     wait_for(lambda: graph.count("frames") >= 5, 60.0, "five sampled frames")
 
