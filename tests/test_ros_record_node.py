@@ -110,8 +110,10 @@ def _overrides(values: dict) -> list[Parameter]:
     return [Parameter(name, value=value) for name, value in values.items()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def graph() -> RecordGraph:
+    """A fresh graph per test: a fresh-clone CI run saw one shared graph's inputs all go stale from its second test
+    on (cause not found yet), which then failed every later test."""
     graph = RecordGraph()
     try:
         wait_for(lambda: graph.status() and "stale" not in graph.status()["message"], 60.0, "fresh inputs")
