@@ -22,6 +22,7 @@ import numpy as np
 
 from eva_runtime.idm.windows import resize_video
 from eva_runtime.world_model.protocol import Rollout, RolloutRequest
+from eva_runtime.world_model.wan.cpu_fast_paths import install_cpu_fast_paths
 from eva_runtime.world_model.wan.latents import decode_latents, encode_frames, latent_frames
 from eva_runtime.world_model.wan.model_files import verify_hashes
 
@@ -46,6 +47,7 @@ class WanSettings:
     model_id: str = "wan"
     negative_prompt: str = ""
     threads: int | None = None  # torch CPU threads (None: torch's default); a planner beside a control loop: 1
+    cpu_fast_paths: bool = True  # oneDNN convolutions and a strided-free RMS norm on the CPU (cpu_fast_paths.py)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +87,8 @@ class WanWorldModel:
         if (settings.history_frames - 1) % self.temporal:
             raise ValueError(f"history_frames must be 1 + k * {self.temporal}, got {settings.history_frames}")
         pipeline.to(self.device)
+        if self.device.type == "cpu" and settings.cpu_fast_paths:
+            install_cpu_fast_paths(pipeline.vae, pipeline.transformer)
         self._prompts: dict[str, tuple[Any, Any]] = {}
 
     @property
