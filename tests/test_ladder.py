@@ -112,6 +112,7 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
             "rungs:\n  - {name: a, bundle: b, samples: 0}\n",
             "rungs[0](a).samples: Input should be greater than or equal to 1 (allowed: 1 <= value <= 32; got 0)",
         ),
+        ("rungs:\n  - {name: a, bundle: b, interpolation: cubic}\n", "rungs[0](a).interpolation"),
     ],
 )
 def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:
@@ -131,8 +132,10 @@ def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path)
         {"rung": "second", "successes": 1, "episodes": 4, "wilson95": [0.05, 0.7], **common},
         {"rung": "first", "successes": 4, "episodes": 4, "wilson95": [0.51, 1.0], **common},
     ]
+    rows[1]["nominal_intervention_share"] = 0.0123
     table = render_ladder(rows, config).splitlines()
     assert table[2].startswith("| first | 4/4 | [0.51, 1.00]") and table[3].startswith("| second | 1/4")
+    assert table[2].endswith("| 1.23 % |") and table[3].endswith("| - |")  # older rows did not measure it
 
 
 def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path) -> None:
@@ -148,11 +151,13 @@ def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path
         pace=False,
         max_steps=30,
         world_model={"degrade": {"motion_scale": 0.5}},
+        interpolation="linear",
     )
     assert result.episodes == 2 and len(result.per_episode) == 2
     assert result.successes == 0  # 30 ticks cannot complete a handover that takes ~330
     assert result.hold_ticks_per_episode <= 30
     assert result.model_id.endswith("~motion_scale=0.5")
+    assert result.nominal_intervention_share is None or result.nominal_intervention_share >= 0.0
     with OutcomeLog(tmp_path / "log.db", read_only=True) as log:
         records = log.episodes(run_id=result.run_id)
     assert [r.outcome for r in records] == ["failure", "failure"]

@@ -104,6 +104,8 @@ class RunResult:
     plans: int = 0
     rejected: int = 0
     mean_score: float | None = None
+    # Safety-filter interventions while executing plans in AUTONOMOUS, per joint-tick (a smooth executor: ~0).
+    nominal_intervention_share: float | None = None
     per_episode: tuple[bool, ...] = field(default_factory=tuple)
 
     def summary(self) -> dict:
@@ -212,6 +214,12 @@ def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, la
         recording.end(session.log, episode_id)
 
 
+def _nominal_share(results: list[EpisodeStats]) -> float | None:
+    joint_ticks = sum(r.nominal_joint_ticks for r in results)
+    interventions = sum(sum(r.nominal_interventions.values()) for r in results)
+    return interventions / joint_ticks if joint_ticks else None
+
+
 def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str) -> RunResult:
     latencies = [x for r in results for x in r.latencies_s]
     scores = [s for r in results for s in r.scores if np.isfinite(s)]
@@ -230,5 +238,6 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         plans=sum(r.plans for r in results),
         rejected=sum(r.rejected for r in results),
         mean_score=float(np.mean(scores)) if scores else None,
+        nominal_intervention_share=_nominal_share(results),
         per_episode=tuple(bool(r.success) for r in results),
     )

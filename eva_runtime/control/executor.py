@@ -2,10 +2,21 @@
 
 A :class:`Plan` is H actions at the planner's fps, action k due at `start_time + k / fps` on the robot clock.
 `install` splices a new plan in at the current time: actions whose time has passed while the plan was being
-made are dropped (delay compensation), and the junction is blended from the command being sent now to the plan
-over `blend_s` seconds, so a plan that disagrees with the current motion does not produce a step (the safety
-filter bounds whatever remains). Between actions the target is interpolated linearly. `needs_plan` says when to
-ask for the next plan so that it lands before this one runs out.
+made are dropped (delay compensation), and the junction is blended over `blend_s` seconds so that a plan that
+disagrees with the current motion does not produce a step. `needs_plan` says when to ask for the next plan so
+that it lands before this one runs out.
+
+Two curves through a plan's actions (`interpolation`):
+- ``"bspline"`` (default): the uniform cubic B-spline whose control points are the actions (the first and last
+  repeated). It is continuous in position, velocity and acceleration, and every point of it is a convex
+  combination of four neighbouring actions, so it never leaves the range of its knots: no overshoot into a joint
+  limit, which an interpolating cubic spline cannot promise. The price is a symmetric [1 4 1] / 6 smoothing at
+  the knots (no lag). A junction blends from the trajectory being executed (shifted to the command actually sent)
+  to the new plan with the quintic smoothstep, whose first and second derivatives vanish at both ends, so the
+  commanded velocity and acceleration stay continuous across plans. The safety filter is then a net, not the
+  smoother (docs/architecture.md, Decisions).
+- ``"linear"``: the former executor: straight lines between actions (the velocity jumps at every knot) and a
+  linear blend from the command held at the junction. Kept for side-by-side measurement.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Plan", "PlanExecutor"]
+__all__ = ["INTERPOLATIONS", "Plan", "PlanExecutor", "bspline_at"]
 
 
 @dataclass(frozen=True)
@@ -49,32 +60,105 @@ class Plan:
         return (1.0 - fraction) * self.actions[low] + fraction * self.actions[high]
 
 
+INTERPOLATIONS = ("bspline", "linear")
+
+
+def bspline_at(actions: np.ndarray, position: float) -> np.ndarray:
+    """The uniform cubic B-spline with `actions` as control points (ends repeated) at fractional index `position`
+    (clamped to the plan's span)."""
+    last = len(actions) - 1
+    position = min(max(position, 0.0), float(last))
+    segment = min(int(position), last)
+    u = position - segment
+    rows = [min(max(segment + offset, 0), last) for offset in (-1, 0, 1, 2)]
+    u2, u3 = u * u, u * u * u
+    weights = np.array([(1.0 - u) ** 3, 3 * u3 - 6 * u2 + 4, -3 * u3 + 3 * u2 + 3 * u + 1, u3]) / 6.0
+    return weights @ actions[rows]
+
+
+def _smoothstep5(fraction: float) -> float:
+    """0 -> 1 with zero first and second derivatives at both ends."""
+    s = min(max(fraction, 0.0), 1.0)
+    return s * s * s * (10.0 + s * (-15.0 + 6.0 * s))
+
+
+@dataclass(frozen=True)
+class _Trajectory:
+    """What the executor commands over time: a plan's curve, blended in from the trajectory it replaced."""
+
+    plan: Plan | None  # None: hold `offset` (the command sent when the first plan arrived)
+    interpolation: str
+    start: float = 0.0  # the junction time
+    blend_s: float = 0.0
+    previous: _Trajectory | None = None
+    offset: np.ndarray | None = None  # added to `previous` (or held, without a plan) so the junction has no step
+
+    def own(self, time: float) -> np.ndarray:
+        assert self.plan is not None
+        position = (time - self.plan.start_time) * self.plan.fps
+        return bspline_at(self.plan.actions, position) if self.interpolation == "bspline" else self.plan.at(time)
+
+    def at(self, time: float) -> np.ndarray:
+        if self.plan is None:
+            return self.offset
+        if self.previous is None or self.blend_s <= 0 or time >= self.start + self.blend_s:
+            return self.own(time)
+        fraction = (time - self.start) / self.blend_s
+        weight = _smoothstep5(fraction) if self.interpolation == "bspline" else min(max(fraction, 0.0), 1.0)
+        return (1.0 - weight) * (self.previous.at(time) + self.offset) + weight * self.own(time)
+
+    def settled(self, time: float) -> _Trajectory:
+        """The same trajectory from `time` on, without the history it no longer reads (keeps the chain short)."""
+        if self.previous is not None and time >= self.start + self.blend_s:
+            return _Trajectory(self.plan, self.interpolation)
+        if self.previous is not None:
+            return _Trajectory(
+                self.plan, self.interpolation, self.start, self.blend_s, self.previous.settled(time), self.offset
+            )
+        return self
+
+
 class PlanExecutor:
-    def __init__(self, blend_s: float = 0.2, replan_margin_s: float = 0.1, execute_fraction: float = 1.0) -> None:
+    def __init__(
+        self,
+        blend_s: float = 0.2,
+        replan_margin_s: float = 0.1,
+        execute_fraction: float = 1.0,
+        interpolation: str = "bspline",
+    ) -> None:
         if blend_s < 0 or replan_margin_s < 0 or not 0 < execute_fraction <= 1:
             raise ValueError("blend_s and replan_margin_s must be >= 0 and execute_fraction in (0, 1]")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         self.blend_s = blend_s
         self.replan_margin_s = replan_margin_s
         self.execute_fraction = execute_fraction
-        self.plan: Plan | None = None
-        self._blend_from: np.ndarray | None = None
-        self._installed_at = 0.0
+        self.interpolation = interpolation
+        self._trajectory: _Trajectory | None = None
         self.dropped_actions = 0  # total actions skipped by delay compensation, for the log
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._trajectory.plan if self._trajectory is not None else None
 
     def install(self, plan: Plan, now: float, current_command: np.ndarray) -> int:
         """Splice `plan` in at `now`; returns how many of its actions were already due (dropped)."""
         if now >= plan.end_time:
             raise ValueError(f"plan ended at {plan.end_time:.3f} s, before it arrived at {now:.3f} s")
         dropped = int(np.floor((now - plan.start_time) * plan.fps)) if now > plan.start_time else 0
-        self.plan = plan
-        self._blend_from = np.array(current_command, dtype=np.float64, copy=True)
-        self._installed_at = now
+        sent = np.array(current_command, dtype=np.float64, copy=True)
+        current = self._trajectory
+        if self.interpolation == "bspline" and current is not None and now <= self.usable_until:
+            previous = current.settled(now)
+            offset = sent - previous.at(now)  # the filter may have changed what was sent: start from that
+        else:
+            previous, offset = _Trajectory(None, self.interpolation, offset=sent), np.zeros_like(sent)
+        self._trajectory = _Trajectory(plan, self.interpolation, now, self.blend_s, previous, offset)
         self.dropped_actions += dropped
         return dropped
 
     def clear(self) -> None:
-        self.plan = None
-        self._blend_from = None
+        self._trajectory = None
 
     @property
     def usable_until(self) -> float:
@@ -85,13 +169,9 @@ class PlanExecutor:
 
     def target(self, now: float) -> np.ndarray | None:
         """The command for `now`, or None when there is no plan covering it (the caller holds)."""
-        if self.plan is None or now > self.usable_until:
+        if self._trajectory is None or now > self.usable_until:
             return None
-        planned = self.plan.at(now)
-        if self.blend_s > 0 and now < self._installed_at + self.blend_s:
-            weight = (now - self._installed_at) / self.blend_s
-            return (1.0 - weight) * self._blend_from + weight * planned
-        return planned
+        return self._trajectory.at(now)
 
     def needs_plan(self, now: float, expected_latency_s: float) -> bool:
         """Ask for the next plan when the current one would run out before a new one can arrive."""

@@ -94,6 +94,8 @@ POLICY_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("robot_timeout_s", 0.0, "joint states silent this long -> FAULT (0: the embodiment's, else none)"),
     ParameterSpec("initial_latency_s", 0.8, "first guess of observation-to-plan latency"),
     ParameterSpec("execute_fraction", 1.0, "share of each plan executed before the next replaces it"),
+    ParameterSpec("interpolation", "bspline", "curve through plan actions: bspline (C2, no overshoot) or linear"),
+    ParameterSpec("blend_s", 0.5, "junction between plans, seconds"),
     ParameterSpec("synchronous", False, "plan only when the current plan ran out (robot waits)"),
     ParameterSpec("plan_attempts", 2, "rollouts sampled per request before a rejection"),
     ParameterSpec("plan_threshold", 0.0, "minimum executability reward to execute a plan"),

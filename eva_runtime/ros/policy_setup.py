@@ -145,6 +145,8 @@ class PolicySetup:
             max_steps=0,  # unused: the node runs until deactivated
             synchronous=bool(read(self, "synchronous")),
             execute_fraction=float(read(self, "execute_fraction")),
+            interpolation=str(read(self, "interpolation")),
+            blend_s=float(read(self, "blend_s")),
             planner_timeout_s=float(read(self, "planner_timeout_s")),
             initial_latency_s=float(read(self, "initial_latency_s")),
             cameras=tuple(bundle.manifest.idm.cameras),  # the IDM's cameras are the ones a plan is made from

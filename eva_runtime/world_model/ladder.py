@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +35,8 @@ class Rung(_Strict):
     bundle: str  # relative to the YAML file's directory's parent (the repository root) or absolute
     degrade: dict = Field(default_factory=dict)  # `Degradation` fields
     samples: int = Field(1, ge=1, le=32)  # best-of-N
+    interpolation: Literal["bspline", "linear"] = "bspline"  # the executor's curve through plan actions
+    blend_s: float | None = Field(None, ge=0.0, le=2.0)  # the executor's junction (None: the loop's default)
     note: str = ""
 
 
@@ -102,6 +105,8 @@ def run_ladder(
             world_model={"degrade": degrade} if degrade else None,
             planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
             max_steps=steps,
+            interpolation=rung.interpolation,
+            blend_s=rung.blend_s,
         )
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
@@ -117,16 +122,19 @@ def run_ladder(
 def render_ladder(results: list[dict], config: LadderConfig) -> str:
     order = {r.name: i for i, r in enumerate(config.rungs)}
     lines = [
-        "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | mean executability | plans |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | mean executability | plans "
+        "| nominal interventions / joint-tick |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(results, key=lambda r: order.get(r["rung"], len(order))):
         low, high = row["wilson95"]
         latency = row.get("planning_latency_p50_s")
         score = row.get("mean_score")
+        share = row.get("nominal_intervention_share")  # absent in rows written before it was measured
         lines.append(
             f"| {row['rung']} | {row['successes']}/{row['episodes']} | [{low:.2f}, {high:.2f}] | "
             f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
-            f"{'-' if score is None else f'{score:.2f}'} | {row['plans']} |"
+            f"{'-' if score is None else f'{score:.2f}'} | {row['plans']} | "
+            f"{'-' if share is None else f'{100 * share:.2f} %'} |"
         )
     return "\n".join(lines) + "\n"
