@@ -13,7 +13,8 @@ and for `--seconds` records in its own probe node every topic of the graph. Prin
 - task success (the task's own check on the simulator's privileged state, once a second); CPU per node;
 - load average before and after, the nodes' exit codes, their argv and the log files of their output.
 
-    MUJOCO_GL=egl nice -n 5 .venv/bin/python bench/ros_graph.py [--seconds 30] [--bundle models/bundle_transfer_cube]
+    MUJOCO_GL=egl .venv/bin/python bench/ros_graph.py [--seconds 30] [--bundle models/bundle_transfer_cube]
+        [--sim-param NAME:=VALUE ...] [--policy-param NAME:=VALUE ...]
 """
 
 from __future__ import annotations
@@ -154,13 +155,17 @@ def success_check(task: str, control_rate_hz: float) -> Callable[[UInt8MultiArra
     return check
 
 
-def node_commands(bundle: Path, run_dir: Path, task: str) -> dict[str, list[str]]:
+def node_commands(
+    bundle: Path, run_dir: Path, task: str, sim_params: list[str] = (), policy_params: list[str] = ()
+) -> dict[str, list[str]]:
     """argv of both nodes: what the launch file passes with use_sim:=true, plus a private outcome log and the
-    episode's task and instruction (what an operator sets with `ros2 param set`)."""
+    episode's task and instruction (what an operator sets with `ros2 param set`), then any `NAME:=VALUE` given."""
     common = ["--ros-args", "--params-file", str(CONFIG), "-p", f"topic_convention:={CONVENTION}"]
     sim = [*common, "-p", f"embodiment_file:={bundle / 'embodiment.yaml'}", "-p", f"task:={task}"]
     policy = [*common, "-p", f"bundle:={bundle}", "-p", f"log_path:={run_dir / 'outcomes.db'}"]
     policy += ["-p", f"episode.task:={task}", "-p", f"episode.instruction:={TASKS[task].instruction}"]
+    sim += [item for value in sim_params for item in ("-p", value)]
+    policy += [item for value in policy_params for item in ("-p", value)]
     return {
         "sim_robot_node": [sys.executable, "-m", "eva_runtime.ros.sim_robot_node", *sim],
         "policy_node": [sys.executable, "-m", "eva_runtime.ros.policy_node", *policy],
@@ -351,12 +356,14 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, default=ROOT / "models" / "bundle_transfer_cube")
     parser.add_argument("--task", default="transfer_cube", choices=sorted(TASKS))
     parser.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: from the pid, 1-100)")
+    parser.add_argument("--sim-param", action="append", default=[], help="NAME:=VALUE for the sim node (repeat)")
+    parser.add_argument("--policy-param", action="append", default=[], help="NAME:=VALUE for the policy node")
     args = parser.parse_args()
     bundle = args.bundle.resolve()
     run_dir = Path(tempfile.mkdtemp(prefix="eva_bench_ros_graph_"))
     domain = args.domain_id if args.domain_id is not None else 1 + (os.getpid() * 7 + 97) % 100
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read when the probe's context starts
-    commands = node_commands(bundle, run_dir, args.task)
+    commands = node_commands(bundle, run_dir, args.task, args.sim_param, args.policy_param)
     check = success_check(args.task, load_embodiment(str(bundle / "embodiment.yaml")).control_rate_hz)
     load_before = [round(x, 2) for x in os.getloadavg()]
     context = Context()

@@ -28,7 +28,11 @@ class DecoderError(ValueError):
 
 class IdmDecoder:
     def __init__(
-        self, path: Path | str, expected_sha256: str | None = None, providers: Sequence[str] | None = None
+        self,
+        path: Path | str,
+        expected_sha256: str | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int = 1,
     ) -> None:
         import onnxruntime as ort
 
@@ -49,6 +53,12 @@ class IdmDecoder:
                 )
         options = ort.SessionOptions()
         options.log_severity_level = 3  # the CUDA-missing fallback is reported by `provider`, not as log noise
+        # One thread that sleeps when idle: the decoder runs in the planner process beside a real-time control loop
+        # (and, in simulation, the robot). ONNX Runtime's default is a worker per core that spin-waits after each
+        # run; a 37-frame rollout decodes in about 16 ms on one thread (bench/idm.py).
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         wanted = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
         try:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 from eva_runtime.process_lifetime import signal_on_parent_death
 
@@ -40,12 +40,19 @@ def run_node(
     node = make_node()
     if node.get_parameter("exit_with_parent").value:
         signal_on_parent_death(signal.SIGTERM, parent)  # handled by rclpy's SIGTERM handler, after init
-    executor = MultiThreadedExecutor(num_threads=threads)
+    # One thread: rclpy's SingleThreadedExecutor. Its MultiThreadedExecutor re-polls an entity whose callback a
+    # worker has not taken yet, a hot loop that held the GIL (75 % of a core in the sim node's main thread) and
+    # delayed every other thread of the process (docs/ros.md, "Rates").
+    executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
     executor.add_node(node)
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A SIGTERM shut the context down while the executor was building its wait set: a normal end.
     finally:
         cleanup(node)  # first, while a callback may still run: the planner and an open episode end now
         executor.shutdown()

@@ -49,8 +49,11 @@ __all__ = ["SimRobotNode", "main"]
 
 
 class SimRobotNode(Node):
-    """The simulated robot. All MuJoCo work (physics, rendering, reset) runs on one thread the node owns: an EGL
-    context is bound to the thread that made it current, and a driver's loop is its own clock anyway."""
+    """The simulated robot. Physics and resets run on one thread the node owns (a driver's loop is its own clock);
+    the cameras render on a second one, from snapshots the physics thread hands over at the camera rate, into
+    their own `MjData` and GL context. Rendering three cameras takes 10-20 ms here, as long as a control period:
+    on the physics thread it delayed follower states by that much at every frame (bench/ros_graph.py). MuJoCo
+    releases the GIL while it renders, so the two threads run side by side."""
 
     # Physics steps run back to back when the thread was late (rendering, a busy machine), so simulated time keeps
     # up with the wall clock the policy commands by; a stall longer than this lets time slip instead.
@@ -93,10 +96,17 @@ class SimRobotNode(Node):
         first = self.embodiment.cameras[0]
         self._size = (int(read(self, "camera_height")) or first.height, int(read(self, "camera_width")) or first.width)
         self._camera_period = 1.0 / (float(read(self, "camera_rate_hz")) or first.fps)
+        self._snapshots = _Mailbox()  # physics -> cameras: the newest (snapshot, stamp) only
         self._thread = threading.Thread(target=self._run, name="mujoco", daemon=True)
         self._thread.start()
         self._ready.wait()
+        if self._failure is None:
+            self._cameras_ready = threading.Event()
+            self._camera_thread = threading.Thread(target=self._render_loop, name="cameras", daemon=True)
+            self._camera_thread.start()
+            self._cameras_ready.wait()
         if self._failure is not None:
+            self.close()
             raise RuntimeError(f"the simulated robot did not start: {self._failure}") from self._failure
 
     def _create_interfaces(self) -> None:
@@ -130,12 +140,12 @@ class SimRobotNode(Node):
             robot.connect()
             start_pose = read(self, "start_pose")
             robot.reset_episode(int(read(self, "seed")), np.array(start_pose) if len(start_pose) else None)
-            robot.sim.render(tuple(self._camera_publishers), *self._size)  # renderer built here, on this thread
         except Exception as error:  # reported by the constructor, which is waiting for this thread
             self._failure = error
             self._ready.set()
             return
         self._robot = robot
+        self._first_snapshot = robot.sim.snapshot()  # the camera thread's warm-up render (not published)
         with self._lock:
             self._target = robot.sim.joint_positions()  # the firmware holds the pose it starts in
         self._ready.set()
@@ -149,11 +159,15 @@ class SimRobotNode(Node):
                     self._step(robot.sim, behind)
                     next_step = max(next_step + behind * period, now - period)
                 if now >= next_frame:
-                    self._publish_cameras(robot.sim)
+                    self._snapshots.put((robot.sim.snapshot(), self._now()))
                     next_frame = max(next_frame + self._camera_period, now)
                 while not self._reset_requests.empty():
                     self._do_reset(robot, *self._reset_requests.get())
                 self._stop.wait(max(0.0, min(next_step, next_frame) - time.monotonic()))
+        except Exception:
+            if self.context.ok():
+                raise
+            # SIGTERM shut the context down before close() stopped this thread: publishing fails, the node ends.
         finally:
             robot.disconnect()
 
@@ -184,12 +198,33 @@ class SimRobotNode(Node):
             if parameter.name == "joint_states_enabled":
                 self._joint_states_enabled = bool(parameter.value)
 
-    def _publish_cameras(self, sim) -> None:
-        if not bool(read(self, "cameras_enabled")):
-            return  # a camera driver that stopped: the policy must notice by the frames' age
-        stamp = self._now()
-        for name, image in sim.render(tuple(self._camera_publishers), *self._size).items():
-            self._camera_publishers[name].publish(rgb_to_image(image, stamp, frame_id=name))
+    def _render_loop(self) -> None:
+        """The camera thread: render each handed-over snapshot, stamped with the time it was taken."""
+        cameras = tuple(self._camera_publishers)
+        try:
+            renderer = self._robot.sim.snapshot_cameras(*self._size)
+            renderer.render(self._first_snapshot, cameras)  # GL context made here, on this thread
+        except Exception as error:  # reported by the constructor, which is waiting for this thread
+            self._failure = error
+            self._cameras_ready.set()
+            return
+        self._cameras_ready.set()
+        try:
+            while not self._stop.is_set():
+                taken = self._snapshots.take(timeout=0.1)
+                if taken is None or not bool(read(self, "cameras_enabled")):
+                    continue  # a camera driver that stopped: the policy must notice by the frames' age
+                snapshot, stamp = taken
+                for name, image in renderer.render(snapshot, cameras).items():
+                    if self._stop.is_set():
+                        return
+                    self._camera_publishers[name].publish(rgb_to_image(image, stamp, frame_id=name))
+        except Exception:
+            if self.context.ok():
+                raise
+            # SIGTERM shut the context down before close() stopped this thread: publishing fails, the node ends.
+        finally:
+            renderer.close()
 
     def _do_reset(self, robot, seed: int, done: threading.Event, result: list) -> None:
         pose = robot.sim.joint_positions()
@@ -247,9 +282,33 @@ class SimRobotNode(Node):
         self._diagnostics.publish(array)
 
     def close(self) -> None:
-        """Stop the simulation thread (it releases MuJoCo and its renderer on its own thread)."""
+        """Stop the simulation and camera threads (each releases what it made on its own thread)."""
         self._stop.set()
         self._thread.join(10.0)
+        camera_thread = getattr(self, "_camera_thread", None)
+        if camera_thread is not None:
+            camera_thread.join(10.0)
+
+
+class _Mailbox:
+    """One slot between two threads: `put` replaces what was not taken yet (a late renderer skips frames rather
+    than falling behind), `take` waits for something new."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._item = None
+
+    def put(self, item) -> None:
+        with self._condition:
+            self._item = item
+            self._condition.notify()
+
+    def take(self, timeout: float):
+        with self._condition:
+            if self._item is None:
+                self._condition.wait(timeout)
+            item, self._item = self._item, None
+            return item
 
 
 USAGE = """usage: ros2 run eva_runtime sim_robot_node --ros-args -p embodiment_file:=<yaml> [-p name:=value ...]
@@ -261,7 +320,7 @@ The MuJoCo bimanual robot behind the vendor topics (follower states, cameras, co
 def main(args: list[str] | None = None) -> int:
     from eva_runtime.ros.node_main import run_node
 
-    return run_node(args, USAGE, SIM_ROBOT_PARAMETERS, SimRobotNode, 3, lambda node: node.close())
+    return run_node(args, USAGE, SIM_ROBOT_PARAMETERS, SimRobotNode, 1, lambda node: node.close())
 
 
 if __name__ == "__main__":

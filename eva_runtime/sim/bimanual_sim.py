@@ -1,6 +1,7 @@
 """BimanualSim: physics stepping, joint state, object poses, contacts and camera rendering of one MuJoCo scene.
 
-This is the only module that touches `MjData`. Joint vectors use the embodiment layout (14 values, grippers
+This is the only module that touches `MjData` (the physics one, and `SnapshotCameras`' own copy for rendering
+on another thread). Joint vectors use the embodiment layout (14 values, grippers
 normalised 0 = closed .. 1 = open, as the gym-aloha action); the two finger slides of each gripper are driven
 from the one normalised value. Control runs at 50 Hz by default: each `apply` holds the targets for 10 physics
 steps of 2 ms (other rates, e.g. 200 Hz for timing benchmarks, use whole physics steps of at most 2 ms).
@@ -15,7 +16,7 @@ import numpy as np
 
 from eva_runtime.sim.scene import CAMERA_MAP, build_model, import_mujoco
 
-__all__ = ["ARM_JOINTS", "BimanualSim", "SimSnapshot", "finger_from_gripper", "gripper_from_finger"]
+__all__ = ["ARM_JOINTS", "BimanualSim", "SimSnapshot", "SnapshotCameras", "finger_from_gripper", "gripper_from_finger"]
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 FINGER_CLOSED, FINGER_OPEN = 0.01844, 0.05800  # finger slide (m) at normalised 0 and 1 (gym-aloha constants)
@@ -30,6 +31,21 @@ def finger_from_gripper(value: np.ndarray | float) -> np.ndarray:
 
 def gripper_from_finger(value: np.ndarray | float) -> np.ndarray:
     return (np.asarray(value) - FINGER_CLOSED) / (FINGER_OPEN - FINGER_CLOSED)
+
+
+def _make_renderer(mujoco, model, height: int, width: int):
+    """An off-screen renderer without shadows and reflections, or an error saying which GL backend failed."""
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+    except Exception as error:  # GL context creation fails in many ways, all meaning "no GL here"
+        backend = os.environ.get("MUJOCO_GL")
+        raise RuntimeError(
+            f"cannot create an off-screen MuJoCo renderer with MUJOCO_GL={backend} ({error}). "
+            "Use MUJOCO_GL=egl (the default here) or MUJOCO_GL=osmesa with libosmesa6 installed."
+        ) from error
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+    return renderer
 
 
 @dataclass(frozen=True)
@@ -195,21 +211,49 @@ class BimanualSim:
     def _renderer(self, height: int, width: int):
         key = (height, width)
         if key not in self._renderers:
-            mujoco = self._mujoco
-            try:
-                renderer = mujoco.Renderer(self.model, height, width)
-            except Exception as error:  # GL context creation fails in many ways, all meaning "no GL here"
-                backend = os.environ.get("MUJOCO_GL")
-                raise RuntimeError(
-                    f"cannot create an off-screen MuJoCo renderer with MUJOCO_GL={backend} ({error}). "
-                    "Use MUJOCO_GL=egl (the default here) or MUJOCO_GL=osmesa with libosmesa6 installed."
-                ) from error
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-            self._renderers[key] = renderer
+            self._renderers[key] = _make_renderer(self._mujoco, self.model, height, width)
         return self._renderers[key]
+
+    def snapshot_cameras(self, height: int, width: int) -> SnapshotCameras:
+        """A renderer of snapshots with its own `MjData`: build, use and close it on one thread (its GL context's),
+        which need not be the physics thread."""
+        return SnapshotCameras(self, height, width)
 
     def close(self) -> None:
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()
+
+
+class SnapshotCameras:
+    """Renders the robot's cameras from a :class:`SimSnapshot` on another thread than the physics: it restores
+    the snapshot into its own `MjData`, so physics can step on while it renders. MuJoCo releases the GIL while
+    it renders, so the physics thread keeps its period (the sim ROS node: follower states at 50 Hz)."""
+
+    def __init__(self, sim: BimanualSim, height: int, width: int) -> None:
+        mujoco = sim._mujoco
+        self._mujoco = mujoco
+        self._model = sim.model
+        self._data = mujoco.MjData(sim.model)
+        self._size = (height, width)
+        self._renderer = None
+
+    def render(self, snapshot: SimSnapshot, cameras: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """RGB uint8 (height, width, 3) per camera name, of the scene as it was at the snapshot."""
+        mujoco = self._mujoco
+        mujoco.mj_setState(self._model, self._data, snapshot.state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self._model, self._data)
+        if self._renderer is None:  # made here: its GL context belongs to the thread that renders
+            self._renderer = _make_renderer(mujoco, self._model, *self._size)
+        frames = {}
+        for name in cameras:
+            if name not in CAMERA_MAP:
+                raise KeyError(f"unknown camera {name!r}; the simulated robot has {sorted(CAMERA_MAP)}")
+            self._renderer.update_scene(self._data, camera=CAMERA_MAP[name])
+            frames[name] = self._renderer.render().copy()
+        return frames
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -27,8 +27,15 @@ TCP_OFFSET = (0.13, 0.0, 0.0)
 
 
 def ensure_headless_gl() -> None:
-    """Pick EGL for off-screen rendering unless the user chose a backend; must run before importing mujoco."""
+    """Pick EGL for off-screen rendering unless the user chose a backend; must run before importing mujoco.
+
+    Without a GPU, EGL is Mesa's llvmpipe, which starts one rasteriser thread per core for every context. For
+    our 64-128 pixel frames the hand-off costs more than it saves: three cameras took 23-26 ms of CPU with the
+    threads and 15 ms without (`LP_NUM_THREADS=0`: render on the calling thread), and the threads of the sim
+    node, the oracle planner and the IDM-size renders competed for the same two cores. A user's own setting
+    wins."""
     os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("LP_NUM_THREADS", "0")
 
 
 def import_mujoco():
