@@ -45,7 +45,7 @@ class LoopSettings:
     execute_fraction: float = 1.0  # receding horizon: the share of each plan usable before the next one replaces it
     interpolation: str = "bspline"  # the curve through plan actions (executor.py): "bspline" (C2) or "linear"
     # Junction between plans. 0.5 s: with the oracle on 3 episodes, nominal interventions per joint-tick fell from
-    # 15.5 % (0.2 s) to 11.1 %, success unchanged (docs/world_model.md, "The executor's curve").
+    # 15.5 % (0.2 s) to 11.1 %, success unchanged (docs/control.md).
     blend_s: float = 0.5
     planner_timeout_s: float = 3.0
     initial_latency_s: float = 0.8  # first guess of observation-to-plan time, then a running estimate

@@ -14,7 +14,7 @@ Two curves through a plan's actions (`interpolation`):
   the knots (no lag). A junction blends from the trajectory being executed (shifted to the command actually sent)
   to the new plan with the quintic smoothstep, whose first and second derivatives vanish at both ends, so the
   commanded velocity and acceleration stay continuous across plans. The safety filter is then a net, not the
-  smoother (docs/architecture.md, Decisions).
+  smoother (docs/control.md).
 - ``"linear"``: the former executor: straight lines between actions (the velocity jumps at every knot) and a
   linear blend from the command held at the junction. Kept for side-by-side measurement.
 """
