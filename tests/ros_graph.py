@@ -1,9 +1,12 @@
 """Test harness for the ROS tests: the simulated robot node, the policy node and a probe node in one process.
 
-Real rclpy (the `ros` extra's wheels), real MuJoCo, a real planner process: one MultiThreadedExecutor spins all
-three nodes on a background thread while the test talks to them through ROS only (lifecycle and Trigger services,
-parameter services, topics). Discovery stays on loopback and every graph gets its own rclpy Context and a domain
-id no other module of this run uses (docs/references.md §3).
+Real rclpy (the `ros` extra's wheels), real MuJoCo, a real planner process: each node spins on its own background
+thread with the executor it gets in production (the sim node and the probe a SingleThreadedExecutor, the policy
+node a MultiThreadedExecutor), while the test talks to them through ROS only (lifecycle and Trigger services,
+parameter services, topics). One MultiThreadedExecutor for all three spun hot and starved the simulated robot's
+thread of the GIL: joint-state gaps of seconds, the cause of flaky holds and homing (docs/ros.md, "Rates").
+Discovery stays on loopback and every graph gets its own rclpy Context and a domain id no other module of this
+run uses (docs/references.md §3).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -184,11 +187,17 @@ class Graph:
         except BaseException:
             self.close()
             raise
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executors = []
         for node in self.nodes:
-            self.executor.add_node(node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+            executor = (
+                MultiThreadedExecutor(num_threads=4, context=self.context)
+                if node is self.policy
+                else SingleThreadedExecutor(context=self.context)
+            )
+            executor.add_node(node)
+            self.executors.append((executor, threading.Thread(target=executor.spin, daemon=True)))
+        for _, thread in self.executors:
+            thread.start()
 
     def activate(self) -> None:
         assert self.probe.transition("policy_node", Transition.TRANSITION_CONFIGURE)
@@ -196,10 +205,9 @@ class Graph:
         wait_for(lambda: self.probe.status.get("active") and not self.probe.status.get("homing"), 20.0, "homing")
 
     def close(self) -> None:
-        executor = getattr(self, "executor", None)
-        if executor is not None:
+        for executor, thread in getattr(self, "executors", ()):
             executor.shutdown(timeout_sec=5.0)
-            self._thread.join(10.0)
+            thread.join(10.0)
         for node in reversed(self.nodes):
             if hasattr(node, "release_runtime"):
                 node.release_runtime()

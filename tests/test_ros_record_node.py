@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -63,10 +63,18 @@ class RecordGraph:
             self.close()
             raise
         self.images = self.probe.create_publisher(Image, "/camera_f/color/image_raw", qos_profile_sensor_data)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # Each node on its own thread with its production executor: one MultiThreadedExecutor for all three spun
+        # hot and starved the simulated robot's thread (docs/ros.md, "Rates").
+        self.executors = []
         for node in self.nodes:
-            self.executor.add_node(node)
-        self._threads = [threading.Thread(target=self.executor.spin, daemon=True)]
+            executor = (
+                MultiThreadedExecutor(num_threads=4, context=self.context)
+                if node is self.recorder
+                else SingleThreadedExecutor(context=self.context)
+            )
+            executor.add_node(node)
+            self.executors.append(executor)
+        self._threads = [threading.Thread(target=executor.spin, daemon=True) for executor in self.executors]
         self._threads.append(threading.Thread(target=self._leader_arms, daemon=True))
         for thread in self._threads:
             thread.start()
@@ -94,11 +102,10 @@ class RecordGraph:
 
     def close(self) -> None:
         self._stop.set()
-        executor = getattr(self, "executor", None)
-        if executor is not None:
+        for executor in getattr(self, "executors", ()):
             executor.shutdown(timeout_sec=5.0)
-            for thread in self._threads:
-                thread.join(10.0)
+        for thread in getattr(self, "_threads", ()):
+            thread.join(10.0)
         for node in reversed(self.nodes):
             if hasattr(node, "close"):
                 node.close()
