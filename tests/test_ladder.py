@@ -113,6 +113,7 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
             "rungs[0](a).samples: Input should be greater than or equal to 1 (allowed: 1 <= value <= 32; got 0)",
         ),
         ("rungs:\n  - {name: a, bundle: b, interpolation: cubic}\n", "rungs[0](a).interpolation"),
+        ("rungs:\n  - {name: a, bundle: b, execute_fraction: 0}\n", "rungs[0](a).execute_fraction"),
     ],
 )
 def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:

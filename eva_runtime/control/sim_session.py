@@ -41,14 +41,15 @@ def run_sim_episodes(
     live: Any = None,
     interpolation: str | None = None,
     blend_s: float | None = None,
+    execute_fraction: float | None = None,
 ) -> RunResult:
     """`world_model`: keys merged into the world-model spec (e.g. {"degrade": {...}}); `planner`: into the planner
     settings (e.g. {"samples": 4}); `max_steps`: control ticks per episode (default the loop's 400);
     `operator(step, now)` for operator keys, `leader_factory(robot)` for the leader arms, `label()` for an
     operator's outcome label; `on_tick(index, episode_id, step, modes, stats)`; `instruction`: instead of the
     task's own; `record`: a directory for one MCAP recording per episode; `live`: a record sink (`FoxgloveLive`)
-    that gets the same streams as they happen; `interpolation`, `blend_s`: the executor's curve and junction
-    (default the loop's)."""
+    that gets the same streams as they happen; `interpolation`, `blend_s`, `execute_fraction`: the executor's curve,
+    junction and receding horizon (default the loop's)."""
     from eva_runtime.control.autonomous_loop import LoopSettings
     from eva_runtime.control.deployment import Deployment, run_episodes
     from eva_runtime.embodiment import load_embodiment
@@ -63,6 +64,8 @@ def run_sim_episodes(
         settings = dataclasses.replace(settings, interpolation=interpolation)
     if blend_s is not None:
         settings = dataclasses.replace(settings, blend_s=blend_s)
+    if execute_fraction is not None:
+        settings = dataclasses.replace(settings, execute_fraction=execute_fraction)
     sim = MujocoRobot(load_embodiment(deployment.bundle.files["embodiment"]), task)
     sim.connect()
     try:

@@ -37,6 +37,7 @@ class Rung(_Strict):
     samples: int = Field(1, ge=1, le=32)  # best-of-N
     interpolation: Literal["bspline", "linear"] = "bspline"  # the executor's curve through plan actions
     blend_s: float | None = Field(None, ge=0.0, le=2.0)  # the executor's junction (None: the loop's default)
+    execute_fraction: float | None = Field(None, gt=0.0, le=1.0)  # share of each plan executed (None: the loop's)
     note: str = ""
 
 
@@ -107,6 +108,7 @@ def run_ladder(
             max_steps=steps,
             interpolation=rung.interpolation,
             blend_s=rung.blend_s,
+            execute_fraction=rung.execute_fraction,
         )
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
