@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from eva_runtime.control.episode_stats import EpisodeStats
+from eva_runtime.control.executed_score import ExecutedScorer
 from eva_runtime.control.executor import Plan, PlanExecutor
 from eva_runtime.control.homing import HomingSlide
+from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.control.modes import Mode, ModeEvent, ModeManager, Trigger
 from eva_runtime.control.planner import PlanOutcome, PlanRequest
 from eva_runtime.control.planner_port import PlannerPort
@@ -36,22 +38,6 @@ from eva_runtime.robots.interface import Observation, RobotInterface
 from eva_runtime.safety import FilterResult, SafetyFilter
 
 __all__ = ["AutonomousLoop", "LoopSettings", "TickResult"]
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    max_steps: int = 400
-    synchronous: bool = False
-    execute_fraction: float = 1.0  # receding horizon: the share of each plan usable before the next one replaces it
-    interpolation: str = "bspline"  # the curve through plan actions (executor.py): "bspline" (C2) or "linear"
-    # Junction between plans. 0.5 s: with the oracle on 3 episodes, nominal interventions per joint-tick fell from
-    # 15.5 % (0.2 s) to 11.1 %, success unchanged (docs/control.md).
-    blend_s: float = 0.5
-    planner_timeout_s: float = 3.0
-    initial_latency_s: float = 0.8  # first guess of observation-to-plan time, then a running estimate
-    pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
-    cameras: tuple[str, ...] = ("cam_high",)
-    pause_gc: bool = True  # no garbage collection inside a paced episode (control/realtime.py)
 
 
 @dataclass(frozen=True)
@@ -159,6 +145,10 @@ class AutonomousLoop:
         """Fresh statistics, request ids and task progress; the robot, the filter and the mode carry on."""
         self.seed = seed
         self.stats = EpisodeStats()
+        reward, horizon = self.settings.executed_reward, self.settings.executed_horizon
+        self._executed = ExecutedScorer(reward, 1.0 / self.period, horizon) if reward is not None else None
+        if self._executed is not None:
+            self.stats.executed_scores = self._executed.scores  # the same list: filled as windows complete
         self.step = 0
         self.progress = 0
         self._request_id = 0
@@ -374,9 +364,12 @@ class AutonomousLoop:
         measured = sensed.observation.joint_position
         result = safety.step(now + self.period, command.target, measured=measured, input_stamps=command.stamps)
         self.stats.interventions.update(item.check.value for item in result.interventions)
-        if modes.mode is Mode.AUTONOMOUS and command.target is not None and not command.homing:
+        nominal = modes.mode is Mode.AUTONOMOUS and command.target is not None and not command.homing
+        if nominal:
             self.stats.nominal_joint_ticks += len(measured)
             self.stats.nominal_interventions.update(item.check.value for item in result.interventions)
+        if self._executed is not None:
+            self._executed.add(result.command if nominal else None)
         age = now - sensed.observation.stamp
         if age > self.state_timeout and modes.mode is Mode.AUTONOMOUS:
             # The filter already holds on the stale stamp; the mode records why and resumes when it is fresh.

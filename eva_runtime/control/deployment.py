@@ -12,7 +12,7 @@ operator's label, and an episode cut short is ended as aborted, never lost. `eva
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,15 @@ class Deployment:
         """The world model that will run is the oracle (a bundle's oracle may be replaced, e.g. by a remote one)."""
         return self.spec.world_model.get("kind") == "oracle"
 
+    def scored(self, settings: LoopSettings, embodiment) -> LoopSettings:
+        """`settings` with the plans' own reward scoring the executed commands too (control/executed_score.py)."""
+        if settings.executed_reward is not None:
+            return settings
+        from eva_runtime.reward import RewardConfig
+
+        reward = RewardConfig.from_embodiment(embodiment, self.bundle.manifest.idm.fps, **self.spec.reward)
+        return replace(settings, executed_reward=reward, executed_horizon=self.spec.settings.horizon)
+
     def start_planner(self, wait_s: float | None = 120.0) -> PlannerProcess:
         planner = PlannerProcess(self.spec)
         planner.start(wait_s)
@@ -106,6 +115,7 @@ class RunResult:
     mean_score: float | None = None
     # Safety-filter interventions while executing plans in AUTONOMOUS, per joint-tick (a smooth executor: ~0).
     nominal_intervention_share: float | None = None
+    executed_mean_score: float | None = None  # the same reward on executed-command windows (executed_score.py)
     per_episode: tuple[bool, ...] = field(default_factory=tuple)
 
     def summary(self) -> dict:
@@ -147,6 +157,7 @@ def run_episodes(
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
     privileged = deployment.privileged_source(robot)
+    settings = deployment.scored(settings, robot.embodiment)
     recording = _recording(deployment, robot, record, live)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []
@@ -223,6 +234,7 @@ def _nominal_share(results: list[EpisodeStats]) -> float | None:
 def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str) -> RunResult:
     latencies = [x for r in results for x in r.latencies_s]
     scores = [s for r in results for s in r.scores if np.isfinite(s)]
+    executed = [s for r in results for s in r.executed_scores]
     return RunResult(
         task=deployment.task,
         mode="sync" if settings.synchronous else "async",
@@ -239,5 +251,6 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         rejected=sum(r.rejected for r in results),
         mean_score=float(np.mean(scores)) if scores else None,
         nominal_intervention_share=_nominal_share(results),
+        executed_mean_score=float(np.mean(executed)) if executed else None,
         per_episode=tuple(bool(r.success) for r in results),
     )

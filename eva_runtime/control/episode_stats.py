@@ -23,6 +23,7 @@ class EpisodeStats:
     hold_ticks: int = 0
     latencies_s: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    executed_scores: list[float] = field(default_factory=list)  # reward of executed-command windows (executed_score)
     interventions: Counter = field(default_factory=Counter)
     # The same, only on ticks executing a plan in AUTONOMOUS (not holds, estops, homing or teleop): the filter
     # reshaping nominal motion, which a smooth executor should make rare.
@@ -63,4 +64,9 @@ def episode_counters(stats: EpisodeStats, control_period_s: float) -> dict:
             "min": float(scores.min()),
             "rejected": int(stats.rejected),
         }
+    if stats.executed_scores:  # what reached the arms, scored in plan-length windows: beside the plans' own scores
+        executed = np.array(stats.executed_scores)
+        counters.setdefault("executability", {}).update(
+            {"executed_count": int(executed.size), "executed_mean": float(executed.mean())}
+        )
     return counters

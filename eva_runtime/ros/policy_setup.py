@@ -135,10 +135,11 @@ class PolicySetup:
                 str(read(self, "topic_convention")),
                 {name.removeprefix("topics."): str(read(self, name)) for name in _joint_topic_parameters()},
             )
-            settings = self._loop_settings(deployment.bundle)
+            embodiment = robot_embodiment or deployment.bundle.embodiment
+            settings = deployment.scored(self._loop_settings(deployment.bundle), embodiment)
         except (BundleError, EmbodimentError, ValueError) as error:
             raise ConfigureError(str(error)) from None
-        return deployment, robot_embodiment or deployment.bundle.embodiment, topics, settings
+        return deployment, embodiment, topics, settings
 
     def _loop_settings(self, bundle) -> LoopSettings:
         return LoopSettings(

@@ -124,7 +124,8 @@ def run_ladder(
 def render_ladder(results: list[dict], config: LadderConfig) -> str:
     order = {r.name: i for i, r in enumerate(config.rungs)}
     lines = [
-        "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | mean executability | plans "
+        "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | executability: plans / executed "
+        "| plans "
         "| nominal interventions / joint-tick |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -132,11 +133,13 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
         low, high = row["wilson95"]
         latency = row.get("planning_latency_p50_s")
         score = row.get("mean_score")
+        executed = row.get("executed_mean_score")  # absent in rows written before it was measured
         share = row.get("nominal_intervention_share")  # absent in rows written before it was measured
         lines.append(
             f"| {row['rung']} | {row['successes']}/{row['episodes']} | [{low:.2f}, {high:.2f}] | "
             f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
-            f"{'-' if score is None else f'{score:.2f}'} | {row['plans']} | "
+            f"{'-' if score is None else f'{score:.2f}'} / {'-' if executed is None else f'{executed:.2f}'} | "
+            f"{row['plans']} | "
             f"{'-' if share is None else f'{100 * share:.2f} %'} |"
         )
     return "\n".join(lines) + "\n"
