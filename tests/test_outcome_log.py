@@ -263,3 +263,16 @@ def test_a_log_from_before_nominal_interventions_gains_the_column_and_keeps_its_
     with pytest.raises(ValueError, match="nominal_interventions"), OutcomeLog(path) as log:
         log.start_episode("t", "i", "seen", "e", {}, "m", "0.1.0")
         log.update_episode(log.episodes()[-1].id, nominal_interventions={"velocity": -1})
+
+
+def test_the_executed_motion_reward_rides_along_and_unknown_summary_keys_are_refused(tmp_path: Path) -> None:
+    executed = {**EXECUTABILITY, "executed_count": 4, "executed_mean": 0.87}
+    with OutcomeLog(tmp_path / "outcomes.db") as log:
+        episode = start(log)
+        log.end_episode(episode, "success", "automatic", executability=executed)
+        assert log.episodes()[0].executability == executed
+        other = start(log)
+        with pytest.raises(ValueError, match="optionally executed_count, executed_mean"):
+            log.end_episode(other, "success", "automatic", executability={**EXECUTABILITY, "executed_best": 1.0})
+        with pytest.raises(ValueError, match="executability"):
+            log.end_episode(other, "success", "automatic", executability={"executed_count": 1, "executed_mean": 2.0})

@@ -66,7 +66,8 @@ def episode_counters(stats: EpisodeStats, control_period_s: float) -> dict:
         }
     if stats.executed_scores:  # what reached the arms, scored in plan-length windows: beside the plans' own scores
         executed = np.array(stats.executed_scores)
-        counters.setdefault("executability", {}).update(
+        no_plans = {"count": 0, "mean": None, "min": None, "rejected": int(stats.rejected)}
+        counters.setdefault("executability", no_plans).update(
             {"executed_count": int(executed.size), "executed_mean": float(executed.mean())}
         )
     return counters

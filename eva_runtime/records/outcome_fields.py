@@ -21,7 +21,9 @@ _SUMMARY_KEYS = {
     "planning_latency_ms": ("count", "mean", "p50", "p95", "max"),
     "executability": ("count", "mean", "min", "rejected"),
 }
-_INTEGER_KEYS = ("count", "rejected")
+# Written when measured (the executed-motion reward, control/executed_score.py); older rows lack them.
+_OPTIONAL_KEYS = {"executability": ("executed_count", "executed_mean")}
+_INTEGER_KEYS = ("count", "rejected", "executed_count")
 
 
 def checked_choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
@@ -75,9 +77,11 @@ def counter_columns(counters: Mapping[str, object]) -> dict[str, object]:
         elif value is None:
             columns[name] = None
         else:
-            keys = _SUMMARY_KEYS[name]
-            if not isinstance(value, Mapping) or set(value) != set(keys):
-                raise ValueError(f"{name} must be a mapping with exactly the keys {', '.join(keys)}, got {value!r}")
+            keys, optional = _SUMMARY_KEYS[name], _OPTIONAL_KEYS.get(name, ())
+            if not isinstance(value, Mapping) or not set(keys) <= set(value) <= set(keys) | set(optional):
+                allowed = f"the keys {', '.join(keys)}" + (f" and optionally {', '.join(optional)}" if optional else "")
+                raise ValueError(f"{name} must be a mapping with {allowed}, got {value!r}")
+            keys = tuple(keys) + tuple(key for key in optional if key in value)
             summary = {
                 key: None if value[key] is None else checked_number(f"{name}.{key}", value[key], key in _INTEGER_KEYS)
                 for key in keys
