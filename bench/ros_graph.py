@@ -10,11 +10,10 @@ and for `--seconds` records in its own probe node every topic of the graph. Prin
   (commands are stamped with the time they are for: about -1 control period);
 - mode changes (each accepted change the policy node logs, with its trigger), the share of time and of control
   ticks (the node's ~/status step counter) in each mode and in HOLD by cause, ticks without a target;
-- task success (the task's own check on the simulator's privileged state, once a second); CPU per node;
-- load average before and after, the nodes' exit codes, their argv and the log files of their output.
+- task success (the task's own check on the privileged state, once a second); CPU per node; load average
+  before and after, the nodes' exit codes, their argv and the log files of their output.
 
-    MUJOCO_GL=egl .venv/bin/python bench/ros_graph.py [--seconds 30] [--bundle models/bundle_transfer_cube]
-        [--sim-param NAME:=VALUE ...] [--policy-param NAME:=VALUE ...]
+    MUJOCO_GL=egl .venv/bin/python bench/ros_graph.py [--seconds 30] [--bundle DIR] [--sim-param NAME:=VALUE ...]
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ CONFIG = ROOT / "ros2_ws" / "src" / "eva_runtime" / "config" / "bimanual.yaml"
 CONVENTION = "classic"  # the launch file's default
 PRIVILEGED = "/eva_sim/privileged_state"
 LOG_FORMAT = "[{severity}] [{time}] [{name}]: {message}"
-# policy_node logs every accepted mode change (automatic and operator) at the tick that applies it.
-MODE_CHANGE = re.compile(r"^\[\w+\] \[(\d+\.\d+)\] \[policy_node\]: mode (\w+) -> (\w+) \((\w+): (.*)\)$")
+MODE_CHANGE = re.compile(r"^\[\w+\] \[(\d+\.\d+)\] \[policy_node\]: mode (\w+) -> (\w+) \((\w+): (.*)\)$")  # each one
 Arrival = tuple[float, float | None]  # (receive time, header stamp), epoch seconds
 
 
@@ -155,9 +153,7 @@ def success_check(task: str, control_rate_hz: float) -> Callable[[UInt8MultiArra
     return check
 
 
-def node_commands(
-    bundle: Path, run_dir: Path, task: str, sim_params: list[str] = (), policy_params: list[str] = ()
-) -> dict[str, list[str]]:
+def node_commands(bundle: Path, run_dir: Path, task: str, sim_params=(), policy_params=()) -> dict[str, list[str]]:
     """argv of both nodes: what the launch file passes with use_sim:=true, plus a private outcome log and the
     episode's task and instruction (what an operator sets with `ros2 param set`), then any `NAME:=VALUE` given."""
     common = ["--ros-args", "--params-file", str(CONFIG), "-p", f"topic_convention:={CONVENTION}"]

@@ -156,8 +156,7 @@ def run_episodes(
     if not instruction.strip():
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
-    privileged = deployment.privileged_source(robot)
-    settings = deployment.scored(settings, robot.embodiment)
+    privileged, settings = deployment.privileged_source(robot), deployment.scored(settings, robot.embodiment)
     recording = _recording(deployment, robot, record, live)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []
