@@ -57,6 +57,28 @@ def test_operator_hold_does_not_resume_by_itself() -> None:
     assert manager.handle(Trigger.OPERATOR_AUTONOMOUS, 2.0).after is Mode.AUTONOMOUS
 
 
+def test_the_hold_after_silent_leader_arms_never_hands_the_arms_to_the_planner() -> None:
+    manager = ModeManager(Mode.TELEOP)
+    assert manager.handle(Trigger.STALE_INPUT, 0.0, "leader arms silent").after is Mode.HOLD
+    assert not manager.holding_automatically
+    assert not manager.handle(Trigger.CAUSE_CLEARED, 1.0).accepted and manager.mode is Mode.HOLD
+    assert manager.handle(Trigger.OPERATOR_TELEOP, 2.0).after is Mode.TELEOP  # the operator decides
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(list(Trigger)), max_size=40))
+def test_autonomy_starts_only_from_an_operator_or_from_an_automatic_hold_of_autonomy(triggers: list[Trigger]) -> None:
+    manager = ModeManager(Mode.HOLD)
+    autonomy_interrupted = False  # the last mode that was not HOLD was AUTONOMOUS, and the hold was automatic
+    for time, trigger in enumerate(triggers):
+        before = manager.mode
+        event = manager.handle(trigger, float(time))
+        if event.accepted and event.after is Mode.AUTONOMOUS and before is not Mode.AUTONOMOUS:
+            assert trigger is Trigger.OPERATOR_AUTONOMOUS or (trigger is Trigger.CAUSE_CLEARED and autonomy_interrupted)
+        if event.accepted and event.after is not before:
+            autonomy_interrupted = before is Mode.AUTONOMOUS and manager.holding_automatically
+
+
 def test_teleop_handover_both_ways_continues_from_the_last_command() -> None:
     manager = ModeManager(Mode.AUTONOMOUS)
     to_teleop = manager.handle(Trigger.OPERATOR_TELEOP, 0.0)

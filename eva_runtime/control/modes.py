@@ -5,7 +5,8 @@ episode log whether the change happened or was refused. Rules a robot operator r
 - ESTOP is reachable from every mode and left only by an operator release, which lands in HOLD, never moving;
 - FAULT (tracking error, robot fault status) is left only by an operator reset, also into HOLD;
 - an automatic HOLD (planner timeout, stale input, non-finite plan, rejected plans) returns to AUTONOMOUS by
-  itself when its cause clears; an operator's HOLD never does;
+  itself when its cause clears; an operator's HOLD never does, and neither does the HOLD that ends TELEOP when
+  the leader arms go silent: the operator let go, so only the operator says what comes next;
 - handovers between AUTONOMOUS, TELEOP and HOLD continue from the filter's last command (the new commander's
   targets start there: teleop slides, the executor blends); leaving ESTOP or FAULT re-seeds from the measured
   state (`reseed` in the event), because the arm may have moved outside the command stream.
@@ -113,7 +114,9 @@ class ModeManager:
             event = ModeEvent(time, trigger, before, before, False, False, detail or f"not allowed in {before}")
         else:
             self.mode = after
-            self._automatic_hold = after is Mode.HOLD and trigger in _AUTOMATIC_HOLD
+            # Automatic only when it interrupted autonomy: a hold out of TELEOP must not hand the arms to the
+            # planner once a plan arrives (bench/ros_chaos.py found it doing so after the leader arms went quiet).
+            self._automatic_hold = after is Mode.HOLD and trigger in _AUTOMATIC_HOLD and before is Mode.AUTONOMOUS
             # Re-seed from the measured state only when the arm may have moved outside this runtime's command
             # stream: leaving ESTOP (the firmware lowers the arm) or FAULT. Between AUTONOMOUS, TELEOP and HOLD
             # every command went through the filter, so its last command is the true starting point; re-seeding
