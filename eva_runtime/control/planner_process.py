@@ -139,7 +139,10 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
             if isinstance(error, WorldModelUnavailable):
                 reason = f"world model unavailable: {error}"
             outcome = PlanOutcome(None, (), time.perf_counter() - began, reason)
-        connection.send_bytes(pack(_reply(message["id"], outcome)))
+        try:
+            connection.send_bytes(pack(_reply(message["id"], outcome)))
+        except OSError:  # BrokenPipeError: the runtime closed the pipe (PlannerProcess.close) while we planned
+            return
 
 
 def _reply(request_id: int, outcome: PlanOutcome) -> dict:
@@ -269,7 +272,17 @@ class PlannerProcess:
         if connection is not None:
             connection.close()
 
-    close = kill
+    def close(self, grace_s: float = 3.0) -> None:
+        """End the process: close the pipe, which ends its loop (a clean exit that releases what it made, e.g.
+        the semaphores of its progress bars, which a kill leaks), then kill it if it is still busy after
+        `grace_s` (in the middle of a rollout)."""
+        process, connection = self._process, self._connection
+        if connection is not None:
+            connection.close()
+            self._connection = None
+        if process is not None and process.pid is not None:
+            process.join(grace_s)
+        self.kill()
 
 
 def _to_wire(context: object | None) -> dict | None:
