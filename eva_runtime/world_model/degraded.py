@@ -132,6 +132,10 @@ def _load_vae(source: str):
     import torch
 
     from eva_runtime.training.vae_candidates import load_verified_vae
+    from eva_runtime.world_model.wan.cpu_fast_paths import install_cpu_fast_paths
 
     torch.set_num_threads(1)  # the planner process shares two cores with the control loop
-    return load_verified_vae(source)
+    vae = load_verified_vae(source)
+    if vae.device.type == "cpu":
+        install_cpu_fast_paths(vae)  # as the Wan backend serves it (same frames within 1 grey level, faster)
+    return vae
