@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -63,15 +63,11 @@ class RecordGraph:
             self.close()
             raise
         self.images = self.probe.create_publisher(Image, "/camera_f/color/image_raw", qos_profile_sensor_data)
-        # Each node on its own thread with its production executor: one MultiThreadedExecutor for all three spun
-        # hot and starved the simulated robot's thread (docs/ros.md, "Rates").
+        # Each node on its own thread with its production executor (single-threaded for all three): one
+        # MultiThreadedExecutor spun hot and starved the simulated robot's thread (docs/ros.md, "Rates").
         self.executors = []
         for node in self.nodes:
-            executor = (
-                MultiThreadedExecutor(num_threads=4, context=self.context)
-                if node is self.recorder
-                else SingleThreadedExecutor(context=self.context)
-            )
+            executor = SingleThreadedExecutor(context=self.context)
             executor.add_node(node)
             self.executors.append(executor)
         self._threads = [threading.Thread(target=executor.spin, daemon=True) for executor in self.executors]

@@ -333,7 +333,9 @@ Records vendor-layout HDF5 episodes (ACT / AgileX) from the camera, follower and
 def main(args: list[str] | None = None) -> int:
     from eva_runtime.ros.node_main import run_node
 
-    return run_node(args, USAGE, RECORD_PARAMETERS, RecordNode, 4, lambda node: node.close())
+    # One thread: its callbacks are short and never wait on each other, and rclpy's MultiThreadedExecutor spins
+    # hot enough to make the node's own inputs look stale (node_main.py).
+    return run_node(args, USAGE, RECORD_PARAMETERS, RecordNode, 1, lambda node: node.close())
 
 
 if __name__ == "__main__":
