@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import GetState
 from rcl_interfaces.srv import ListParameters
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
@@ -44,6 +42,7 @@ from std_srvs.srv import Trigger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_graph import CONVENTION, ROOT, Probe, node_commands, start_nodes, stop_nodes, topic_specs, wait_for
+from ros_spin import spinning
 
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.records.episode_session import ABORTED_BY_SHUTDOWN
@@ -361,21 +360,14 @@ def main() -> int:
     argv = node_commands(bundle, run_dir, "transfer_cube", (), leaders)
     limits = SafetyLimits.from_embodiment(load_embodiment(str(bundle / "embodiment.yaml")))
     specs = topic_specs(bundle) | {topic: (JointState, QoSProfile(depth=1000)) for topic in TOPICS.command.values()}
-    rclpy.init(context=(context := Context()), domain_id=domain)
-    probe = ChaosProbe(context, specs, limits)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    chaos, result = Chaos(probe, argv, run_dir, domain, args.seed), {"benchmark": "ros_chaos"}
-    try:
-        chaos.soak(args.minutes * 60.0, args.action_period_s)
-    except Exception as error:  # still a JSON document, with the logs to read
-        result["error"] = f"{type(error).__name__}: {error}"
-    finally:
-        ending = chaos.finish()
-        executor.shutdown(timeout_sec=5.0)
-        probe.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with spinning(domain, lambda context: ChaosProbe(context, specs, limits)) as probe:
+        chaos, result = Chaos(probe, argv, run_dir, domain, args.seed), {"benchmark": "ros_chaos"}
+        try:
+            chaos.soak(args.minutes * 60.0, args.action_period_s)
+        except Exception as error:  # still a JSON document, with the logs to read
+            result["error"] = f"{type(error).__name__}: {error}"
+        finally:
+            ending = chaos.finish()
     done, accepted = Counter(item["action"] for item in chaos.log), Counter(i["action"] for i in chaos.log if i["ok"])
     watched = ("policy_node: inputs", "policy_node: safety filter", "sim_robot_node: commands")
     result |= {

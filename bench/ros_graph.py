@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -34,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from ros_spin import spinning
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
@@ -362,25 +360,17 @@ def main() -> int:
     commands = node_commands(bundle, run_dir, args.task, args.sim_param, args.policy_param)
     check = success_check(args.task, load_embodiment(str(bundle / "embodiment.yaml")).control_rate_hz)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    context = Context()
-    rclpy.init(context=context, domain_id=domain)
-    probe = Probe(context, topic_specs(bundle))
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
     processes: dict[str, subprocess.Popen] = {}
     result: dict[str, Any] = {"benchmark": "ros_graph"}
     window = None
-    try:
-        start_nodes(commands, domain, run_dir, processes)
-        window = drive_episode(probe, processes, args.seconds, check)
-    except Exception as error:  # still a JSON document, with the logs to read
-        result["error"] = f"{type(error).__name__}: {error}"
-    finally:
-        exit_codes = stop_nodes(processes)
-        executor.shutdown(timeout_sec=5.0)
-        probe.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with spinning(domain, lambda context: Probe(context, topic_specs(bundle))) as probe:
+        try:
+            start_nodes(commands, domain, run_dir, processes)
+            window = drive_episode(probe, processes, args.seconds, check)
+        except Exception as error:  # still a JSON document, with the logs to read
+            result["error"] = f"{type(error).__name__}: {error}"
+        finally:
+            exit_codes = stop_nodes(processes)
     if window is not None:  # the recordings and the node's log are complete and no longer written
         result |= report(probe, window, run_dir)
     result |= {

@@ -22,20 +22,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from lifecycle_msgs.msg import Transition
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_graph import Probe, node_commands, start_nodes, stop_nodes, success_check, topic_specs, wait_for
+from ros_spin import spinning
 
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.records.success_rate import wilson_interval
@@ -89,29 +86,21 @@ def ros_side(bundle: Path, seeds: list[int], seconds: float) -> dict[str, Any]:
     home = "home_pose:=[" + ",".join(f"{x:.6f}" for x in START_POSE) + "]"
     commands = node_commands(bundle, run_dir, TASK, [], [home])
     check = success_check(TASK, load_embodiment(str(bundle / "embodiment.yaml")).control_rate_hz)
-    context = Context()
-    rclpy.init(context=context, domain_id=domain)
-    probe = Probe(context, topic_specs(bundle))
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
     processes: dict[str, subprocess.Popen] = {}
     episodes: list[dict[str, Any]] = []
     error = None
-    try:
-        start_nodes(commands, domain, run_dir, processes)
-        probe.transition(Transition.TRANSITION_CONFIGURE, 240.0)
-        probe.transition(Transition.TRANSITION_ACTIVATE, 60.0)
-        homed(probe, processes, time.time())
-        for seed in seeds:
-            episodes.append(ros_episode(probe, processes, seed, seconds, check))
-    except Exception as failure:  # still a JSON document, with the logs to read
-        error = f"{type(failure).__name__}: {failure}"
-    finally:
-        codes = stop_nodes(processes)
-        executor.shutdown(timeout_sec=5.0)
-        probe.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with spinning(domain, lambda context: Probe(context, topic_specs(bundle))) as probe:
+        try:
+            start_nodes(commands, domain, run_dir, processes)
+            probe.transition(Transition.TRANSITION_CONFIGURE, 240.0)
+            probe.transition(Transition.TRANSITION_ACTIVATE, 60.0)
+            homed(probe, processes, time.time())
+            for seed in seeds:
+                episodes.append(ros_episode(probe, processes, seed, seconds, check))
+        except Exception as failure:  # still a JSON document, with the logs to read
+            error = f"{type(failure).__name__}: {failure}"
+        finally:
+            codes = stop_nodes(processes)
     logs = {name: str(run_dir / f"{name}.log") for name in commands}
     return {"episodes": episodes, "error": error, "node_exit_codes": codes, "logs": logs}
 
