@@ -69,6 +69,23 @@ def test_compare_runs_oracle_and_wan_side_by_side(wan_bundle: Path, tmp_path: Pa
     assert (out / "tiny.db").is_file()  # the closed loop went through eva run's outcome log
 
 
+def test_open_loop_eval_reports_errors_against_the_recording_per_start_frame(wan_bundle: Path, tmp_path: Path) -> None:
+    data = write_square_episodes(tmp_path / "data", count=2, frames=40)
+    out = tmp_path / "open_loop.json"
+    arguments = ["eval", "world-model", "--model", str(wan_bundle.parent / "base"), "--bundle", str(wan_bundle)]
+    arguments += ["--data", str(data), "--out", str(out), "--episodes", "2", "--starts", "0,4,8", "--horizon", "9"]
+    arguments += ["--steps", "2", "--history-frames", "5", "--threads", "1"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert list(report["summary"]["by_start"]) == ["0", "4", "8"]  # start 0 pads its history, as on the robot
+    truth = report["summary"]["truth"]
+    assert truth["arm_error_rad"][0] == 0.0 and truth["gripper_error"][0] == 0.0  # the recording against itself
+    for row in report["summary"]["by_start"].values():
+        assert row["conditions"] == 2 and row["arm_error_rad"] >= 0.0 and row["motion_ratio"] >= 0.0
+    assert "| start frame |" in out.with_suffix(".md").read_text()
+
+
 def test_the_shipped_wan_bundle_verifies_and_imagines_the_configured_horizon() -> None:
     from eva_runtime.control.sim_runtime import world_model_spec
     from eva_runtime.sim.tasks import task_spec

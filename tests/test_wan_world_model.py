@@ -180,6 +180,14 @@ def test_load_from_directory_verifies_hashes(tmp_path: Path) -> None:
         load_wan_world_model({"base": str(base)})
 
 
+def test_a_model_directory_sets_its_own_history_unless_the_spec_does(tmp_path: Path) -> None:
+    base = save_tiny_base(tmp_path / "base", history_frames=5)
+    assert load_wan_world_model({"base": str(base)}).settings.history_frames == 5
+    assert load_wan_world_model({"base": str(base), "history_frames": 1}).settings.history_frames == 1
+    plain = save_tiny_base(tmp_path / "plain")
+    assert load_wan_world_model({"base": str(plain)}).settings.history_frames == 1
+
+
 def test_vae_round_trip_shapes(pipeline) -> None:
     video = square_video(9, 32, 0)[None]
     latents = encode_frames(pipeline.vae, video)

@@ -40,13 +40,16 @@ def tiny_pipeline(seed: int = 0, size: int = 32):
     return build_pipeline(tiny_config(size), seed=seed)
 
 
-def save_tiny_base(directory: Path, seed: int = 0, size: int = 32) -> Path:
-    """A saved, hash-listed tiny base model directory like `eva train world-model-base` writes."""
+def save_tiny_base(directory: Path, seed: int = 0, size: int = 32, history_frames: int | None = None) -> Path:
+    """A saved, hash-listed tiny base model directory like `eva train world-model-base` writes (with
+    `history_frames`, described as trained with that many observed frames, as the recipe writes)."""
     from eva_runtime.world_model.wan.model_files import write_hashes
 
     pipeline = tiny_pipeline(seed, size)
     pipeline.save_pretrained(directory, safe_serialization=True)
     description = {"config": tiny_config(size).as_dict(), "camera": "cam_high", "fps": 12.5}
+    if history_frames is not None:
+        description["history_frames"] = history_frames
     (directory / "eva_world_model.json").write_text(json.dumps(description))
     write_hashes(directory)
     return directory

@@ -31,6 +31,9 @@ def eval_world_model_command(
     horizon: int = 17,
     steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 10,
     samples: Annotated[int, typer.Option(min=1, help="Rollouts per condition.")] = 1,
+    history_frames: Annotated[
+        int | None, typer.Option(min=1, help="Observed frames conditioning a rollout (default: the model's own).")
+    ] = None,
     seed: int = 0,
     threads: PositiveIntOption = 2,
     save_actions: Annotated[
@@ -47,6 +50,7 @@ def eval_world_model_command(
     adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
     world_model = load_wan_world_model(
         {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
+        | ({} if history_frames is None else {"history_frames": history_frames})
     )
     size = world_model.settings.image_size
     videos = load_videos(data, world_model.settings.camera, world_model.fps, size)[:episodes]
@@ -60,6 +64,7 @@ def eval_world_model_command(
         horizon,
         samples,
         seed,
+        history_frames=world_model.settings.history_frames,
         keep_actions=kept,
     )
     if save_actions is not None:
@@ -112,6 +117,16 @@ def _markdown(summary: dict) -> str:
         lines.append(
             f"| {source} | {cell(row['reward'])} | {cell(row['plausible'])} | {cell(row['p_jerk'])} "
             f"| {cell(row['motion_rad'])} |"
+        )
+    lines += [
+        "",
+        "| start frame | conditions | frame PSNR (dB) | arm error (rad) | gripper error | motion / truth | reward |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for start, row in summary["by_start"].items():
+        lines.append(
+            f"| {start} | {row['conditions']} | {row['psnr_db']:.1f} | {row['arm_error_rad']:.3f} "
+            f"| {row['gripper_error']:.3f} | {row['motion_ratio']:.2f} | {row['reward']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -7,7 +7,9 @@ For each condition (episode, start frame) the model gets the observed frame(s) a
 - the executability reward (and its parts, including the paper's kinematic plausibility) of the IDM-decoded,
   smoothed actions, exactly as the planner scores them, next to the same numbers for the recorded video;
 - decoded-motion magnitude (mean absolute joint displacement over the horizon, rad), because a motionless video
-  scores a perfect reward: an executability number is only meaningful beside it.
+  scores a perfect reward: an executability number is only meaningful beside it;
+- how far the decoded actions are from those decoded from the recorded future (arm joints in rad, grippers apart):
+  the closest open-loop proxy for "would this plan do what the expert did".
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def decoded_scores(
     return scores
 
 
+def _add_errors(rows: list[dict], actions: list[np.ndarray], truth: np.ndarray, gripper_indices: Sequence[int]) -> None:
+    """Each row gains how far its decoded actions are from the ones decoded from the recorded future: the
+    arm joints (rad) and the grippers apart, since a grasp is lost by the gripper long before an arm error shows."""
+    grippers = np.zeros(truth.shape[1], dtype=bool)
+    grippers[list(gripper_indices)] = True
+    for row, decoded in zip(rows, actions, strict=True):
+        error = np.abs(decoded - truth)
+        row["arm_error_rad"] = float(error[:, ~grippers].mean())
+        row["gripper_error"] = float(error[:, grippers].mean())
+
+
 def _mean_rows(rows: list[dict]) -> dict:
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
@@ -86,8 +99,9 @@ def evaluate_world_model(
     results = []
     for index, video in enumerate(videos):
         for start in starts:
-            first = start - (history_frames - 1)
-            if first < 0 or start + horizon > len(video.frames):
+            # Before the episode has `history_frames` frames the model pads with the oldest, as on the robot.
+            first = max(0, start - (history_frames - 1))
+            if start + horizon > len(video.frames):
                 continue
             truth = video.frames[start : start + horizon]
             rollout = model.rollout(
@@ -102,8 +116,14 @@ def evaluate_world_model(
             generated = rollout.frames[camera]
             size = truth.shape[1:3]
             per_frame = np.mean([frame_psnr(truth[1:], resize_video(sample, size)[1:]) for sample in generated], axis=0)
-            model_rows = decoded_scores(decoder, {camera: generated}, reward, smooth, keep_actions)
-            truth_rows = decoded_scores(decoder, {camera: truth[None]}, reward, smooth)
+            model_actions: list = []
+            truth_actions: list = []
+            model_rows = decoded_scores(decoder, {camera: generated}, reward, smooth, model_actions)
+            truth_rows = decoded_scores(decoder, {camera: truth[None]}, reward, smooth, truth_actions)
+            _add_errors(model_rows, model_actions, truth_actions[0], reward.gripper_indices)
+            _add_errors(truth_rows, truth_actions, truth_actions[0], reward.gripper_indices)
+            if keep_actions is not None:
+                keep_actions.extend(model_actions)
             results.append(
                 ConditionResult(
                     video.name,
@@ -135,4 +155,24 @@ def summarise(results: list[ConditionResult]) -> dict:
         rows = [getattr(r, source) for r in results]
         summary[source] = {key: _interval(np.array([row[key] for row in rows])) for key in rows[0]}
     summary["rollout_seconds_median"] = float(np.median([r.seconds for r in results]))
+    summary["by_start"] = _by_start(results)
     return summary
+
+
+def _by_start(results: list[ConditionResult]) -> dict[str, dict[str, float]]:
+    """Means per start frame, i.e. per phase of the task: where in the episode the model's plans go wrong.
+    `motion_ratio` is the model's decoded path length over the recorded future's (1: the expert's speed)."""
+    table = {}
+    for start in sorted({r.start for r in results}):
+        rows = [r for r in results if r.start == start]
+        model_path = np.mean([r.model["path_rad"] for r in rows])
+        truth_path = np.mean([r.truth["path_rad"] for r in rows])
+        table[str(start)] = {
+            "conditions": len(rows),
+            "psnr_db": float(np.mean([r.psnr_db for r in rows])),
+            "arm_error_rad": float(np.mean([r.model["arm_error_rad"] for r in rows])),
+            "gripper_error": float(np.mean([r.model["gripper_error"] for r in rows])),
+            "motion_ratio": float(model_path / max(truth_path, 1e-9)),
+            "reward": float(np.mean([r.model["reward"] for r in rows])),
+        }
+    return table

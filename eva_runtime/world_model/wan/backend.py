@@ -213,6 +213,8 @@ def load_wan_world_model(spec: dict) -> WanWorldModel:
     values = {k: v for k, v in spec.items() if k in known and k not in ("kind",)}
     values.setdefault("camera", described.get("camera", "cam_high"))
     values.setdefault("fps", described.get("fps", 12.5))
+    # A model trained with clean history latents is only in distribution with that many observed frames.
+    values.setdefault("history_frames", described.get("history_frames", 1))
     values.setdefault("image_size", tuple(config.get("image_size", (64, 64))))
     values["image_size"] = tuple(values["image_size"])
     values["adapters"] = tuple(spec.get("adapters", ()))
