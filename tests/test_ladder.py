@@ -152,7 +152,7 @@ def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path
         pace=False,
         max_steps=30,
         world_model={"degrade": {"motion_scale": 0.5}},
-        interpolation="linear",
+        loop={"interpolation": "linear"},
     )
     assert result.episodes == 2 and len(result.per_episode) == 2
     assert result.successes == 0  # 30 ticks cannot complete a handover that takes ~330

@@ -27,7 +27,7 @@ import numpy as np
 
 from eva_runtime.control.episode_stats import EpisodeStats
 from eva_runtime.control.executed_score import ExecutedScorer
-from eva_runtime.control.executor import Plan, PlanExecutor
+from eva_runtime.control.executor import Plan
 from eva_runtime.control.homing import HomingSlide
 from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.control.modes import Mode, ModeEvent, ModeManager, Trigger
@@ -110,9 +110,7 @@ class AutonomousLoop:
         # seconds (docs/ros.md), which must not become operator resets by default.
         self.robot_timeout: float | None = timeouts.get("robot")
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
-        self.executor = PlanExecutor(
-            blend_s=settings.blend_s, execute_fraction=settings.execute_fraction, interpolation=settings.interpolation
-        )
+        self.executor = settings.executor(self.safety.limits)
         self.handover = TeleopHandover(self.safety.limits)
         self.modes = ModeManager(Mode.HOLD)  # until start(): nothing may move before the filter is seeded
         self.stats = EpisodeStats()

@@ -13,8 +13,10 @@ Two curves through a plan's actions (`interpolation`):
   limit, which an interpolating cubic spline cannot promise. The price is a symmetric [1 4 1] / 6 smoothing at
   the knots (no lag). A junction blends from the trajectory being executed (shifted to the command actually sent)
   to the new plan with the quintic smoothstep, whose first and second derivatives vanish at both ends, so the
-  commanded velocity and acceleration stay continuous across plans. The safety filter is then a net, not the
-  smoother (docs/control.md).
+  commanded velocity and acceleration stay continuous across plans. Given the joints' velocity and acceleration
+  caps, the curve is also retimed (`control/retiming.py`): played slower, every joint together, where the plan
+  asks for more than the caps allow, so the path is kept and the safety filter is a net, not the smoother
+  (docs/control.md).
 - ``"linear"``: the former executor: straight lines between actions (the velocity jumps at every knot) and a
   linear blend from the command held at the junction. Kept for side-by-side measurement.
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from eva_runtime.control.retiming import TimeMap, retime
 
 __all__ = ["INTERPOLATIONS", "Plan", "PlanExecutor", "bspline_at"]
 
@@ -92,10 +96,12 @@ class _Trajectory:
     blend_s: float = 0.0
     previous: _Trajectory | None = None
     offset: np.ndarray | None = None  # added to `previous` (or held, without a plan) so the junction has no step
+    timing: TimeMap | None = None  # the retimed playback of the plan's curve (None: at the planner's rate)
 
     def own(self, time: float) -> np.ndarray:
         assert self.plan is not None
-        position = (time - self.plan.start_time) * self.plan.fps
+        elapsed = time - self.plan.start_time
+        position = self.timing.index_at(elapsed) if self.timing is not None else elapsed * self.plan.fps
         return bspline_at(self.plan.actions, position) if self.interpolation == "bspline" else self.plan.at(time)
 
     def at(self, time: float) -> np.ndarray:
@@ -110,10 +116,11 @@ class _Trajectory:
     def settled(self, time: float) -> _Trajectory:
         """The same trajectory from `time` on, without the history it no longer reads (keeps the chain short)."""
         if self.previous is not None and time >= self.start + self.blend_s:
-            return _Trajectory(self.plan, self.interpolation)
+            return _Trajectory(self.plan, self.interpolation, timing=self.timing)
         if self.previous is not None:
+            previous = self.previous.settled(time)
             return _Trajectory(
-                self.plan, self.interpolation, self.start, self.blend_s, self.previous.settled(time), self.offset
+                self.plan, self.interpolation, self.start, self.blend_s, previous, self.offset, self.timing
             )
         return self
 
@@ -125,7 +132,11 @@ class PlanExecutor:
         replan_margin_s: float = 0.1,
         execute_fraction: float = 1.0,
         interpolation: str = "bspline",
+        caps: tuple[np.ndarray, np.ndarray] | None = None,
+        headroom: float = 0.8,
     ) -> None:
+        """`caps`: the joints' (velocity_max, acceleration_max) in the actions' units; with the B-spline curve, each
+        plan is retimed to stay within `headroom` of them (None: played at the planner's rate)."""
         if blend_s < 0 or replan_margin_s < 0 or not 0 < execute_fraction <= 1:
             raise ValueError("blend_s and replan_margin_s must be >= 0 and execute_fraction in (0, 1]")
         if interpolation not in INTERPOLATIONS:
@@ -134,6 +145,8 @@ class PlanExecutor:
         self.replan_margin_s = replan_margin_s
         self.execute_fraction = execute_fraction
         self.interpolation = interpolation
+        self.caps = caps
+        self.headroom = headroom
         self._trajectory: _Trajectory | None = None
         self.dropped_actions = 0  # total actions skipped by delay compensation, for the log
 
@@ -145,7 +158,11 @@ class PlanExecutor:
         """Splice `plan` in at `now`; returns how many of its actions were already due (dropped)."""
         if now >= plan.end_time:
             raise ValueError(f"plan ended at {plan.end_time:.3f} s, before it arrived at {now:.3f} s")
-        dropped = int(np.floor((now - plan.start_time) * plan.fps)) if now > plan.start_time else 0
+        timing = None
+        if self.caps is not None and self.interpolation == "bspline":
+            timing = retime(plan.actions, plan.fps, *self.caps, headroom=self.headroom)
+        elapsed = max(now - plan.start_time, 0.0)
+        dropped = int(np.floor(timing.index_at(elapsed) if timing is not None else elapsed * plan.fps))
         sent = np.array(current_command, dtype=np.float64, copy=True)
         current = self._trajectory
         if self.interpolation == "bspline" and current is not None and now <= self.usable_until:
@@ -153,7 +170,7 @@ class PlanExecutor:
             offset = sent - previous.at(now)  # the filter may have changed what was sent: start from that
         else:
             previous, offset = _Trajectory(None, self.interpolation, offset=sent), np.zeros_like(sent)
-        self._trajectory = _Trajectory(plan, self.interpolation, now, self.blend_s, previous, offset)
+        self._trajectory = _Trajectory(plan, self.interpolation, now, self.blend_s, previous, offset, timing)
         self.dropped_actions += dropped
         return dropped
 
@@ -162,7 +179,9 @@ class PlanExecutor:
 
     @property
     def usable_until(self) -> float:
-        """Time after which this plan is no longer executed (receding horizon: only its first part)."""
+        """Time after which this plan is no longer executed (receding horizon: only its first part). Nominal, also
+        for a retimed plan: a slowed plan is replaced on the same schedule, only less of it is executed, and it is
+        never played past the age at which the safety filter calls a plan stale."""
         if self.plan is None:
             return -np.inf
         return self.plan.start_time + self.execute_fraction * (self.plan.end_time - self.plan.start_time)

@@ -1,11 +1,13 @@
 """`LoopSettings`: how the autonomous loop runs (episode length, async or sync planning, the executor's curve,
-junction and receding horizon, planner timeouts, pacing, the executed-motion reward)."""
+retiming, junction and receding horizon, planner timeouts, pacing, the executed-motion reward)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eva_runtime.control.executor import PlanExecutor
 from eva_runtime.reward import RewardConfig
+from eva_runtime.safety.limits import SafetyLimits
 
 __all__ = ["LoopSettings"]
 
@@ -19,6 +21,9 @@ class LoopSettings:
     # Junction between plans. 0.5 s: with the oracle on 3 episodes, nominal interventions per joint-tick fell from
     # 15.5 % (0.2 s) to 11.1 %, success unchanged (docs/control.md).
     blend_s: float = 0.5
+    # Retime each plan's curve to stay within this share of the joints' velocity and acceleration caps, the path
+    # kept (control/retiming.py); None: play plans at the planner's rate and let the safety filter clamp.
+    retime_headroom: float | None = None
     # The reward that scores executed commands (control/executed_score.py) and its window in IDM frames; None: the
     # executed motion is not scored (run_episodes sets both from the deployment).
     executed_reward: RewardConfig | None = None
@@ -28,3 +33,14 @@ class LoopSettings:
     pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
     cameras: tuple[str, ...] = ("cam_high",)
     pause_gc: bool = True  # no garbage collection inside a paced episode (control/realtime.py)
+
+    def executor(self, limits: SafetyLimits) -> PlanExecutor:
+        """The plan executor these settings describe, retiming against the safety filter's own caps."""
+        headroom = self.retime_headroom
+        return PlanExecutor(
+            blend_s=self.blend_s,
+            execute_fraction=self.execute_fraction,
+            interpolation=self.interpolation,
+            caps=None if headroom is None else (limits.velocity_max, limits.acceleration_max),
+            headroom=0.8 if headroom is None else headroom,
+        )

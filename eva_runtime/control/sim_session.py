@@ -39,17 +39,15 @@ def run_sim_episodes(
     instruction: str | None = None,
     record: Path | None = None,
     live: Any = None,
-    interpolation: str | None = None,
-    blend_s: float | None = None,
-    execute_fraction: float | None = None,
+    loop: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """`world_model`: keys merged into the world-model spec (e.g. {"degrade": {...}}); `planner`: into the planner
     settings (e.g. {"samples": 4}); `max_steps`: control ticks per episode (default the loop's 400);
     `operator(step, now)` for operator keys, `leader_factory(robot)` for the leader arms, `label()` for an
     operator's outcome label; `on_tick(index, episode_id, step, modes, stats)`; `instruction`: instead of the
     task's own; `record`: a directory for one MCAP recording per episode; `live`: a record sink (`FoxgloveLive`)
-    that gets the same streams as they happen; `interpolation`, `blend_s`, `execute_fraction`: the executor's curve,
-    junction and receding horizon (default the loop's)."""
+    that gets the same streams as they happen; `loop`: `LoopSettings` fields to change (the executor's curve,
+    junction, retiming, receding horizon), given as they are."""
     from eva_runtime.control.autonomous_loop import LoopSettings
     from eva_runtime.control.deployment import Deployment, run_episodes
     from eva_runtime.embodiment import load_embodiment
@@ -60,12 +58,7 @@ def run_sim_episodes(
     settings = LoopSettings(synchronous=sync, pace=pace)
     if max_steps is not None:  # the task's script needs ~330 of 400 ticks: a slow planner needs slack to finish
         settings = dataclasses.replace(settings, max_steps=max_steps)
-    if interpolation is not None:
-        settings = dataclasses.replace(settings, interpolation=interpolation)
-    if blend_s is not None:
-        settings = dataclasses.replace(settings, blend_s=blend_s)
-    if execute_fraction is not None:
-        settings = dataclasses.replace(settings, execute_fraction=execute_fraction)
+    settings = dataclasses.replace(settings, **(loop or {}))
     sim = MujocoRobot(load_embodiment(deployment.bundle.files["embodiment"]), task)
     sim.connect()
     try:

@@ -38,6 +38,8 @@ class Rung(_Strict):
     interpolation: Literal["bspline", "linear"] = "bspline"  # the executor's curve through plan actions
     blend_s: float | None = Field(None, ge=0.0, le=2.0)  # the executor's junction (None: the loop's default)
     execute_fraction: float | None = Field(None, gt=0.0, le=1.0)  # share of each plan executed (None: the loop's)
+    # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
+    retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
     note: str = ""
 
 
@@ -106,9 +108,7 @@ def run_ladder(
             world_model={"degrade": degrade} if degrade else None,
             planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
             max_steps=steps,
-            interpolation=rung.interpolation,
-            blend_s=rung.blend_s,
-            execute_fraction=rung.execute_fraction,
+            loop=_loop_overrides(rung),
         )
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
@@ -143,3 +143,13 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
             f"{'-' if share is None else f'{100 * share:.2f} %'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _loop_overrides(rung: Rung) -> dict:
+    """The rung's `LoopSettings` changes (fields it leaves unset keep the loop's defaults); retime_headroom 0
+    switches retiming off."""
+    fields = {"interpolation": rung.interpolation, "blend_s": rung.blend_s, "execute_fraction": rung.execute_fraction}
+    overrides = {key: value for key, value in fields.items() if value is not None}
+    if rung.retime_headroom is not None:
+        overrides["retime_headroom"] = rung.retime_headroom or None
+    return overrides
