@@ -75,6 +75,7 @@ def test_open_loop_eval_reports_errors_against_the_recording_per_start_frame(wan
     arguments = ["eval", "world-model", "--model", str(wan_bundle.parent / "base"), "--bundle", str(wan_bundle)]
     arguments += ["--data", str(data), "--out", str(out), "--episodes", "2", "--starts", "0,4,8", "--horizon", "9"]
     arguments += ["--steps", "2", "--history-frames", "5", "--threads", "1"]
+    arguments += ["--reference-vae", str(wan_bundle.parent / "base")]  # the model's own VAE, round trip only
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -83,7 +84,11 @@ def test_open_loop_eval_reports_errors_against_the_recording_per_start_frame(wan
     assert truth["arm_error_rad"][0] == 0.0 and truth["gripper_error"][0] == 0.0  # the recording against itself
     for row in report["summary"]["by_start"].values():
         assert row["conditions"] == 2 and row["arm_error_rad"] >= 0.0 and row["motion_ratio"] >= 0.0
-    assert "| start frame |" in out.with_suffix(".md").read_text()
+        assert row["reference_gripper_error"] >= 0.0
+    reference = report["summary"]["reference"]
+    assert reference["arm_error_rad"][0] > 0.0  # a VAE round trip is not the recording
+    table = out.with_suffix(".md").read_text()
+    assert "| start frame |" in table and "| reference |" in table and "reference gripper error" in table
 
 
 def test_the_shipped_wan_bundle_verifies_and_imagines_the_configured_horizon() -> None:

@@ -36,6 +36,10 @@ def eval_world_model_command(
     ] = None,
     seed: int = 0,
     threads: PositiveIntOption = 2,
+    reference_vae: Annotated[
+        Path | None,
+        typer.Option(help="Also score the recorded future through this VAE (pipeline dir or verified file)."),
+    ] = None,
     save_actions: Annotated[
         Path | None, typer.Option(help="Write the decoded rollout actions (G, T, J) as .npy, for eva calibrate reward.")
     ] = None,
@@ -66,6 +70,7 @@ def eval_world_model_command(
         seed,
         history_frames=world_model.settings.history_frames,
         keep_actions=kept,
+        reference=_vae_reference(reference_vae),
     )
     if save_actions is not None:
         import numpy as np
@@ -74,6 +79,16 @@ def eval_world_model_command(
     summary = summarise(results)
     summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
     _write_results(out, summary, results)
+
+
+def _vae_reference(source: Path | None):
+    """truth video -> its VAE round trip, or None: what the VAE alone costs, beside what the model costs."""
+    if source is None:
+        return None
+    from eva_runtime.world_model.degraded import load_serving_vae, vae_round_trip
+
+    vae = load_serving_vae(str(source))
+    return lambda video: vae_round_trip(vae, video)
 
 
 def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig]:
@@ -109,26 +124,36 @@ def _markdown(summary: dict) -> str:
         f"Conditions: {summary['conditions']}; frame PSNR {cell(summary['psnr_db'])} dB; "
         f"median rollout {summary['rollout_seconds_median']:.2f} s",
         "",
-        "| video | reward | kinematically plausible | jerk penalty | motion (rad) |",
-        "|---|---|---|---|---|",
+        "| video | reward | kinematically plausible | jerk penalty | motion (rad) | arm error (rad) | gripper error |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for source in ("model", "truth"):
+    for source in [name for name in ("model", "reference", "truth") if name in summary]:
         row = summary[source]
         lines.append(
             f"| {source} | {cell(row['reward'])} | {cell(row['plausible'])} | {cell(row['p_jerk'])} "
-            f"| {cell(row['motion_rad'])} |"
+            f"| {cell(row['motion_rad'])} | {cell(row['arm_error_rad'])} | {cell(row['gripper_error'])} |"
         )
-    lines += [
-        "",
-        "| start frame | conditions | frame PSNR (dB) | arm error (rad) | gripper error | motion / truth | reward |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+    return "\n".join([*lines, "", *_by_start_table(summary["by_start"])]) + "\n"
+
+
+def _by_start_table(by_start: dict) -> list[str]:
+    """Per start frame (phase of the task): the model's errors, and the reference's where one was scored."""
+    with_reference = all("reference_arm_error_rad" in row for row in by_start.values())
+    extra = " reference arm error | reference gripper error |" if with_reference else ""
+    lines = [
+        "| start frame | conditions | frame PSNR (dB) | arm error (rad) | gripper error | motion / truth | reward |"
+        + extra,
+        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if with_reference else ""),
     ]
-    for start, row in summary["by_start"].items():
-        lines.append(
+    for start, row in by_start.items():
+        line = (
             f"| {start} | {row['conditions']} | {row['psnr_db']:.1f} | {row['arm_error_rad']:.3f} "
             f"| {row['gripper_error']:.3f} | {row['motion_ratio']:.2f} | {row['reward']:.2f} |"
         )
-    return "\n".join(lines) + "\n"
+        if with_reference:
+            line += f" {row['reference_arm_error_rad']:.3f} | {row['reference_gripper_error']:.3f} |"
+        lines.append(line)
+    return lines
 
 
 @eval_app.command("compare")

@@ -101,7 +101,8 @@ class DegradedWorldModel:
         self.cameras = inner.cameras
         self._artifacts = ArtifactConfig(**degradation.artifacts)
         self._rng = np.random.default_rng(seed)
-        self._vae = _load_vae(degradation.vae) if degradation.vae else None
+        # The planner process shares two cores with the control loop: one thread.
+        self._vae = load_serving_vae(degradation.vae, threads=1) if degradation.vae else None
 
     def rollout(self, request: RolloutRequest) -> Rollout:
         began = time.perf_counter()
@@ -121,20 +122,27 @@ class DegradedWorldModel:
         if d.blur_psnr_db is not None:
             video = blur_to_psnr(video, d.blur_psnr_db)
         if self._vae is not None:
-            from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
-
-            video = decode_latents(self._vae, encode_frames(self._vae, video[None]))[0]
+            video = vae_round_trip(self._vae, video)
         return video
 
 
-def _load_vae(source: str):
-    """A hash-verified Wan pipeline directory's VAE, or a verified VAE candidate file."""
+def vae_round_trip(vae, video: np.ndarray) -> np.ndarray:
+    """A (T, H, W, 3) uint8 video encoded and decoded by a Wan VAE, as the Wan backend's frames are."""
+    from eva_runtime.world_model.wan.latents import decode_latents, encode_frames
+
+    return decode_latents(vae, encode_frames(vae, video[None]))[0]
+
+
+def load_serving_vae(source: str, threads: int | None = None):
+    """A hash-verified Wan pipeline directory's VAE, or a verified VAE candidate file, with the serving CPU fast
+    paths; `threads`: torch's CPU threads (None: leave them)."""
     import torch
 
     from eva_runtime.training.vae_candidates import load_verified_vae
     from eva_runtime.world_model.wan.cpu_fast_paths import install_cpu_fast_paths
 
-    torch.set_num_threads(1)  # the planner process shares two cores with the control loop
+    if threads is not None:
+        torch.set_num_threads(threads)
     vae = load_verified_vae(source)
     if vae.device.type == "cpu":
         install_cpu_fast_paths(vae)  # as the Wan backend serves it (same frames within 1 grey level, faster)

@@ -14,7 +14,7 @@ For each condition (episode, start frame) the model gets the observed frame(s) a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ class ConditionResult:
     model: dict  # executability fields + motion of the model's rollouts (mean over samples)
     truth: dict  # the same for the recorded video
     seconds: float
+    reference: dict | None = None  # the same for a reference video of the future (e.g. the VAE's round trip)
 
 
 def frame_psnr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
@@ -93,17 +94,19 @@ def evaluate_world_model(
     history_frames: int = 1,
     smooth: int = 3,
     keep_actions: list | None = None,
+    reference: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[ConditionResult]:
-    """Every (episode, start) with a full future in the recording; `videos` are EpisodeVideo at the model's fps."""
+    """Every (episode, start) with a full future in the recording; `videos` are EpisodeVideo at the model's fps.
+    `reference(truth)`: another video of the same future (e.g. the recording through the model's VAE), scored the
+    same way, so a model's errors can be set beside what its VAE alone costs."""
     camera = model.cameras[0]
     results = []
     for index, video in enumerate(videos):
         for start in starts:
-            # Before the episode has `history_frames` frames the model pads with the oldest, as on the robot.
-            first = max(0, start - (history_frames - 1))
             if start + horizon > len(video.frames):
                 continue
-            truth = video.frames[start : start + horizon]
+            # Before the episode has `history_frames` frames the model pads with the oldest, as on the robot.
+            first = max(0, start - (history_frames - 1))
             rollout = model.rollout(
                 RolloutRequest(
                     frames={camera: video.frames[first : start + 1]},
@@ -113,17 +116,12 @@ def evaluate_world_model(
                     samples=samples,
                 )
             )
-            generated = rollout.frames[camera]
-            size = truth.shape[1:3]
-            per_frame = np.mean([frame_psnr(truth[1:], resize_video(sample, size)[1:]) for sample in generated], axis=0)
-            model_actions: list = []
-            truth_actions: list = []
-            model_rows = decoded_scores(decoder, {camera: generated}, reward, smooth, model_actions)
-            truth_rows = decoded_scores(decoder, {camera: truth[None]}, reward, smooth, truth_actions)
-            _add_errors(model_rows, model_actions, truth_actions[0], reward.gripper_indices)
-            _add_errors(truth_rows, truth_actions, truth_actions[0], reward.gripper_indices)
+            scored = _Scorer(decoder, reward, smooth, camera, video.frames[start : start + horizon])
+            model_rows, model_actions = scored.decoded(rollout.frames[camera])
             if keep_actions is not None:
                 keep_actions.extend(model_actions)
+            other = None if reference is None else _mean_rows(scored.decoded(reference(scored.truth)[None])[0])
+            per_frame = scored.psnr_by_frame(rollout.frames[camera])
             results.append(
                 ConditionResult(
                     video.name,
@@ -131,11 +129,35 @@ def evaluate_world_model(
                     float(per_frame.mean()),
                     tuple(float(x) for x in per_frame),
                     _mean_rows(model_rows),
-                    truth_rows[0],
+                    scored.truth_row,
                     rollout.seconds,
+                    other,
                 )
             )
     return results
+
+
+class _Scorer:
+    """One condition's recorded future, decoded once, against which any video of that future is scored."""
+
+    def __init__(self, decoder, reward: RewardConfig, smooth: int, camera: str, truth: np.ndarray) -> None:
+        self.decoder, self.reward, self.smooth, self.camera, self.truth = decoder, reward, smooth, camera, truth
+        actions: list = []
+        rows = decoded_scores(decoder, {camera: truth[None]}, reward, smooth, actions)
+        self.truth_actions = actions[0]
+        _add_errors(rows, actions, self.truth_actions, reward.gripper_indices)
+        self.truth_row = rows[0]
+
+    def decoded(self, videos: np.ndarray) -> tuple[list[dict], list[np.ndarray]]:
+        """Score rows and smoothed actions of (G, T, H, W, 3) videos, errors against the recording included."""
+        actions: list = []
+        rows = decoded_scores(self.decoder, {self.camera: videos}, self.reward, self.smooth, actions)
+        _add_errors(rows, actions, self.truth_actions, self.reward.gripper_indices)
+        return rows, actions
+
+    def psnr_by_frame(self, videos: np.ndarray) -> np.ndarray:
+        size = self.truth.shape[1:3]
+        return np.mean([frame_psnr(self.truth[1:], resize_video(v, size)[1:]) for v in videos], axis=0)
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -151,7 +173,8 @@ def summarise(results: list[ConditionResult]) -> dict:
     summary: dict = {"conditions": len(results)}
     summary["psnr_db"] = _interval(np.array([r.psnr_db for r in results]))
     summary["psnr_by_frame_db"] = [float(x) for x in np.mean([r.psnr_by_frame for r in results], axis=0)]
-    for source in ("model", "truth"):
+    sources = ("model", "truth", "reference") if all(r.reference is not None for r in results) else ("model", "truth")
+    for source in sources:
         rows = [getattr(r, source) for r in results]
         summary[source] = {key: _interval(np.array([row[key] for row in rows])) for key in rows[0]}
     summary["rollout_seconds_median"] = float(np.median([r.seconds for r in results]))
@@ -175,4 +198,7 @@ def _by_start(results: list[ConditionResult]) -> dict[str, dict[str, float]]:
             "motion_ratio": float(model_path / max(truth_path, 1e-9)),
             "reward": float(np.mean([r.model["reward"] for r in rows])),
         }
+        if all(r.reference is not None for r in rows):
+            table[str(start)]["reference_arm_error_rad"] = float(np.mean([r.reference["arm_error_rad"] for r in rows]))
+            table[str(start)]["reference_gripper_error"] = float(np.mean([r.reference["gripper_error"] for r in rows]))
     return table
