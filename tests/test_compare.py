@@ -81,7 +81,7 @@ def test_open_loop_eval_reports_errors_against_the_recording_per_start_frame(wan
     report = json.loads(out.read_text())
     assert list(report["summary"]["by_start"]) == ["0", "4", "8"]  # start 0 pads its history, as on the robot
     truth = report["summary"]["truth"]
-    assert truth["arm_error_rad"][0] == 0.0 and truth["gripper_error"][0] == 0.0  # the recording against itself
+    assert truth["arm_error_rad"][0] >= 0.0 and truth["gripper_error"][0] >= 0.0  # the IDM's own error
     for row in report["summary"]["by_start"].values():
         assert row["conditions"] == 2 and row["arm_error_rad"] >= 0.0 and row["motion_ratio"] >= 0.0
         assert row["reference_gripper_error"] >= 0.0

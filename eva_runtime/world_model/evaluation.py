@@ -8,8 +8,9 @@ For each condition (episode, start frame) the model gets the observed frame(s) a
   smoothed actions, exactly as the planner scores them, next to the same numbers for the recorded video;
 - decoded-motion magnitude (mean absolute joint displacement over the horizon, rad), because a motionless video
   scores a perfect reward: an executability number is only meaningful beside it;
-- how far the decoded actions are from those decoded from the recorded future (arm joints in rad, grippers apart):
-  the closest open-loop proxy for "would this plan do what the expert did".
+- how far the decoded actions are from the actions recorded with the future (arm joints in rad, grippers apart):
+  the closest open-loop proxy for "would this plan do what the expert did". For the recorded video itself this is
+  the IDM's own error.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def decoded_scores(
 
 
 def _add_errors(rows: list[dict], actions: list[np.ndarray], truth: np.ndarray, gripper_indices: Sequence[int]) -> None:
-    """Each row gains how far its decoded actions are from the ones decoded from the recorded future: the
+    """Each row gains how far its decoded actions are from the actions recorded with the future: the
     arm joints (rad) and the grippers apart, since a grasp is lost by the gripper long before an arm error shows."""
     grippers = np.zeros(truth.shape[1], dtype=bool)
     grippers[list(gripper_indices)] = True
@@ -116,7 +117,8 @@ def evaluate_world_model(
                     samples=samples,
                 )
             )
-            scored = _Scorer(decoder, reward, smooth, camera, video.frames[start : start + horizon])
+            future = slice(start, start + horizon)
+            scored = _Scorer(decoder, reward, smooth, camera, video.frames[future], video.actions[future])
             model_rows, model_actions = scored.decoded(rollout.frames[camera])
             if keep_actions is not None:
                 keep_actions.extend(model_actions)
@@ -138,21 +140,22 @@ def evaluate_world_model(
 
 
 class _Scorer:
-    """One condition's recorded future, decoded once, against which any video of that future is scored."""
+    """One condition's recorded future (video and commanded actions), against which any video of that future is
+    scored. Errors are measured against the recorded actions, not against the IDM's reading of the recorded video:
+    an IDM trained on VAE frames reads clean frames less well, and that must not count as the model's error."""
 
-    def __init__(self, decoder, reward: RewardConfig, smooth: int, camera: str, truth: np.ndarray) -> None:
+    def __init__(
+        self, decoder, reward: RewardConfig, smooth: int, camera: str, truth: np.ndarray, recorded: np.ndarray
+    ) -> None:
         self.decoder, self.reward, self.smooth, self.camera, self.truth = decoder, reward, smooth, camera, truth
-        actions: list = []
-        rows = decoded_scores(decoder, {camera: truth[None]}, reward, smooth, actions)
-        self.truth_actions = actions[0]
-        _add_errors(rows, actions, self.truth_actions, reward.gripper_indices)
-        self.truth_row = rows[0]
+        self.recorded = np.asarray(recorded, dtype=np.float64)
+        self.truth_row = self.decoded(truth[None])[0][0]
 
     def decoded(self, videos: np.ndarray) -> tuple[list[dict], list[np.ndarray]]:
         """Score rows and smoothed actions of (G, T, H, W, 3) videos, errors against the recording included."""
         actions: list = []
         rows = decoded_scores(self.decoder, {self.camera: videos}, self.reward, self.smooth, actions)
-        _add_errors(rows, actions, self.truth_actions, self.reward.gripper_indices)
+        _add_errors(rows, actions, self.recorded, self.reward.gripper_indices)
         return rows, actions
 
     def psnr_by_frame(self, videos: np.ndarray) -> np.ndarray:
