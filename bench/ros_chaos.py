@@ -9,7 +9,7 @@ min(stamp gap, max_tick_interval_s) (the filter's contract); HOLD, ESTOP or FAUL
 every episode in the outcome log with the expected outcome, integrity_check, each node's RSS per incarnation.
 
     MUJOCO_GL=egl .venv/bin/python bench/ros_chaos.py [--minutes 3] [--seed 0] [--action-period-s 2]
-        [--bundle models/bundle_transfer_cube]
+        [--bundle models/bundle_transfer_cube] [--no-kills]
 """
 
 from __future__ import annotations
@@ -352,7 +352,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random actions and their times")
     parser.add_argument("--bundle", type=Path, default=ROOT / "models" / "bundle_transfer_cube")
     parser.add_argument("--action-period-s", type=float, default=2.0, help="mean seconds between random actions")
+    parser.add_argument("--no-kills", action="store_true", help="no node kills: one incarnation each (memory)")
     args = parser.parse_args()
+    if args.no_kills:  # every other action stays; the nodes then live the whole soak, so their memory has a trend
+        ACTIONS.update(sim_kill=0.0, policy_term=0.0, policy_kill=0.0)
     bundle, run_dir = args.bundle.resolve(), Path(tempfile.mkdtemp(prefix="eva_bench_ros_chaos_"))
     domain = 1 + (os.getpid() * 7 + 97) % 100
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read when the probe's context starts

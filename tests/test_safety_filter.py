@@ -353,3 +353,20 @@ def test_reset_seeds_velocity_within_the_cap(limits: SafetyLimits) -> None:
     state = reset_state(limits, 1.0, mid_pose(limits), 10 * limits.velocity_max)
     assert np.array_equal(state.velocity, limits.velocity_max)
     assert np.array_equal(state.target, state.command)
+
+
+def test_reseed_moves_a_pose_past_the_range_inside_by_at_most_one_tick(limits: SafetyLimits) -> None:
+    flt, dt = SafetyFilter(limits), limits.control_period_s
+    pose = mid_pose(limits)
+    pose[0] = limits.hard_low[0] - 0.003  # e.g. a gripper pressed past its range by the object it holds
+    pose[1] = limits.hard_high[1] + 10.0  # far outside: moved one tick's worth, never a jump
+    flt.reseed(0.0, pose, dt)
+    seeded = flt.state.command
+    assert seeded[0] == limits.hard_low[0]
+    assert seeded[1] == pytest.approx(pose[1] - limits.velocity_max[1] * dt)
+    np.testing.assert_array_equal(seeded[2:], pose[2:])  # a pose inside the range is seeded as measured
+    result = flt.step(dt, None, measured=pose)
+    assert np.all(result.command[:1] >= limits.hard_low[:1])  # the hold stays inside, where the re-seed put it
+    pose[3] = np.nan
+    with pytest.raises(ValueError, match="seed"):
+        flt.reseed(dt, pose, dt)

@@ -175,7 +175,7 @@ class AutonomousLoop:
             return event
         event = self._handle(trigger, now, detail)
         if event.reseed:
-            self.safety.reset(now, self.robot.observe(cameras=False).joint_position)
+            self.safety.reseed(now, self.robot.observe(cameras=False).joint_position, self.period)
         if event.accepted:
             self._homing = None  # any accepted operator command (a HOLD included) ends a homing slide
         if event.accepted and event.after is Mode.TELEOP and event.before is not Mode.TELEOP:
@@ -325,7 +325,7 @@ class AutonomousLoop:
             event = self._handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived and the inputs are fresh")
             self._frames_stale_since = None
             if event.reseed:
-                self.safety.reset(now, sensed.observation.joint_position)
+                self.safety.reseed(now, sensed.observation.joint_position, self.period)
         stamps = {"joint_state": sensed.observation.stamp}
         if modes.mode is Mode.TELEOP:
             self.stats.teleop_ticks += 1

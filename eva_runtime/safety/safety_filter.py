@@ -41,6 +41,16 @@ class SafetyFilter:
         """Re-seed from the measured state; clears a latched fault (an operator decision, never automatic)."""
         self._state = reset_state(self.limits, time, measured, measured_velocity)
 
+    def reseed(self, time: float, measured: np.ndarray, period: float) -> None:
+        """Re-seed after ESTOP or FAULT from the measured pose, moved into the hard range by at most one tick of the
+        velocity cap. A gripper pressed past its range by the object it holds (measured 0.062 against a range from
+        0.065) would otherwise be seeded outside, and the filter, which never pulls a command inward on its own,
+        would keep commanding outside the range."""
+        limits, measured = self.limits, np.asarray(measured, dtype=np.float64)
+        inward = np.clip(measured, limits.hard_low, limits.hard_high) - measured  # NaN stays NaN: reset refuses it
+        bound = limits.velocity_max * period
+        self.reset(time, measured + np.clip(inward, -bound, bound))
+
     def restore(self, state: FilterState) -> None:
         """Continue from a state saved earlier (e.g. a simulation copy that must behave like the live loop)."""
         self._state = state
