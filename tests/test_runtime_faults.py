@@ -346,3 +346,23 @@ def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None:
     size = IdmDecoder(idm_onnx).config.image_size  # frames come back at the IDM's size
     preview = captured[0].metadata["rollout"]["cam_high"]
     assert preview.dtype == np.uint8 and preview.shape[1:] == (*size, 3) and 2 <= len(preview) <= 8
+
+
+def test_no_plan_is_asked_for_until_the_oracle_sees_this_episodes_scene(robot, idm_onnx) -> None:
+    """The ROS graph's oracle gets the simulator's state from a topic; right after the sim's ~/reset the newest
+    state may still show the last episode's scene. The loop then asks again next tick instead of planning."""
+    planner = InProcessPlanner(build_planner(spec(idm_onnx)).plan, robot.now, latency_s=0.3)
+    asked: list[int] = []
+
+    def privileged(progress: int, filter_state: object) -> OracleState | None:
+        asked.append(progress)
+        return None if len(asked) <= 20 else OracleState(robot.sim.snapshot(), progress, filter_state)
+
+    settings = LoopSettings(max_steps=120, pace=False)
+    stats = run_autonomous_episode(robot, planner, 3, settings, privileged, clock=robot.now)
+    assert len(asked) > 20 and planner.requests and stats.plans >= 1
+    assert all(request.privileged_state is not None for request in planner.requests)
+    assert planner.requests[0].time >= 20 * LIMITS.control_period_s - 1e-9  # not before the scene was there
+    held = np.array(robot.sent[:20])
+    assert np.all(held == held[0])  # holding meanwhile
+    assert_within_limits(robot.sent)

@@ -94,7 +94,7 @@ class AutonomousLoop:
         self.robot = robot
         self.planner = planner
         self.settings = settings
-        self.privileged = privileged
+        self.privileged = privileged  # (progress, filter state) -> the oracle's state, or None: not yet, ask later
         self.restart_planner = restart_planner
         self.leader = leader
         self.instruction = instruction  # sent with every plan request; a driver may change it between ticks
@@ -302,14 +302,16 @@ class AutonomousLoop:
                 executor.clear()
                 self._frames_stale_since = now
             return None
+        # Task progress: ticks executed under a plan, where the oracle (a test instrument) continues its script.
+        privileged = self.privileged(self.progress, self.safety.state) if self.privileged else None
+        if self.privileged and privileged is None:
+            return None
         request = PlanRequest(
             time=now,
             frames={name: frames[name].image[None] for name in settings.cameras},
             instruction=self.instruction,
             seed=self.seed * 10_000 + self._request_id,
-            # Task progress, not wall time: ticks actually executed under a plan. A test-instrument world model
-            # (the oracle) continues its script from there, not from where a robot that never waited would be.
-            privileged_state=self.privileged(self.progress, self.safety.state) if self.privileged else None,
+            privileged_state=privileged,
         )
         self._request_id += 1
         if not self.planner.submit(self._request_id, request):

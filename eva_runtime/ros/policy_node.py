@@ -68,7 +68,8 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         # Read here and whenever it is set, never from the control tick (a parameter read takes the node's lock).
         self._instruction_parameter = str(read(self, "episode.instruction"))
         self.add_post_set_parameters_callback(self._on_parameters_set)
-        self._privileged: tuple[np.ndarray, float] | None = None  # (sim state, sim time): oracle only
+        self._privileged: tuple[np.ndarray, float, float] | None = None  # (sim state, sim time, stamp): oracle only
+        self.episode_began = -np.inf  # ROS time of the last start_episode: the oracle reads no older scene
         self._privileged_rejected = 0
         self._request_frames: dict[int, dict[str, np.ndarray]] = {}
         self._interventions: Counter[str] = Counter()  # since configure (episode stats reset per episode)
@@ -265,9 +266,9 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         from eva_runtime.world_model.oracle import OracleState
 
         latest = self._privileged
-        if latest is None:
-            return None
-        state, sim_time = latest
+        if latest is None or latest[2] < self.episode_began:
+            return None  # not yet a state from this episode's scene (the sim's ~/reset came just before it)
+        state, sim_time, _ = latest
         return OracleState(SimSnapshot(state, sim_time), progress, dataclasses.replace(filter_state, time=sim_time))
 
     # --- inputs ---------------------------------------------------------------------------------------------------
@@ -281,11 +282,11 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         try:
             data = unpack(bytes(message.data))
             state = np.asarray(data["sim_state"], dtype=np.float64)
-            sim_time = float(data["sim_time"])
+            sim_time, stamp = float(data["sim_time"]), float(data["stamp"])
         except (WireError, KeyError, TypeError, ValueError):
             self._privileged_rejected += 1
             return
-        self._privileged = (state, sim_time)
+        self._privileged = (state, sim_time, stamp)
 
 
 USAGE = """usage: ros2 run eva_runtime policy_node --ros-args -p bundle:=<bundle dir> [-p name:=value ...]

@@ -112,6 +112,7 @@ class OperatorServices:
             except ValueError as error:
                 return False, str(error)
             runtime.loop.new_episode(int(read(self, "episode.seed")))
+            self.episode_began = self.get_clock().now().nanoseconds * 1e-9
             if runtime.recording is not None:
                 runtime.recording.begin(runtime.log.run_id, episode_id)
             self._last_log_update = time.monotonic()

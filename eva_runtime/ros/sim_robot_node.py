@@ -190,7 +190,8 @@ class SimRobotNode(Node):
 
             snapshot = sim.snapshot()
             message = UInt8MultiArray()
-            message.data = pack({"sim_state": snapshot.state, "sim_time": snapshot.time})
+            # The ROS time of the state, so a reader can tell a state from before a ~/reset from one after it.
+            message.data = pack({"sim_state": snapshot.state, "sim_time": snapshot.time, "stamp": stamp})
             self._privileged.publish(message)
 
     def _on_parameters_set(self, parameters) -> None:
