@@ -13,10 +13,9 @@ Two curves through a plan's actions (`interpolation`):
   limit, which an interpolating cubic spline cannot promise. The price is a symmetric [1 4 1] / 6 smoothing at
   the knots (no lag). A junction blends from the trajectory being executed (shifted to the command actually sent)
   to the new plan with the quintic smoothstep, whose first and second derivatives vanish at both ends, so the
-  commanded velocity and acceleration stay continuous across plans. Given the joints' velocity and acceleration
-  caps, the curve is also retimed (`control/retiming.py`): played slower, every joint together, where the plan
-  asks for more than the caps allow, so the path is kept and the safety filter is a net, not the smoother
-  (docs/control.md).
+  commanded velocity and acceleration stay continuous across plans. Optionally (`caps`), the curve is also
+  retimed (`control/retiming.py`): played slower, every joint together, where the plan asks for more than the
+  caps allow, so the path is kept. It is off by default: with the oracle it cost the task (docs/control.md).
 - ``"linear"``: the former executor: straight lines between actions (the velocity jumps at every knot) and a
   linear blend from the command held at the junction. Kept for side-by-side measurement.
 """
