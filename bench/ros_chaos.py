@@ -110,7 +110,7 @@ class ChaosProbe(Probe):
             self._previous[topic] = (stamp, position)
         for kind, detail in found.items():
             self.violations[kind] += 1
-            if len(self.examples) < 10:
+            if sum(example["kind"] == kind for example in self.examples) < 10:  # the first ten of each kind
                 context = {"last_action": self.last_action[1], "since_s": round(time.time() - self.last_action[0], 2)}
                 self.examples.append({"kind": kind, "topic": topic, "stamp_s": stamp * 1e-9, **detail, **context})
 
