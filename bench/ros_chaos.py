@@ -42,12 +42,12 @@ from std_srvs.srv import Trigger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_graph import CONVENTION, ROOT, Probe, node_commands, start_nodes, stop_nodes, topic_specs, wait_for
-from ros_spin import spinning
 
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.records.episode_session import ABORTED_BY_SHUTDOWN
 from eva_runtime.records.outcome_log import ABORTED_BY_CRASH, OutcomeLog
 from eva_runtime.ros.conventions import CONVENTIONS
+from eva_runtime.ros.spinning import spinning
 from eva_runtime.ros.topic_robot import NO_PUBLISHER_EVENTS as NO_EVENTS  # destroyed safely while spinning
 from eva_runtime.safety import SafetyLimits
 

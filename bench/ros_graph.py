@@ -39,7 +39,6 @@ from lifecycle_msgs.srv import ChangeState
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
-from ros_spin import spinning
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
@@ -47,6 +46,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.ros.conventions import CONVENTIONS
+from eva_runtime.ros.spinning import spinning
 from eva_runtime.sim.bimanual_sim import BimanualSim, SimSnapshot
 from eva_runtime.sim.tasks import TASKS
 from eva_runtime.wire import unpack

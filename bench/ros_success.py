@@ -32,10 +32,10 @@ from rcl_interfaces.srv import SetParameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_graph import Probe, node_commands, start_nodes, stop_nodes, success_check, topic_specs, wait_for
-from ros_spin import spinning
 
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.records.success_rate import wilson_interval
+from eva_runtime.ros.spinning import spinning
 from eva_runtime.sim.bimanual_sim import START_POSE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,13 +17,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from eva_runtime.ros.spinning import spinning
 from tests.ros_graph import BUNDLE, REPO, Probe, domain_id, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG: Linux")
@@ -94,22 +94,8 @@ def node_commands(log_path: Path) -> dict[str, list[str]]:
 
 @contextmanager
 def probe_on(domain: int) -> Iterator[Probe]:
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
-    context = Context()
-    rclpy.init(context=context, domain_id=domain)
-    probe = Probe(context, ["/master/joint_left"])
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    try:
+    with spinning(domain, lambda context: Probe(context, ["/master/joint_left"])) as probe:
         yield probe
-    finally:
-        executor.shutdown(timeout_sec=5.0)
-        probe.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def set_as_ros2_param_set_does(probe: Probe, node: str, name: str, text: str) -> None:

@@ -1,5 +1,6 @@
-"""A node of a benchmark spinning on its own thread in a private rclpy context, shut down on leaving the block
-(bench/ros_graph.py, ros_success.py, ros_chaos.py)."""
+"""`spinning`: a node in its own rclpy context, spun on a daemon thread and shut down on leaving the block: how a
+benchmark or a test drives a graph from outside it (bench/ros_graph.py, ros_success.py, ros_chaos.py,
+tests/test_ros_process_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+
+__all__ = ["spinning"]
 
 NodeT = TypeVar("NodeT", bound=Node)
 
