@@ -358,7 +358,7 @@ def test_reset_seeds_velocity_within_the_cap(limits: SafetyLimits) -> None:
 def test_reseed_moves_a_pose_past_the_range_inside_by_at_most_one_tick(limits: SafetyLimits) -> None:
     flt, dt = SafetyFilter(limits), limits.control_period_s
     pose = mid_pose(limits)
-    pose[0] = limits.hard_low[0] - 0.003  # e.g. a gripper pressed past its range by the object it holds
+    pose[0] = limits.hard_low[0] - 0.003  # an arm joint just past its range: moved inside
     pose[1] = limits.hard_high[1] + 10.0  # far outside: moved one tick's worth, never a jump
     flt.reseed(0.0, pose, dt)
     seeded = flt.state.command
@@ -370,3 +370,32 @@ def test_reseed_moves_a_pose_past_the_range_inside_by_at_most_one_tick(limits: S
     pose[3] = np.nan
     with pytest.raises(ValueError, match="seed"):
         flt.reseed(dt, pose, dt)
+
+
+def test_reseed_keeps_a_grippers_last_command_whatever_it_measures(limits: SafetyLimits) -> None:
+    flt, dt = SafetyFilter(limits), limits.control_period_s
+    grippers = np.flatnonzero(limits.is_gripper)
+    pose = mid_pose(limits)
+    pose[grippers] = limits.hard_low[grippers] + 0.005  # squeezing: commanded near closed
+    flt.reset(0.0, pose)
+    measured = pose.copy()
+    measured[grippers] = [1.09, -0.24]  # what the simulated fingers read on an object: far outside the range
+    flt.reseed(dt, measured, dt)
+    seeded = flt.state.command
+    np.testing.assert_array_equal(seeded[grippers], pose[grippers])  # the squeeze is kept, nothing opens
+    arms = ~limits.is_gripper
+    np.testing.assert_array_equal(seeded[arms], measured[arms])
+    for tick in range(2, 20):  # holding keeps every command inside the range
+        command = flt.step(tick * dt, None, measured=measured).command
+        assert np.all(command >= limits.hard_low) and np.all(command <= limits.hard_high)
+
+
+def test_reseed_brings_a_gripper_seeded_outside_its_range_inside(limits: SafetyLimits) -> None:
+    flt, dt = SafetyFilter(limits), limits.control_period_s
+    grip = int(np.flatnonzero(limits.is_gripper)[0])
+    pose = mid_pose(limits)
+    pose[grip] = -0.24
+    flt.reset(0.0, pose)  # a first seed from a bad reading: outside
+    flt.reseed(dt, pose, dt)
+    assert flt.state.command[grip] == limits.hard_low[grip]
+    assert flt.step(2 * dt, None, measured=pose).command[grip] == limits.hard_low[grip]

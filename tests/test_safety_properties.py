@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eva_runtime.embodiment import load_embodiment
-from eva_runtime.safety import FilterRequest, FilterState, SafetyLimits, filter_step, reset_state
+from eva_runtime.safety import FilterRequest, FilterState, SafetyFilter, SafetyLimits, filter_step, reset_state
 from eva_runtime.safety.adversarial import EVENT_KINDS, TickEvent, run_sequence
 from eva_runtime.safety.invariants import transition_violations
 
@@ -104,3 +104,32 @@ def test_the_invariant_checker_itself_catches_violations(change, expected: str) 
     after = FilterState(dt, command, (command - before.command) / dt, command)
     problems = transition_violations(limits, before, after, dt)
     assert any(expected in problem for problem in problems), problems
+
+
+@settings(max_examples=300)
+@given(
+    name=robot,
+    fraction=start_fraction,
+    offsets=st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=14, max_size=14).map(np.array),
+)
+def test_a_reseed_never_jumps_and_puts_every_gripper_in_range(
+    name: str, fraction: np.ndarray, offsets: np.ndarray
+) -> None:
+    """Leaving ESTOP or FAULT from any measured pose (far outside the range included): arm joints within one tick
+    of the velocity cap of the measurement, grippers at their last command, clipped into range; then a hold
+    stays inside the range wherever the seed is."""
+    limits = LIMITS[name]
+    flt, dt = SafetyFilter(limits), limits.control_period_s
+    flt.reset(0.0, start_pose(limits, fraction))
+    before = flt.state.command
+    measured = before + offsets
+    flt.reseed(dt, measured, dt)
+    seeded, grip = flt.state.command, limits.is_gripper
+    assert np.all(np.abs(seeded - measured)[~grip] <= limits.velocity_max[~grip] * dt + 1e-12)
+    np.testing.assert_array_equal(seeded[grip], np.clip(before, limits.hard_low, limits.hard_high)[grip])
+    inside = (seeded >= limits.hard_low) & (seeded <= limits.hard_high)
+    for tick in range(2, 8):
+        command = flt.step(tick * dt, None).command
+        now_inside = (command >= limits.hard_low) & (command <= limits.hard_high)
+        assert np.all(now_inside[inside])  # a hold never leaves the range
+        assert np.all(now_inside[grip])

@@ -8,8 +8,9 @@ episode log whether the change happened or was refused. Rules a robot operator r
   itself when its cause clears; an operator's HOLD never does, and neither does the HOLD that ends TELEOP when
   the leader arms go silent: the operator let go, so only the operator says what comes next;
 - handovers between AUTONOMOUS, TELEOP and HOLD continue from the filter's last command (the new commander's
-  targets start there: teleop slides, the executor blends); leaving ESTOP or FAULT re-seeds from the measured
-  state (`reseed` in the event), because the arm may have moved outside the command stream.
+  targets start there: teleop slides, the executor blends); leaving ESTOP or FAULT re-seeds the arm joints from
+  the measured state (`reseed` in the event), because the arm may have moved outside the command stream; grippers
+  keep their last command (`SafetyFilter.reseed`).
 """
 
 from __future__ import annotations

@@ -42,14 +42,21 @@ class SafetyFilter:
         self._state = reset_state(self.limits, time, measured, measured_velocity)
 
     def reseed(self, time: float, measured: np.ndarray, period: float) -> None:
-        """Re-seed after ESTOP or FAULT from the measured pose, moved into the hard range by at most one tick of the
-        velocity cap. A gripper pressed past its range by the object it holds (measured 0.062 against a range from
-        0.065) would otherwise be seeded outside, and the filter, which never pulls a command inward on its own,
-        would keep commanding outside the range."""
+        """Re-seed after ESTOP or FAULT. Arm joints start from the measured pose, moved into the hard range by at
+        most one tick of the velocity cap (an arm may have been moved while nobody commanded it, and a seed is
+        never a jump). Grippers keep their last command, clipped into their range: a gripper's measured opening is
+        not where its command was while it squeezes an object (the simulated gripper reads 1.09 with the command
+        at 0.07, or -0.24 with a fingertip on the cube's edge), so seeding from it would open the grip and drop
+        the object, or start outside the range, where a hold would keep it, since the filter never pulls a command
+        inward on its own."""
         limits, measured = self.limits, np.asarray(measured, dtype=np.float64)
         inward = np.clip(measured, limits.hard_low, limits.hard_high) - measured  # NaN stays NaN: reset refuses it
         bound = limits.velocity_max * period
-        self.reset(time, measured + np.clip(inward, -bound, bound))
+        seed = measured + np.clip(inward, -bound, bound)
+        if self._state is not None:
+            kept = np.clip(self._state.command, limits.hard_low, limits.hard_high)
+            seed = np.where(limits.is_gripper & np.isfinite(measured), kept, seed)
+        self.reset(time, seed)
 
     def restore(self, state: FilterState) -> None:
         """Continue from a state saved earlier (e.g. a simulation copy that must behave like the live loop)."""
