@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eva_runtime.embodiment import load_embodiment
+from eva_runtime.idm.windows import resize_video
 from eva_runtime.safety import SafetyFilter
 from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim
 from eva_runtime.sim.experts import make_expert
@@ -47,14 +48,20 @@ def test_oracle_frames_equal_a_direct_resimulation(live) -> None:
     sim.restore(state.snapshot)
     safety.restore(state.filter_state)
     expert = make_expert("transfer_cube", sim, start_step=130, start_command=state.filter_state.command)
-    direct = [sim.render(("cam_high", "cam_left_wrist"), 64, 64)]
+
+    # Rendered at the cameras' own size (128x128) and shrunk as recorded episodes are for training.
+    def render():
+        return {name: resize_video(image[None], (64, 64))[0] for name, image in sim.render(cams, 128, 128).items()}
+
+    cams = ("cam_high", "cam_left_wrist")
+    direct = [render()]
     actions = [safety.state.command]
     step = 130
     for _ in range(7):
         for _ in range(4):  # 50 Hz / 12.5 fps
             sim.apply(safety.step(sim.time + 0.02, expert(sim, step), sim.joint_positions()).command)
             step += 1
-        direct.append(sim.render(("cam_high", "cam_left_wrist"), 64, 64))
+        direct.append(render())
         actions.append(safety.state.command)
     for camera in ("cam_high", "cam_left_wrist"):
         assert np.array_equal(rollout.frames[camera][0], np.stack([frame[camera] for frame in direct]))
@@ -78,6 +85,11 @@ def test_samples_differ_only_by_their_artifacts(live) -> None:
 def test_oracle_refuses_an_fps_that_does_not_divide_the_control_rate() -> None:
     with pytest.raises(ValueError, match="divide"):
         OracleWorldModel("transfer_cube", EMBODIMENT, fps=16.0)
+
+
+def test_oracle_refuses_a_camera_the_embodiment_does_not_have() -> None:
+    with pytest.raises(ValueError, match="cam_belly"):
+        OracleWorldModel("transfer_cube", EMBODIMENT, fps=25.0, cameras=("cam_high", "cam_belly"))
 
 
 def test_oracle_needs_the_privileged_state() -> None:
