@@ -104,6 +104,8 @@ def test_resuming_with_other_settings_or_files_is_refused_naming_what_differs(fi
     train_transformer_run(files["cache"], files["vae"], out, _run(), stop_after=2, **quiet)
     with pytest.raises(ValueError, match="'lr'"):
         train_transformer_run(files["cache"], files["vae"], out, _run(lr=1e-3), resume=True, **quiet)
+    with pytest.raises(ValueError, match="'foreground_weight'"):
+        train_transformer_run(files["cache"], files["vae"], out, _run(foreground_weight=4.0), resume=True, **quiet)
     with pytest.raises(ValueError, match="vae_sha256"):
         train_transformer_run(files["cache"], files["other_vae"], out, _run(), resume=True, **quiet)
     with pytest.raises(ValueError, match="holds a run already"):
@@ -116,6 +118,18 @@ def test_resuming_with_other_settings_or_files_is_refused_naming_what_differs(fi
     state.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="SHA-256"):
         train_transformer_run(files["cache"], files["vae"], out, _run(steps=4), resume=True, **quiet)
+
+
+def test_a_foreground_weighted_run_trains_and_logs_its_share(files, tmp_path: Path) -> None:
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    lines: list[str] = []
+    report = train_transformer_run(
+        files["cache"], files["vae"], tmp_path / "fg", _run(foreground_weight=4.0), log=lines.append
+    )
+    assert report["sft"]["saved_step"] == 4 and report["settings"]["foreground_weight"] == 4.0
+    share = [line for line in lines if line.startswith("loss weights:")]
+    assert share and 0.0 < float(share[0].split()[2].rstrip("%")) < 100.0  # the cube is some, not all, of it
 
 
 def test_a_finished_run_assembles_into_a_verified_pipeline(files, tmp_path: Path) -> None:

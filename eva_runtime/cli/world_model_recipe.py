@@ -77,6 +77,10 @@ def train_world_model_sft_run_command(
         Path | None, typer.Option(help="Warm start from a saved transformer of the same shape (fresh optimizer).")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, or cuda on a GPU machine.")] = "cpu",
+    warmup: Annotated[int, typer.Option(min=1, help="Learning-rate warm-up steps.")] = 300,
+    foreground_weight: Annotated[
+        float, typer.Option(min=0.0, help="Extra loss weight of latent cells showing the cube or a moving arm.")
+    ] = 0.0,
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -90,6 +94,8 @@ def train_world_model_sft_run_command(
         samples_every=samples_every,
         clip_stride=clip_stride,
         device=device,
+        warmup=warmup,
+        foreground_weight=foreground_weight,
     )
     try:
         train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line), init=init)

@@ -68,8 +68,9 @@ def shifted_sigmas(uniform, shift: float):
     return shift * uniform / (1 + (shift - 1) * uniform)
 
 
-def flow_matching_loss(transformer, latents, prompt_embeds, conditioned: int, generator, shift: float):
-    """Velocity MSE on the noisy frames; the first `conditioned` latent frames stay clean (timestep 0)."""
+def flow_matching_loss(transformer, latents, prompt_embeds, conditioned: int, generator, shift: float, weights=None):
+    """Velocity MSE on the noisy frames; the first `conditioned` latent frames stay clean (timestep 0). `weights`
+    (batch, t, h, w): per latent cell, normalised by their sum (wm_loss_weights.py); None: the plain mean."""
     import torch
 
     from eva_runtime.world_model.wan.sampling import token_timesteps
@@ -86,7 +87,11 @@ def flow_matching_loss(transformer, latents, prompt_embeds, conditioned: int, ge
         hidden_states=noisy, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False
     )[0]
     target = noise - latents
-    return torch.nn.functional.mse_loss(prediction[:, :, conditioned:].float(), target[:, :, conditioned:])
+    if weights is None:
+        return torch.nn.functional.mse_loss(prediction[:, :, conditioned:].float(), target[:, :, conditioned:])
+    squared = (prediction[:, :, conditioned:].float() - target[:, :, conditioned:]) ** 2
+    cells = weights[:, None, conditioned:].expand_as(squared)
+    return (squared * cells).sum() / cells.sum()
 
 
 def train_world_model(

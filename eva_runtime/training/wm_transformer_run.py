@@ -32,6 +32,7 @@ import numpy as np
 
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
+from eva_runtime.training.wm_loss_weights import training_weights
 from eva_runtime.training.wm_run_files import (
     FORMAT,
     check_resume,
@@ -76,6 +77,7 @@ class TransformerRun:
     held_out: int = 10
     seed: int = 0
     transformer: TransformerShape = TransformerShape()
+    foreground_weight: float = 0.0  # extra loss weight of latent cells with the cube or a moving arm (0: plain MSE)
     init_sha256: str = ""  # weights the run started from (a saved transformer), "" for a fresh initialisation
     device: str = "cpu"  # "cuda" on a GPU machine; the generator state is per device, so a resume keeps it
     # Bookkeeping only: may change between a run and its resumption.
@@ -272,6 +274,9 @@ def _prepare(
     device = torch.device(run.device)
     vae = vae.to(device)  # encoding every clip once, and the sample rollouts, run where the training runs
     data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
+    if run.foreground_weight > 0:
+        data["weights"] = torch.from_numpy(training_weights(cache.videos[: -run.held_out], run, candidate)).to(device)
+        log(f"loss weights: {float((data['weights'] > 1).float().mean()):.1%} of latent cells are foreground")
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
     if init is not None:
@@ -347,7 +352,8 @@ def sft_step(t: SftTraining) -> float:
     latents, text = t.data["latents"], t.data["text"]
     rows = torch.randint(0, len(latents), (run.batch,), generator=t.generator, device=latents.device)
     shift = t.config.flow_shift
-    loss = flow_matching_loss(t.model, latents[rows], t.embeds[text[rows]], t.conditioned, t.generator, shift)
+    weights = t.data["weights"][rows] if "weights" in t.data else None
+    loss = flow_matching_loss(t.model, latents[rows], t.embeds[text[rows]], t.conditioned, t.generator, shift, weights)
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(t.model.parameters(), 1.0)
