@@ -133,3 +133,32 @@ def test_a_reseed_never_jumps_and_puts_every_gripper_in_range(
         now_inside = (command >= limits.hard_low) & (command <= limits.hard_high)
         assert np.all(now_inside[inside])  # a hold never leaves the range
         assert np.all(now_inside[grip])
+
+
+@settings(max_examples=300)
+@given(name=robot, fraction=start_fraction, sequence=events(ADVERSARIAL))
+def test_the_reports_counts_are_its_records_and_it_keeps_what_was_asked(
+    name: str, fraction: np.ndarray, sequence: list[TickEvent]
+) -> None:
+    """`Interventions.counts()` (what the loop logs, no record built) equals the records counted one by one; a
+    caller that reuses its target array after the tick does not change what the report says was asked."""
+    from collections import Counter
+
+    limits = LIMITS[name]
+    state = reset_state(limits, 0.0, start_pose(limits, fraction))
+    rng = np.random.default_rng(len(sequence))
+    for tick in range(1, len(sequence) + 1):
+        target = rng.uniform(limits.hard_low - 0.5, limits.hard_high + 0.5)
+        target[rng.integers(0, limits.dof)] = np.nan if tick % 3 == 0 else target[0]
+        asked = target.copy()
+        result = filter_step(limits, state, FilterRequest(time=tick * limits.control_period_s, target=target))
+        target[:] = 123.0  # the caller reuses its buffer before anyone reads the report
+        counts = result.interventions.counts()
+        records = list(result.interventions)
+        assert counts == dict(Counter(item.check.value for item in records))
+        assert bool(result.interventions) == bool(records) and len(result.interventions) == len(records)
+        for item in records:
+            if item.check.value in ("position_limit", "non_finite_target"):
+                index = limits.joint_names.index(item.joint)
+                assert item.requested == asked[index] or (np.isnan(item.requested) and np.isnan(asked[index]))
+        state = result.state

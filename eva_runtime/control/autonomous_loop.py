@@ -363,11 +363,11 @@ class AutonomousLoop:
         now, modes, safety = sensed.now, self.modes, self.safety
         measured = sensed.observation.joint_position
         result = safety.step(now + self.period, command.target, measured=measured, input_stamps=command.stamps)
-        self.stats.interventions.update(item.check.value for item in result.interventions)
+        self.stats.interventions.update(counts := result.interventions.counts())  # builds no record
         nominal = modes.mode is Mode.AUTONOMOUS and command.target is not None and not command.homing
         if nominal:
             self.stats.nominal_joint_ticks += len(measured)
-            self.stats.nominal_interventions.update(item.check.value for item in result.interventions)
+            self.stats.nominal_interventions.update(counts)
         if self._executed is not None:
             self._executed.add(result.command if nominal else None)
         age = now - sensed.observation.stamp

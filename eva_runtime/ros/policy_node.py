@@ -214,7 +214,7 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
             if runtime.recording is not None:
                 runtime.recording.tick(tick)
             self.tick_count += 1
-            self._interventions.update(item.check.value for item in tick.result.interventions)
+            self._interventions.update(tick.result.interventions.counts())
             if was_homing and not loop.homing and loop.modes.mode is Mode.HOLD:
                 self.get_logger().info("homed")
                 self._after_homing(loop)

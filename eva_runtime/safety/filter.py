@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eva_runtime.safety.constants import FilterConstants
-from eva_runtime.safety.interventions import Check, Intervention, intervention, report_joints
+from eva_runtime.safety.interventions import (
+    Check,
+    Intervention,
+    Interventions,
+    Report,
+    intervention,
+    report_joints,
+)
 from eva_runtime.safety.limits import SafetyLimits
 from eva_runtime.safety.motion import move
 
@@ -76,7 +83,7 @@ class FilterRequest:
 @dataclass(frozen=True, slots=True)
 class FilterResult:
     state: FilterState
-    interventions: tuple[Intervention, ...]
+    interventions: Interventions  # a Sequence[Intervention], built on first look; .counts() per check
     holding: tuple[str, ...]  # names of the arms that were held this tick
 
     @property
@@ -124,7 +131,7 @@ def _result(
     velocity: np.ndarray,
     target: np.ndarray,
     fault: str | None,
-    report: list[Intervention],
+    report: Report,
     held: tuple[str, ...],
 ) -> FilterResult:
     """``FilterResult(FilterState(time, command, velocity, target, fault), tuple(report), held)``, built faster."""
@@ -136,17 +143,17 @@ def _result(
     _set_fault(state, fault)
     result = _new(FilterResult)
     _set_state(result, state)
-    _set_interventions(result, tuple(report))
+    _set_interventions(result, Interventions(report))
     _set_holding(result, held)
     return result
 
 
 def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest) -> FilterResult:
     """Apply every check to one tick's request; return the new state (its ``command`` is what may be sent)."""
-    report: list[Intervention] = []
+    report: Report = []
     dt = _tick_interval(limits, state, request, report)
     if dt is None:
-        return FilterResult(state, tuple(report), limits.arm_names)
+        return FilterResult(state, Interventions(report), limits.arm_names)
     k = limits.constants
     previous = state.command
     stale = _stale_inputs(limits, request, report) if request.input_stamps else ()
@@ -161,9 +168,7 @@ def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest
     return _result(float(request.time), command, velocity, target, fault, report, _held_arms(k, hold))
 
 
-def _tick_interval(
-    limits: SafetyLimits, state: FilterState, request: FilterRequest, report: list[Intervention]
-) -> float | None:
+def _tick_interval(limits: SafetyLimits, state: FilterState, request: FilterRequest, report: Report) -> float | None:
     """The interval the rates use (capped at the longest tick); ``None`` when time did not advance."""
     interval = request.time - state.time
     if not interval > 0.0:  # also catches NaN: time must advance for a rate to mean anything
@@ -175,7 +180,7 @@ def _tick_interval(
     return dt
 
 
-def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: list[Intervention]) -> set[str]:
+def _stale_inputs(limits: SafetyLimits, request: FilterRequest, report: Report) -> set[str]:
     """Step 2: report every input older than its timeout; their names (any one makes every arm hold)."""
     stale = set()
     for name, stamp in request.input_stamps.items():
@@ -200,7 +205,7 @@ def _checked_vector(
     values: np.ndarray,
     what: str,
     check: Check,
-    report: list[Intervention],
+    report: Report,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``values`` as float64 and its non-finite mask (None if all finite), reported under ``check``."""
     values = _vector(previous, values, what)
@@ -208,7 +213,7 @@ def _checked_vector(
     if finite.tobytes() == k.all_bytes:
         return values, None
     bad = ~finite
-    report_joints(report, k.joint_names, check, bad, values, previous)
+    report_joints(report, k.joint_names, check, bad, values.copy(), previous)  # the caller's array may change
     return values, bad
 
 
@@ -217,7 +222,7 @@ def _check_measured(
     previous: np.ndarray,
     measured: np.ndarray | None,
     fault: str | None,
-    report: list[Intervention],
+    report: Report,
 ) -> tuple[bool, str | None]:
     """Steps 1 and 8 on the measurement: whether every arm must hold, and the (possibly newly latched) fault."""
     if measured is None:
@@ -227,7 +232,7 @@ def _check_measured(
         return True, fault
     off = np.abs(measured - previous) > k.tracking_error_max
     if off.tobytes() != k.no_bytes:
-        report_joints(report, k.joint_names, Check.TRACKING_ERROR, off, measured, previous)
+        report_joints(report, k.joint_names, Check.TRACKING_ERROR, off, measured.copy(), previous)
         fault = fault or "tracking_error: " + ", ".join(k.joint_names[i] for i in off.nonzero()[0].tolist())
         return True, fault
     return False, fault

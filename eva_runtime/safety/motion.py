@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from eva_runtime.safety.constants import FilterConstants
-from eva_runtime.safety.interventions import Check, Intervention, report_joints
+from eva_runtime.safety.interventions import Check, Report, report_joints
 
 __all__ = ["move"]
 
@@ -27,7 +27,7 @@ def move(
     target: np.ndarray,
     hold: np.ndarray | None,
     dt: float,
-    report: list[Intervention],
+    report: Report,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The command, its velocity, the target to remember and the hold mask (None: no joint held).
 
@@ -81,7 +81,7 @@ def _clamp(
     hold: np.ndarray | None,
     low: np.ndarray,
     high: np.ndarray,
-    report: list[Intervention],
+    report: Report,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Steps 1 and 3 on the target: the clamped target and the hold mask, with the arms of non-finite values."""
     clamped = np.minimum(np.maximum(target, low), high)
@@ -92,7 +92,7 @@ def _clamp(
         finite = np.isfinite(target)
         if finite.tobytes() != k.all_bytes:
             bad = ~finite
-            report_joints(report, k.joint_names, Check.NON_FINITE_TARGET, bad, target, previous)
+            report_joints(report, k.joint_names, Check.NON_FINITE_TARGET, bad, target.copy(), previous)
             arms = np.zeros(len(k.arm_names), dtype=bool)
             arms[k.arm_of_joint[bad]] = True
             hold = arms[k.arm_of_joint]  # a bad value holds its whole arm
@@ -100,7 +100,8 @@ def _clamp(
             clamped = np.minimum(np.maximum(target, low), high)
             moved = clamped != target
     if moved.tobytes() != k.no_bytes:
-        report_joints(report, k.joint_names, Check.POSITION_LIMIT, moved, target, clamped)
+        # The caller's target array may change after the tick; the report keeps what was asked.
+        report_joints(report, k.joint_names, Check.POSITION_LIMIT, moved, target.copy(), clamped)
     return clamped, hold
 
 
@@ -139,7 +140,7 @@ def _desired_velocity(
     return desired
 
 
-def _cap_velocity(k: FilterConstants, desired: np.ndarray, report: list[Intervention]) -> np.ndarray:
+def _cap_velocity(k: FilterConstants, desired: np.ndarray, report: Report) -> np.ndarray:
     """Step 4: the velocity cap, one factor per group so motion keeps its direction."""
     speed = np.abs(desired)
     if (speed <= k.velocity_max).tobytes() == k.all_bytes:
@@ -158,7 +159,7 @@ def _cap_acceleration(
     velocity: np.ndarray,
     span: np.ndarray,
     step_cap: np.ndarray,
-    report: list[Intervention],
+    report: Report,
 ) -> np.ndarray:
     """Step 5: the acceleration cap, one factor per group (also how a hold comes to rest along its path)."""
     change = velocity - last_velocity

@@ -97,7 +97,7 @@ def run_episode(
         result = safety.step(
             robot.now() + robot.embodiment.control_period_s, target, measured=observation.joint_position
         )
-        counts.update(item.check.value for item in result.interventions)
+        counts.update(result.interventions.counts())
         applied = robot.send(result)
         if on_step is not None:
             on_step(step, observation, applied)
