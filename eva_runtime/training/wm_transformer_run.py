@@ -276,6 +276,8 @@ def _prepare(
     data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
     if run.foreground_weight > 0:
         data["weights"] = torch.from_numpy(training_weights(cache.videos[: -run.held_out], run, candidate)).to(device)
+        if data["weights"].shape[0] != data["latents"].shape[0]:  # the same clips, cut the same way
+            raise ValueError(f"{len(data['weights'])} loss-weight clips for {len(data['latents'])} latent clips")
         log(f"loss weights: {float((data['weights'] > 1).float().mean()):.1%} of latent cells are foreground")
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
