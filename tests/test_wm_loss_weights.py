@@ -45,7 +45,8 @@ def test_a_latent_cell_is_weighted_exactly_when_its_pixels_and_frames_hold_foreg
 
 def test_clips_follow_the_latents_order_and_a_clip_that_does_not_fit_is_refused() -> None:
     videos = [scene(13), scene(17)]
-    weights = clip_weights(videos, clip=9, stride=4, spatial=4, temporal=4, foreground_weight=2.0)
+    pairs = [(e, s) for e, video in enumerate(videos) for s in range(0, len(video) - 8, 4)]
+    weights = clip_weights(videos, pairs, clip=9, spatial=4, temporal=4, foreground_weight=2.0)
     assert weights.shape == (2 + 3, 3, 4, 4)  # starts 0, 4 of the first video; 0, 4, 8 of the second
     assert set(np.unique(weights)) <= {1.0, 3.0}
     with pytest.raises(ValueError, match="factors"):

@@ -42,24 +42,20 @@ def latent_weights(mask: np.ndarray, spatial: int, temporal: int, foreground_wei
 
 
 def clip_weights(
-    padded: list[np.ndarray], clip: int, stride: int, spatial: int, temporal: int, foreground_weight: float
+    padded: list[np.ndarray], pairs, clip: int, spatial: int, temporal: int, foreground_weight: float
 ) -> np.ndarray:
-    """(N, t, h, w) weights of every clip of the padded episode videos, in the order the training latents are
-    encoded (episode by episode, start frames 0, stride, 2 * stride, ...)."""
-    out = []
-    for frames in padded:
-        mask = foreground_mask(frames)
-        for start in range(0, len(frames) - clip + 1, stride):
-            out.append(latent_weights(mask[start : start + clip], spatial, temporal, foreground_weight))
-    return np.stack(out)
+    """(N, t, h, w) weights of the clips `pairs` ((episode, start frame), as `padded_clips` cuts them) of the
+    padded episode videos, in that order."""
+    masks = [foreground_mask(frames) for frames in padded]
+    return np.stack([latent_weights(masks[e][s : s + clip], spatial, temporal, foreground_weight) for e, s in pairs])
 
 
 def training_weights(videos, run, candidate) -> np.ndarray:
-    """The weights of a transformer run's training clips (`run`: its TransformerRun; `candidate`: its VAE's),
-    padded and cut exactly as `encode_padded_clips` cuts the latents."""
-    from eva_runtime.training.wm_run_samples import pad_video
+    """The weights of a transformer run's training clips (`run`: its TransformerRun; `candidate`: its VAE's), cut
+    as `encode_padded_clips` cuts the latents."""
+    from eva_runtime.training.wm_run_samples import padded_clips
 
-    padded = [pad_video(video, run.history_frames - 1, run.end_padding) for video in videos]
     clip = run.history_frames - 1 + run.horizon
+    padded, pairs = padded_clips(videos, run.history_frames, run.end_padding, clip, run.clip_stride)
     factors = (candidate.spatial_factor, candidate.temporal_factor)
-    return clip_weights(padded, clip, run.clip_stride, *factors, run.foreground_weight)
+    return clip_weights(padded, pairs, clip, *factors, run.foreground_weight)

@@ -8,7 +8,7 @@ import numpy as np
 
 from eva_runtime.training.wm_data import EpisodeVideo
 
-__all__ = ["held_out_loss", "pad_video", "sample_rollouts"]
+__all__ = ["held_out_loss", "pad_video", "padded_clips", "sample_rollouts"]
 
 
 def pad_video(video: EpisodeVideo, front: int, back: int) -> np.ndarray:
@@ -16,6 +16,13 @@ def pad_video(video: EpisodeVideo, front: int, back: int) -> np.ndarray:
     the oldest frame the same way) and the last one `back` times after."""
     frames = video.frames
     return np.concatenate([np.repeat(frames[:1], front, 0), frames, np.repeat(frames[-1:], back, 0)])
+
+
+def padded_clips(videos, history_frames: int, end_padding: int, clip: int, stride: int):
+    """Every training clip of the videos as (padded videos, [(episode, start frame)]): episode by episode, starts
+    0, stride, 2 * stride, ... The one cut the latents and the loss weights share."""
+    padded = [pad_video(v, history_frames - 1, end_padding) for v in videos]
+    return padded, [(e, s) for e, f in enumerate(padded) for s in range(0, len(f) - clip + 1, stride)]
 
 
 def held_out_loss(model, latents, embeds, conditioned, shift, device, repeats: int = 4) -> float:

@@ -40,7 +40,7 @@ from eva_runtime.training.wm_run_files import (
     save_state,
     write_json,
 )
-from eva_runtime.training.wm_run_samples import held_out_loss, pad_video, sample_rollouts
+from eva_runtime.training.wm_run_samples import held_out_loss, padded_clips, sample_rollouts
 
 __all__ = [
     "SftTraining",
@@ -108,8 +108,7 @@ def encode_padded_clips(vae, videos, history_frames: int, horizon: int, end_padd
     from eva_runtime.world_model.wan.latents import encode_frames
 
     clip = history_frames - 1 + horizon
-    padded = [pad_video(v, history_frames - 1, end_padding) for v in videos]
-    pairs = [(e, s) for e, f in enumerate(padded) for s in range(0, len(f) - clip + 1, stride)]
+    padded, pairs = padded_clips(videos, history_frames, end_padding, clip, stride)
     chunks = []
     for begin in range(0, len(pairs), 32):
         chosen = pairs[begin : begin + 32]
