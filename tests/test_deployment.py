@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eva_runtime.bundle import BundleError
 from eva_runtime.control.autonomous_loop import LoopSettings
-from eva_runtime.control.deployment import Deployment, run_episodes
+from eva_runtime.control.deployment import Deployment, run_episodes, stage_funnel
+from eva_runtime.control.episode_stats import EpisodeStats
 from eva_runtime.control.executor import Plan
 from eva_runtime.control.planner import PlanOutcome, PlanRequest
 from eva_runtime.control.planner_port import InProcessPlanner
@@ -122,3 +125,12 @@ def test_an_episode_cut_short_by_an_error_is_ended_as_aborted_not_lost(tmp_path:
     with OutcomeLog(log, read_only=True) as opened:
         records = opened.episodes()
     assert len(records) == 1 and records[0].outcome == "aborted"
+
+
+@given(st.lists(st.integers(0, 4), max_size=30))
+def test_the_stage_funnel_never_grows_along_the_task(reached: list[int]) -> None:
+
+    stages = ("touched", "lifted", "both holding", "handed over")
+    funnel = list(stage_funnel(stages, [EpisodeStats(stage=s) for s in reached]).values())
+    assert funnel == sorted(funnel, reverse=True)
+    assert funnel[0] == sum(s > 0 for s in reached) and funnel[-1] == reached.count(4)

@@ -134,9 +134,11 @@ def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path)
         {"rung": "first", "successes": 4, "episodes": 4, "wilson95": [0.51, 1.0], **common},
     ]
     rows[1]["nominal_intervention_share"] = 0.0123
+    rows[1]["stages_reached"] = {"touched": 4, "lifted": 4}
     table = render_ladder(rows, config).splitlines()
     assert table[2].startswith("| first | 4/4 | [0.51, 1.00]") and table[3].startswith("| second | 1/4")
-    assert table[2].endswith("| 1.23 % |") and table[3].endswith("| - |")  # older rows did not measure it
+    assert table[2].endswith("| 1.23 % | touched 4, lifted 4 |")
+    assert table[3].endswith("| - | - |")  # older rows did not measure them
 
 
 def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path) -> None:
@@ -162,3 +164,7 @@ def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path
     with OutcomeLog(tmp_path / "log.db", read_only=True) as log:
         records = log.episodes(run_id=result.run_id)
     assert [r.outcome for r in records] == ["failure", "failure"]
+    # 30 ticks from the start pose do not reach the cube: every stage counted, none reached, and the log says so
+    assert result.stages_reached == {"touched": 0, "lifted": 0, "both holding": 0, "handed over": 0}
+    assert result.per_episode_stage == (0, 0)
+    assert all(r.failure_reason == "task not completed; furthest stage: none" for r in records)

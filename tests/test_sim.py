@@ -16,6 +16,7 @@ from eva_runtime.sim.bimanual_sim import ARM_JOINTS, START_POSE
 from eva_runtime.sim.demonstrations import record_demonstrations
 from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
 from eva_runtime.sim.experts import make_expert
+from eva_runtime.sim.tasks import task_spec
 
 from .conftest import CALIBRATION
 
@@ -119,19 +120,29 @@ def test_expert_succeeds_through_the_safety_filter(sim_embodiment: Embodiment, t
     robot.disconnect()
     assert result.success, result
     assert result.fault is None and result.steps == 400
+    assert result.stage == len(robot.stages) == robot.furthest_stage()  # the last stage is the success itself
 
 
-def test_success_needs_the_handover_finished(cube_robot: MujocoRobot) -> None:
+def test_success_needs_the_handover_finished_and_stages_come_in_order(cube_robot: MujocoRobot) -> None:
     cube_robot.reset_episode(3)
     assert not cube_robot.success()  # cube on the table
     safety = SafetyFilter.for_embodiment(cube_robot.embodiment)
     sim = cube_robot.sim
     safety.reset(sim.time, sim.joint_positions())
     expert = make_expert("transfer_cube", sim)
+    assert cube_robot.furthest_stage() == 0
+    spec = task_spec("transfer_cube")
+    first_at: dict[int, int] = {}
     for step in range(300):  # both grippers hold the cube at step ~300: not yet a success
-        sim.apply(safety.step(sim.time + 0.02, expert(sim, step), sim.joint_positions()).command)
+        cube_robot.send(safety.step(sim.time + 0.02, expert(sim, step), sim.joint_positions()))
+        first_at.setdefault(spec.stage(sim), step)
     assert sim.body_pose("box")[2] > 0.1
     assert not cube_robot.success()
+    # touched, lifted, then held by both, in that order; the furthest stage is kept, not the current one
+    assert first_at[1] < first_at[2] < first_at[3] and 4 not in first_at
+    assert cube_robot.furthest_stage() == 3 and cube_robot.stages[2] == "both holding"
+    cube_robot.reset_episode(3)
+    assert cube_robot.furthest_stage() == 0
 
 
 def test_policy_that_returns_nan_is_held_and_counted(cube_robot: MujocoRobot) -> None:

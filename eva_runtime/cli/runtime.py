@@ -260,6 +260,7 @@ _SUMMARY_KEYS = (
     "max_command_step",
     "log",
     "run_id",
+    "stages_reached",
 )
 
 

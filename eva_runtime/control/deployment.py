@@ -30,7 +30,7 @@ from eva_runtime.records.episode_session import EpisodeSession
 from eva_runtime.records.outcome_log import OutcomeLog
 from eva_runtime.robots.interface import RobotInterface
 
-__all__ = ["Deployment", "RunResult", "run_episodes"]
+__all__ = ["Deployment", "RunResult", "run_episodes", "stage_funnel"]
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,12 @@ class RunResult:
     nominal_intervention_share: float | None = None
     executed_mean_score: float | None = None  # the same reward on executed-command windows (executed_score.py)
     per_episode: tuple[bool, ...] = field(default_factory=tuple)
+    # Episodes that reached at least each of the task's stages, in order (simulation; empty where unknown).
+    stages_reached: dict[str, int] = field(default_factory=dict)
+    per_episode_stage: tuple[int | None, ...] = field(default_factory=tuple)
 
     def summary(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "per_episode"}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("per_episode")}
 
 
 def run_episodes(
@@ -181,7 +184,7 @@ def run_episodes(
             if recording is not None and session.episode_id is not None:
                 recording.end(outcomes, session.episode_id)  # what was recorded before the error stays named
             session.close()  # an episode cut short by an error is ended as aborted
-    return _result(deployment, settings, results, log, outcomes.run_id)
+    return _result(deployment, settings, results, log, outcomes.run_id, robot.stages)
 
 
 def _recording(deployment: Deployment, robot: RobotInterface, record: Path | None, live):
@@ -216,6 +219,8 @@ def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, la
         episode_id = session.end("aborted", counters, labelled_by="automatic", reason="no success check on this robot")
     else:
         reason = None if checked else ("planner faults" if stats.planner_faults else "task not completed")
+        if reason is not None and stats.stage is not None and robot.stages:
+            reason += f"; furthest stage: {_stage_name(robot.stages, stats.stage)}"
         episode_id = session.end("success" if checked else "failure", counters, labelled_by="automatic", reason=reason)
     taken = label() if label is not None else None
     if taken is not None:  # the operator's judgement overrides the automatic one; the log keeps both
@@ -230,7 +235,7 @@ def _nominal_share(results: list[EpisodeStats]) -> float | None:
     return interventions / joint_ticks if joint_ticks else None
 
 
-def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str) -> RunResult:
+def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str, stages=()) -> RunResult:
     latencies = [x for r in results for x in r.latencies_s]
     scores = [s for r in results for s in r.scores if np.isfinite(s)]
     executed = [s for r in results for s in r.executed_scores]
@@ -252,4 +257,16 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         nominal_intervention_share=_nominal_share(results),
         executed_mean_score=float(np.mean(executed)) if executed else None,
         per_episode=tuple(bool(r.success) for r in results),
+        stages_reached=stage_funnel(stages, results),
+        per_episode_stage=tuple(r.stage for r in results),
     )
+
+
+def _stage_name(stages: tuple[str, ...], reached: int) -> str:
+    return stages[reached - 1] if reached > 0 else "none"
+
+
+def stage_funnel(stages: tuple[str, ...], results: list[EpisodeStats]) -> dict[str, int]:
+    """For each stage, how many episodes got at least that far (a funnel: never increasing along the task)."""
+    reached = [r.stage for r in results if r.stage is not None]
+    return {name: sum(stage >= index for stage in reached) for index, name in enumerate(stages, start=1)}

@@ -68,6 +68,7 @@ def run_autonomous_episode(
     with gc_paused() if settings.pace and settings.pause_gc else contextlib.nullcontext():
         _paced_ticks(loop, settings, on_tick, on_result, operator, robot)
     loop.stats.success = robot.success() is True
+    loop.stats.stage = robot.furthest_stage()
     return loop.stats
 
 

@@ -14,6 +14,7 @@ __all__ = ["EpisodeStats", "episode_counters"]
 @dataclass
 class EpisodeStats:
     success: bool = False
+    stage: int | None = None  # how many of the task's stages the episode reached (robot.furthest_stage)
     steps: int = 0
     plans: int = 0
     rejected: int = 0

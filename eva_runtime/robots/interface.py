@@ -87,6 +87,15 @@ class RobotInterface(ABC):
         """The robot's own success check where one exists (simulation); None means unknown: an operator labels."""
         return None
 
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The task's stages in order, where the robot can tell them apart (simulation); empty otherwise."""
+        return ()
+
+    def furthest_stage(self) -> int | None:
+        """How many of `stages` the episode reached (0: none), or None where the robot cannot tell."""
+        return None
+
     def __enter__(self) -> RobotInterface:
         self.connect()
         return self

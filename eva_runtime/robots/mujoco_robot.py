@@ -2,6 +2,8 @@
 
 `send` advances the simulation by one control period (20 ms) while holding the command, so the robot clock is
 simulation time and runs as fast as the machine allows. Cameras render at the sizes in the embodiment file.
+After every period the task's stage is checked, so an episode keeps the furthest stage it reached (a failure that
+grasped and dropped is told from one that never reached).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class MujocoRobot(RobotInterface):
         self.task_name = task
         self._sim = None
         self._task = None
+        self._furthest = 0
 
     def connect(self) -> None:
         from eva_runtime.sim.bimanual_sim import BimanualSim
@@ -52,9 +55,17 @@ class MujocoRobot(RobotInterface):
         from eva_runtime.sim.bimanual_sim import START_POSE
 
         self.sim.reset(START_POSE if pose is None else pose, self._task.sample_objects(seed))
+        self._furthest = 0
 
     def success(self) -> bool:
         return self._task.success(self.sim)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return self._task.stages if self._task else ()
+
+    def furthest_stage(self) -> int:
+        return self._furthest
 
     def now(self) -> float:
         return self.sim.time
@@ -78,6 +89,7 @@ class MujocoRobot(RobotInterface):
     def send(self, result: FilterResult) -> np.ndarray:
         command = check_command(self.embodiment, result)
         self.sim.apply(command)
+        self._furthest = max(self._furthest, self._task.stage(self.sim))
         return command.copy()
 
     def disconnect(self) -> None:

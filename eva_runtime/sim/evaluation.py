@@ -66,6 +66,7 @@ class EpisodeResult:
     timed_out: bool
     fault: str | None
     interventions: dict[str, int] = field(default_factory=dict)
+    stage: int = 0  # how many of the task's stages the episode reached (tasks.TaskSpec.stages)
 
 
 def run_episode(
@@ -115,6 +116,7 @@ def run_episode(
         timed_out=timed_out,
         fault=safety.fault,
         interventions=dict(counts),
+        stage=robot.furthest_stage(),
     )
 
 

@@ -6,6 +6,10 @@ touch; docs/references.md §5):
 - insertion: the peg's end is at least 1.5 cm inside the socket's opening, centred in its hollow and aligned
   with it, and neither object touches the table. This is geometric, not the peg-pin contact of gym-aloha: a peg
   pressed onto the pin bounces on and off it, so a contact test on one instant flickers.
+
+Stages say how far a failed episode got, as gym-aloha's staged reward does, so that 0 successes from a weak
+policy still shows whether it reaches, grasps or hands over. `stage(sim)` is the highest stage true at this instant;
+the robot keeps the furthest one of the episode (`MujocoRobot.furthest_stage`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class TaskSpec:
     name: str
     instruction: str
     episode_steps: int  # at 50 Hz
+    stages: tuple[str, ...]  # in task order; the last one is the success check at that instant
 
     def sample_objects(self, seed: int) -> dict[str, np.ndarray]:
         """Object placements for a seed (same ranges as gym-aloha, resting on the table)."""
@@ -48,6 +53,31 @@ class TaskSpec:
             return bool(lifted and held_left and released_right and ("red_box", "table") not in contacts)
         on_table = ("red_peg", "table") in contacts or any((wall, "table") in contacts for wall in SOCKET_WALLS)
         return bool(peg_inserted(sim.body_pose("peg"), sim.body_pose("socket")) and not on_table)
+
+    def stage(self, sim: BimanualSim) -> int:
+        """The highest of `stages` true now, counted from 1 (0: none); the last one is `success` at this instant."""
+        stage_of = _transfer_cube_stage if self.name == "transfer_cube" else _insertion_stage
+        return stage_of(sim, sim.contacts())
+
+
+def _transfer_cube_stage(sim: BimanualSim, contacts: set[tuple[str, str]]) -> int:
+    right = any(("red_box", finger) in contacts for finger in RIGHT_FINGERS)
+    left = any(("red_box", finger) in contacts for finger in LEFT_FINGERS)
+    in_air = sim.body_pose("box")[2] > 0.05 and ("red_box", "table") not in contacts
+    if in_air and left and not right:
+        return 4  # handed over
+    if in_air and left and right:
+        return 3  # both grippers hold it
+    return 2 if in_air and right else int(right)  # lifted by the right gripper / touched by it
+
+
+def _insertion_stage(sim: BimanualSim, contacts: set[tuple[str, str]]) -> int:
+    peg_held = any(("red_peg", finger) in contacts for finger in RIGHT_FINGERS)
+    socket_held = any((wall, finger) in contacts for wall in SOCKET_WALLS for finger in LEFT_FINGERS)
+    on_table = ("red_peg", "table") in contacts or any((wall, "table") in contacts for wall in SOCKET_WALLS)
+    if peg_inserted(sim.body_pose("peg"), sim.body_pose("socket")) and not on_table:
+        return 3
+    return 2 if peg_held and socket_held and not on_table else int(peg_held and socket_held)
 
 
 PEG_HALF_LENGTH, SOCKET_HALF_LENGTH, SOCKET_HOLLOW_HALF = 0.06, 0.06, 0.018
@@ -79,9 +109,17 @@ def peg_inserted(peg: np.ndarray, socket: np.ndarray) -> bool:
 
 TASKS = {
     "transfer_cube": TaskSpec(
-        "transfer_cube", "pick up the red cube with the right arm and hand it over to the left arm", 400
+        "transfer_cube",
+        "pick up the red cube with the right arm and hand it over to the left arm",
+        400,
+        ("touched", "lifted", "both holding", "handed over"),
     ),
-    "insertion": TaskSpec("insertion", "pick up the peg and the socket and insert the peg into the socket", 400),
+    "insertion": TaskSpec(
+        "insertion",
+        "pick up the peg and the socket and insert the peg into the socket",
+        400,
+        ("both grasped", "both lifted", "inserted"),
+    ),
 }
 
 

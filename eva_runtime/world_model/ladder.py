@@ -114,6 +114,7 @@ def run_ladder(
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
         row["episode_steps"] = steps
         row["per_episode"] = list(result.per_episode)
+        row["per_episode_stage"] = list(result.per_episode_stage)
         results = [r for r in results if r["rung"] != rung.name] + [row]
         results_path.write_text(json.dumps(results, indent=2))
         log(f"{rung.name}: {result.successes}/{result.episodes} [{low:.2f}, {high:.2f}]")
@@ -126,8 +127,8 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
     lines = [
         "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | executability: plans / executed "
         "| plans "
-        "| nominal interventions / joint-tick |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| nominal interventions / joint-tick | episodes reaching each stage |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in sorted(results, key=lambda r: order.get(r["rung"], len(order))):
         low, high = row["wilson95"]
@@ -140,9 +141,14 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
             f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
             f"{'-' if score is None else f'{score:.2f}'} / {'-' if executed is None else f'{executed:.2f}'} | "
             f"{row['plans']} | "
-            f"{'-' if share is None else f'{100 * share:.2f} %'} |"
+            f"{'-' if share is None else f'{100 * share:.2f} %'} | {_funnel(row.get('stages_reached'))} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _funnel(stages_reached: dict[str, int] | None) -> str:
+    """'touched 12, lifted 7, ...': how far the episodes got (rows written before stages were kept: '-')."""
+    return ", ".join(f"{name} {count}" for name, count in stages_reached.items()) if stages_reached else "-"
 
 
 def _loop_overrides(rung: Rung) -> dict:
