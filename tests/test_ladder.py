@@ -114,6 +114,7 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
         ),
         ("rungs:\n  - {name: a, bundle: b, interpolation: cubic}\n", "rungs[0](a).interpolation"),
         ("rungs:\n  - {name: a, bundle: b, execute_fraction: 0}\n", "rungs[0](a).execute_fraction"),
+        ("rungs:\n  - {name: a, bundle: b, gripper_latch: [0.7, 0.3]}\n", "rungs[0](a).gripper_latch"),
     ],
 )
 def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:
@@ -135,10 +136,11 @@ def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path)
     ]
     rows[1]["nominal_intervention_share"] = 0.0123
     rows[1]["stages_reached"] = {"touched": 4, "lifted": 4}
+    rows[1]["closest_reach_p50_m"] = 0.0412
     table = render_ladder(rows, config).splitlines()
     assert table[2].startswith("| first | 4/4 | [0.51, 1.00]") and table[3].startswith("| second | 1/4")
-    assert table[2].endswith("| 1.23 % | touched 4, lifted 4 |")
-    assert table[3].endswith("| - | - |")  # older rows did not measure them
+    assert table[2].endswith("| 1.23 % | 4.1 cm | touched 4, lifted 4 |")
+    assert table[3].endswith("| - | - | - |")  # older rows did not measure them
 
 
 def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path) -> None:
@@ -167,4 +169,5 @@ def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path
     # 30 ticks from the start pose do not reach the cube: every stage counted, none reached, and the log says so
     assert result.stages_reached == {"touched": 0, "lifted": 0, "both holding": 0, "handed over": 0}
     assert result.per_episode_stage == (0, 0)
+    assert len(result.per_episode_reach_m) == 2 and result.closest_reach_p50_m > 0.1  # still far from the cube
     assert all(r.failure_reason == "task not completed; furthest stage: none" for r in records)

@@ -121,6 +121,7 @@ def test_expert_succeeds_through_the_safety_filter(sim_embodiment: Embodiment, t
     assert result.success, result
     assert result.fault is None and result.steps == 400
     assert result.stage == len(robot.stages) == robot.furthest_stage()  # the last stage is the success itself
+    assert robot.closest_reach_m() < 0.05  # a centred grasp reads ~4 cm (finger geom centres sit above the tips)
 
 
 def test_success_needs_the_handover_finished_and_stages_come_in_order(cube_robot: MujocoRobot) -> None:
@@ -142,7 +143,7 @@ def test_success_needs_the_handover_finished_and_stages_come_in_order(cube_robot
     assert first_at[1] < first_at[2] < first_at[3] and 4 not in first_at
     assert cube_robot.furthest_stage() == 3 and cube_robot.stages[2] == "both holding"
     cube_robot.reset_episode(3)
-    assert cube_robot.furthest_stage() == 0
+    assert cube_robot.furthest_stage() == 0 and cube_robot.closest_reach_m() is None
 
 
 def test_policy_that_returns_nan_is_held_and_counted(cube_robot: MujocoRobot) -> None:

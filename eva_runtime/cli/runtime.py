@@ -261,6 +261,7 @@ _SUMMARY_KEYS = (
     "log",
     "run_id",
     "stages_reached",
+    "closest_reach_p50_m",
 )
 
 

@@ -120,6 +120,8 @@ class RunResult:
     # Episodes that reached at least each of the task's stages, in order (simulation; empty where unknown).
     stages_reached: dict[str, int] = field(default_factory=dict)
     per_episode_stage: tuple[int | None, ...] = field(default_factory=tuple)
+    closest_reach_p50_m: float | None = None  # median over episodes of the gripper's closest approach
+    per_episode_reach_m: tuple[float | None, ...] = field(default_factory=tuple)
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("per_episode")}
@@ -239,6 +241,7 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
     latencies = [x for r in results for x in r.latencies_s]
     scores = [s for r in results for s in r.scores if np.isfinite(s)]
     executed = [s for r in results for s in r.executed_scores]
+    reaches = [r.closest_reach_m for r in results if r.closest_reach_m is not None]
     return RunResult(
         task=deployment.task,
         mode="sync" if settings.synchronous else "async",
@@ -259,6 +262,8 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         per_episode=tuple(bool(r.success) for r in results),
         stages_reached=stage_funnel(stages, results),
         per_episode_stage=tuple(r.stage for r in results),
+        closest_reach_p50_m=float(np.median(reaches)) if reaches else None,
+        per_episode_reach_m=tuple(r.closest_reach_m for r in results),
     )
 
 

@@ -69,6 +69,7 @@ def run_autonomous_episode(
         _paced_ticks(loop, settings, on_tick, on_result, operator, robot)
     loop.stats.success = robot.success() is True
     loop.stats.stage = robot.furthest_stage()
+    loop.stats.closest_reach_m = robot.closest_reach_m()
     return loop.stats
 
 

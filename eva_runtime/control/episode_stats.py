@@ -15,6 +15,7 @@ __all__ = ["EpisodeStats", "episode_counters"]
 class EpisodeStats:
     success: bool = False
     stage: int | None = None  # how many of the task's stages the episode reached (robot.furthest_stage)
+    closest_reach_m: float | None = None  # the gripper's closest approach to the object (robot.closest_reach_m)
     steps: int = 0
     plans: int = 0
     rejected: int = 0

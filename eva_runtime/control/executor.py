@@ -18,14 +18,18 @@ Two curves through a plan's actions (`interpolation`):
   caps allow, so the path is kept. It is off by default: with the oracle it cost the task (docs/control.md).
 - ``"linear"``: the former executor: straight lines between actions (the velocity jumps at every knot) and a
   linear blend from the command held at the junction. Kept for side-by-side measurement.
+
+With a `GripperLatch`, each plan's gripper columns are made open-or-closed (with hysteresis, from the state being
+commanded) before the curve is drawn through them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from eva_runtime.control.gripper_latch import GripperLatch
 from eva_runtime.control.retiming import TimeMap, retime
 
 __all__ = ["INTERPOLATIONS", "Plan", "PlanExecutor", "bspline_at"]
@@ -133,9 +137,11 @@ class PlanExecutor:
         interpolation: str = "bspline",
         caps: tuple[np.ndarray, np.ndarray] | None = None,
         headroom: float = 0.8,
+        gripper_latch: GripperLatch | None = None,
     ) -> None:
         """`caps`: the joints' (velocity_max, acceleration_max) in the actions' units; with the B-spline curve, each
-        plan is retimed to stay within `headroom` of them (None: played at the planner's rate)."""
+        plan is retimed to stay within `headroom` of them (None: played at the planner's rate). `gripper_latch`:
+        grippers open or closed with hysteresis instead of the decoded openings (None: as decoded)."""
         if blend_s < 0 or replan_margin_s < 0 or not 0 < execute_fraction <= 1:
             raise ValueError("blend_s and replan_margin_s must be >= 0 and execute_fraction in (0, 1]")
         if interpolation not in INTERPOLATIONS:
@@ -146,6 +152,7 @@ class PlanExecutor:
         self.interpolation = interpolation
         self.caps = caps
         self.headroom = headroom
+        self.gripper_latch = gripper_latch
         self._trajectory: _Trajectory | None = None
         self.dropped_actions = 0  # total actions skipped by delay compensation, for the log
 
@@ -157,6 +164,8 @@ class PlanExecutor:
         """Splice `plan` in at `now`; returns how many of its actions were already due (dropped)."""
         if now >= plan.end_time:
             raise ValueError(f"plan ended at {plan.end_time:.3f} s, before it arrived at {now:.3f} s")
+        if self.gripper_latch is not None:
+            plan = replace(plan, actions=self.gripper_latch.apply(plan.actions, current_command))
         timing = None
         if self.caps is not None and self.interpolation == "bspline":
             timing = retime(plan.actions, plan.fps, *self.caps, headroom=self.headroom)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eva_runtime.control.executor import PlanExecutor
+from eva_runtime.control.gripper_latch import GripperLatch
 from eva_runtime.reward import RewardConfig
 from eva_runtime.safety.limits import SafetyLimits
 
@@ -33,6 +34,9 @@ class LoopSettings:
     pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
     cameras: tuple[str, ...] = ("cam_high",)
     pause_gc: bool = True  # no garbage collection inside a paced episode (control/realtime.py)
+    # Grippers open or closed with hysteresis (control/gripper_latch.py): (close_below, open_above) as fractions
+    # of each gripper's range; None: the decoded openings as they are.
+    gripper_latch: tuple[float, float] | None = None
 
     def executor(self, limits: SafetyLimits) -> PlanExecutor:
         """The plan executor these settings describe, retiming against the safety filter's own caps."""
@@ -43,4 +47,5 @@ class LoopSettings:
             interpolation=self.interpolation,
             caps=None if headroom is None else (limits.velocity_max, limits.acceleration_max),
             headroom=0.8 if headroom is None else headroom,
+            gripper_latch=None if self.gripper_latch is None else GripperLatch.for_limits(limits, *self.gripper_latch),
         )

@@ -96,6 +96,11 @@ class RobotInterface(ABC):
         """How many of `stages` the episode reached (0: none), or None where the robot cannot tell."""
         return None
 
+    def closest_reach_m(self) -> float | None:
+        """The episode's smallest distance from the gripper to the object it must take, where the robot can
+        measure it (simulation: `TaskSpec.reach_distance`); None otherwise."""
+        return None
+
     def __enter__(self) -> RobotInterface:
         self.connect()
         return self

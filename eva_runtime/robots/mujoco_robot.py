@@ -2,8 +2,9 @@
 
 `send` advances the simulation by one control period (20 ms) while holding the command, so the robot clock is
 simulation time and runs as fast as the machine allows. Cameras render at the sizes in the embodiment file.
-After every period the task's stage is checked, so an episode keeps the furthest stage it reached (a failure that
-grasped and dropped is told from one that never reached).
+After every period the task's stage and the gripper's distance to the object are checked, so an episode keeps the
+furthest stage it reached and its closest approach (a failure that grasped and dropped is told from one that never
+reached, and one that stopped 2 cm short from one that stopped 10 cm short).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class MujocoRobot(RobotInterface):
         self._sim = None
         self._task = None
         self._furthest = 0
+        self._closest = float("inf")
 
     def connect(self) -> None:
         from eva_runtime.sim.bimanual_sim import BimanualSim
@@ -56,6 +58,7 @@ class MujocoRobot(RobotInterface):
 
         self.sim.reset(START_POSE if pose is None else pose, self._task.sample_objects(seed))
         self._furthest = 0
+        self._closest = float("inf")
 
     def success(self) -> bool:
         return self._task.success(self.sim)
@@ -66,6 +69,9 @@ class MujocoRobot(RobotInterface):
 
     def furthest_stage(self) -> int:
         return self._furthest
+
+    def closest_reach_m(self) -> float | None:
+        return None if self._closest == float("inf") else self._closest
 
     def now(self) -> float:
         return self.sim.time
@@ -90,6 +96,7 @@ class MujocoRobot(RobotInterface):
         command = check_command(self.embodiment, result)
         self.sim.apply(command)
         self._furthest = max(self._furthest, self._task.stage(self.sim))
+        self._closest = min(self._closest, self._task.reach_distance(self.sim))
         return command.copy()
 
     def disconnect(self) -> None:

@@ -9,7 +9,9 @@ touch; docs/references.md §5):
 
 Stages say how far a failed episode got, as gym-aloha's staged reward does, so that 0 successes from a weak
 policy still shows whether it reaches, grasps or hands over. `stage(sim)` is the highest stage true at this instant;
-the robot keeps the furthest one of the episode (`MujocoRobot.furthest_stage`).
+the robot keeps the furthest one of the episode (`MujocoRobot.furthest_stage`). `reach_distance` is the continuous
+measure before the first stage: how close the right gripper came to the object, which separates a policy that
+stops short from one that arrives and fails to close.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ class TaskSpec:
             return bool(lifted and held_left and released_right and ("red_box", "table") not in contacts)
         on_table = ("red_peg", "table") in contacts or any((wall, "table") in contacts for wall in SOCKET_WALLS)
         return bool(peg_inserted(sim.body_pose("peg"), sim.body_pose("socket")) and not on_table)
+
+    def reach_distance(self, sim: BimanualSim) -> float:
+        """Metres from the midpoint of the right gripper's finger geoms to the object it must take (the cube, the
+        peg). A finger geom's centre sits above its tip, so a centred grasp reads about 4 cm, not 0."""
+        fingers = [sim.data.geom_xpos[sim.model.geom(name).id] for name in RIGHT_FINGERS]
+        target = sim.body_pose("box" if self.name == "transfer_cube" else "peg")[:3]
+        return float(np.linalg.norm(0.5 * (fingers[0] + fingers[1]) - target))
 
     def stage(self, sim: BimanualSim) -> int:
         """The highest of `stages` true now, counted from 1 (0: none); the last one is `success` at this instant."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eva_runtime.config_files import ConfigFileError, load_model
 from eva_runtime.records.success_rate import wilson_interval
@@ -40,7 +40,16 @@ class Rung(_Strict):
     execute_fraction: float | None = Field(None, gt=0.0, le=1.0)  # share of each plan executed (None: the loop's)
     # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
+    # Open-or-closed grippers with hysteresis (control/gripper_latch.py): [close_below, open_above] of the range.
+    gripper_latch: tuple[float, float] | None = None
     note: str = ""
+
+    @field_validator("gripper_latch")
+    @classmethod
+    def _a_band_inside_the_range(cls, band: tuple[float, float] | None) -> tuple[float, float] | None:
+        if band is not None and not 0.0 < band[0] <= band[1] < 1.0:
+            raise ValueError(f"needs 0 < close_below <= open_above < 1, got {list(band)}")
+        return band
 
 
 class LadderConfig(_Strict):
@@ -115,6 +124,7 @@ def run_ladder(
         row["episode_steps"] = steps
         row["per_episode"] = list(result.per_episode)
         row["per_episode_stage"] = list(result.per_episode_stage)
+        row["per_episode_reach_m"] = list(result.per_episode_reach_m)
         results = [r for r in results if r["rung"] != rung.name] + [row]
         results_path.write_text(json.dumps(results, indent=2))
         log(f"{rung.name}: {result.successes}/{result.episodes} [{low:.2f}, {high:.2f}]")
@@ -127,8 +137,8 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
     lines = [
         "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | executability: plans / executed "
         "| plans "
-        "| nominal interventions / joint-tick | episodes reaching each stage |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| nominal interventions / joint-tick | closest reach p50 | episodes reaching each stage |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in sorted(results, key=lambda r: order.get(r["rung"], len(order))):
         low, high = row["wilson95"]
@@ -141,7 +151,8 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
             f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
             f"{'-' if score is None else f'{score:.2f}'} / {'-' if executed is None else f'{executed:.2f}'} | "
             f"{row['plans']} | "
-            f"{'-' if share is None else f'{100 * share:.2f} %'} | {_funnel(row.get('stages_reached'))} |"
+            f"{'-' if share is None else f'{100 * share:.2f} %'} | {_centimetres(row.get('closest_reach_p50_m'))} | "
+            f"{_funnel(row.get('stages_reached'))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -151,10 +162,19 @@ def _funnel(stages_reached: dict[str, int] | None) -> str:
     return ", ".join(f"{name} {count}" for name, count in stages_reached.items()) if stages_reached else "-"
 
 
+def _centimetres(metres: float | None) -> str:
+    return "-" if metres is None else f"{100 * metres:.1f} cm"
+
+
 def _loop_overrides(rung: Rung) -> dict:
     """The rung's `LoopSettings` changes (fields it leaves unset keep the loop's defaults); retime_headroom 0
     switches retiming off."""
-    fields = {"interpolation": rung.interpolation, "blend_s": rung.blend_s, "execute_fraction": rung.execute_fraction}
+    fields = {
+        "interpolation": rung.interpolation,
+        "blend_s": rung.blend_s,
+        "execute_fraction": rung.execute_fraction,
+        "gripper_latch": rung.gripper_latch,
+    }
     overrides = {key: value for key, value in fields.items() if value is not None}
     if rung.retime_headroom is not None:
         overrides["retime_headroom"] = rung.retime_headroom or None
