@@ -193,13 +193,43 @@ def test_a_robot_silent_past_its_timeout_is_a_fault_and_autonomy_is_refused_whil
     results = run(loop, clock, 170)  # 3.4 s without a joint state
     faults = [e for r in results for e in r.events if e.trigger is Trigger.ROBOT_FAULT and e.accepted]
     assert len(faults) == 1 and "robot silent" in faults[0].detail and results[-1].mode is Mode.FAULT
-    assert loop.command(Trigger.OPERATOR_RESET).accepted  # the operator acknowledges: HOLD
-    refused = loop.command(Trigger.OPERATOR_AUTONOMOUS)
-    assert not refused.accepted and "stale" in refused.detail and loop.modes.mode is Mode.HOLD
+    # A reset re-seeds the filter from the joint state: not from one 3.4 s old (the arm may be anywhere now).
+    refused = loop.command(Trigger.OPERATOR_RESET)
+    assert not refused.accepted and "re-seeded" in refused.detail and loop.modes.mode is Mode.FAULT
     assert refused in loop.stats.mode_events  # a refusal is part of the episode's record
-    assert loop.tick().mode is Mode.FAULT  # still silent: back to FAULT
     robot.state_stamp = None
-    assert loop.command(Trigger.OPERATOR_RESET).accepted and loop.command(Trigger.OPERATOR_AUTONOMOUS).accepted
+    assert loop.command(Trigger.OPERATOR_RESET).accepted  # the operator acknowledges: HOLD
+    robot.state_stamp = clock() - 3.5  # silent again, past the robot timeout but already reset
+    refused = loop.command(Trigger.OPERATOR_AUTONOMOUS)
+    assert not refused.accepted and "robot silent" in refused.detail and loop.modes.mode is Mode.HOLD
+    robot.state_stamp = None
+    assert loop.command(Trigger.OPERATOR_AUTONOMOUS).accepted
+
+
+def test_leaving_estop_reseeds_only_from_a_fresh_joint_state() -> None:
+    """The chaos soak's arm steps at a release: a seed from an old reading of a moving arm is a jump."""
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 30)
+    assert loop.command(Trigger.OPERATOR_ESTOP).accepted
+    robot.position = robot.position + 0.3  # the arm moved while nobody commanded it (firmware, a person)
+    robot.state_stamp = clock() - 0.5  # and the newest reading is older than the joint-state timeout
+    refused = loop.command(Trigger.OPERATOR_RELEASE)
+    assert not refused.accepted and "0.50 s old" in refused.detail and loop.modes.mode is Mode.ESTOP
+    robot.state_stamp = None
+    assert loop.command(Trigger.OPERATOR_RELEASE).accepted and loop.modes.mode is Mode.HOLD
+    arms = ~loop.safety.limits.is_gripper
+    assert np.allclose(loop.safety.state.command[arms], robot.position[arms])  # seeded where the arm is now
+
+
+def test_an_estop_is_never_refused_even_from_a_fault_with_a_stale_joint_state() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 20)
+    robot.fault = "arm 1 over-current"
+    assert loop.tick().mode is Mode.FAULT
+    seeded = loop.safety.state
+    robot.state_stamp = clock() - 5.0
+    assert loop.command(Trigger.OPERATOR_ESTOP).accepted and loop.modes.mode is Mode.ESTOP
+    assert loop.safety.state is seeded  # not re-seeded from the stale reading: the release will do it
 
 
 def test_a_robot_fault_is_an_operator_matter() -> None:

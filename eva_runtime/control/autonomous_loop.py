@@ -152,30 +152,32 @@ class AutonomousLoop:
         self._request_id = 0
         self._first_request = None
 
-    def input_problem(self) -> str | None:
-        """Why the robot may not be given a commander now (its joint state silent past the robot timeout), or None.
-        A joint state only briefly late is not a refusal: the automatic hold covers it and ends when it is fresh."""
-        if self.robot_timeout is None:
-            return None
-        observation = self.robot.observe(cameras=False)
-        age = self.robot.now() - observation.stamp
-        if not age <= self.robot_timeout:
+    def input_problem(self, trigger: Trigger | None = None) -> str | None:
+        """Why `trigger` may not be taken now, or None. A commander (None: autonomy or teleop) is refused while the
+        joint state is silent past the robot timeout; a briefly late one is not, the automatic hold covers it.
+        Leaving ESTOP or FAULT (release, reset) re-seeds the filter from the joint state: refused while that is
+        older than its own timeout, since a seed from an old reading of a moving arm is a jump."""
+        age = self.robot.now() - self.robot.observe(cameras=False).stamp
+        if trigger is not Trigger.OPERATOR_ESTOP and self.modes.reseeds(trigger) and not age <= self.state_timeout:
+            return f"joint state is {age:.2f} s old: the safety filter cannot be re-seeded from it"
+        commander = trigger in (None, Trigger.OPERATOR_AUTONOMOUS, Trigger.OPERATOR_TELEOP)
+        if commander and self.robot_timeout is not None and not age <= self.robot_timeout:
             return f"joint state is stale: robot silent for {age:.2f} s"
         return None
 
     def command(self, trigger: Trigger, detail: str = "operator") -> ModeEvent:
-        """Operator input through the mode table; takes effect from the next tick. A commander (autonomy,
-        teleop) is refused while the robot is silent: it could only hold."""
+        """Operator input through the mode table, checked by `input_problem`; takes effect from the next tick."""
         now = self.robot.now()
-        problem = self.input_problem() if trigger in (Trigger.OPERATOR_AUTONOMOUS, Trigger.OPERATOR_TELEOP) else None
+        problem = self.input_problem(trigger)
         if problem is not None:
             event = self.modes.refuse(trigger, now, problem)
             self.stats.mode_events.append(event)
             self._events.append(event)
             return event
         event = self._handle(trigger, now, detail)
-        if event.reseed:
-            self.safety.reseed(now, self.robot.observe(cameras=False).joint_position, self.period)
+        measured = self.robot.observe(cameras=False)
+        if event.reseed and now - measured.stamp <= self.state_timeout:  # else an ESTOP from FAULT: release seeds
+            self.safety.reseed(now, measured.joint_position, self.period)
         if event.accepted:
             self._homing = None  # any accepted operator command (a HOLD included) ends a homing slide
         if event.accepted and event.after is Mode.TELEOP and event.before is not Mode.TELEOP:
@@ -324,10 +326,8 @@ class AutonomousLoop:
         modes, now = self.modes, sensed.now
         target = self.executor.target(now + self.period)
         if modes.holding_automatically and target is not None and self._hold_cause_cleared(sensed):
-            event = self._handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived and the inputs are fresh")
-            self._frames_stale_since = None
-            if event.reseed:
-                self.safety.reseed(now, sensed.observation.joint_position, self.period)
+            self._handle(Trigger.CAUSE_CLEARED, now, "a new plan arrived and the inputs are fresh")
+            self._frames_stale_since = None  # (an automatic hold never follows ESTOP or FAULT: nothing to re-seed)
         stamps = {"joint_state": sensed.observation.stamp}
         if modes.mode is Mode.TELEOP:
             self.stats.teleop_ticks += 1

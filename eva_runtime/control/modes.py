@@ -73,6 +73,10 @@ def _table() -> dict[tuple[Mode, Trigger], Mode]:
 TRANSITIONS = _table()
 
 
+def _reseeds(before: Mode, after: Mode) -> bool:
+    return before in (Mode.ESTOP, Mode.FAULT) and after is not before
+
+
 @dataclass(frozen=True)
 class ModeEvent:
     time: float
@@ -106,6 +110,11 @@ class ModeManager:
         self.events.append(event)
         return event
 
+    def reseeds(self, trigger: Trigger | None) -> bool:
+        """Whether `trigger` would be taken now and re-seed the safety filter (it leaves ESTOP or FAULT)."""
+        after = TRANSITIONS.get((self.mode, trigger)) if trigger is not None else None
+        return after is not None and _reseeds(self.mode, after)
+
     def handle(self, trigger: Trigger, time: float, detail: str = "") -> ModeEvent:
         before = self.mode
         after = TRANSITIONS.get((before, trigger))
@@ -122,7 +131,6 @@ class ModeManager:
             # stream: leaving ESTOP (the firmware lowers the arm) or FAULT. Between AUTONOMOUS, TELEOP and HOLD
             # every command went through the filter, so its last command is the true starting point; re-seeding
             # there would step the command by the tracking error of a moving arm, the jump a handover must avoid.
-            reseed = before in (Mode.ESTOP, Mode.FAULT) and after is not before
-            event = ModeEvent(time, trigger, before, after, True, reseed, detail)
+            event = ModeEvent(time, trigger, before, after, True, _reseeds(before, after), detail)
         self.events.append(event)
         return event
