@@ -74,3 +74,13 @@ def test_the_executor_plays_latched_grippers_and_keeps_the_arms_curve() -> None:
 def test_a_band_outside_the_range_is_refused(band) -> None:
     with pytest.raises(ValueError, match="close_below"):
         GripperLatch.for_limits(LIMITS, *band)
+
+
+def test_a_band_from_a_parameter_list_is_checked_whole() -> None:
+    """The ROS parameter arrives as a list of doubles; the ladder's as a YAML list."""
+    from eva_runtime.control.gripper_latch import checked_band
+
+    assert checked_band([0.3, 0.6]) == (0.3, 0.6)
+    for bad in ([0.3], [0.3, 0.6, 0.9], [0.6, 0.3], []):
+        with pytest.raises(ValueError, match=r"got \["):
+            checked_band(bad)

@@ -19,7 +19,17 @@ import numpy as np
 
 from eva_runtime.safety.limits import SafetyLimits
 
-__all__ = ["GripperLatch"]
+__all__ = ["GripperLatch", "checked_band"]
+
+
+def checked_band(band: object) -> tuple[float, float]:
+    """`band` as (close_below, open_above), fractions of a gripper's range; ValueError naming what is wrong."""
+    values = tuple(float(v) for v in band)  # type: ignore[attr-defined]
+    if len(values) != 2 or not 0.0 < values[0] <= values[1] < 1.0:
+        raise ValueError(
+            f"gripper latch needs [close_below, open_above] with 0 < close_below <= open_above < 1, got {list(values)}"
+        )
+    return values  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -33,8 +43,7 @@ class GripperLatch:
     @classmethod
     def for_limits(cls, limits: SafetyLimits, close_below: float = 0.35, open_above: float = 0.65) -> GripperLatch:
         """Thresholds as fractions of each gripper's soft range (0: closed end, 1: open end)."""
-        if not 0.0 < close_below <= open_above < 1.0:
-            raise ValueError(f"gripper latch needs 0 < close_below <= open_above < 1, got {close_below}, {open_above}")
+        close_below, open_above = checked_band((close_below, open_above))
         joints = tuple(int(j) for j in np.flatnonzero(limits.is_gripper))
         low, high = limits.soft_low[list(joints)], limits.soft_high[list(joints)]
         span = high - low

@@ -19,6 +19,7 @@ from std_msgs.msg import String, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from eva_runtime.control.episode_runner import AutonomousLoop, LoopSettings
+from eva_runtime.control.gripper_latch import checked_band
 from eva_runtime.control.modes import Mode
 from eva_runtime.control.planner_process import PlannerProcess
 from eva_runtime.records.episode_recording import EpisodeRecording
@@ -148,6 +149,7 @@ class PolicySetup:
             execute_fraction=float(read(self, "execute_fraction")),
             interpolation=str(read(self, "interpolation")),
             blend_s=float(read(self, "blend_s")),
+            gripper_latch=checked_band(latch) if (latch := list(read(self, "gripper_latch"))) else None,
             planner_timeout_s=float(read(self, "planner_timeout_s")),
             initial_latency_s=float(read(self, "initial_latency_s")),
             cameras=tuple(bundle.manifest.idm.cameras),  # the IDM's cameras are the ones a plan is made from

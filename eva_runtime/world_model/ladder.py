@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eva_runtime.config_files import ConfigFileError, load_model
+from eva_runtime.control.gripper_latch import checked_band
 from eva_runtime.records.success_rate import wilson_interval
 
 __all__ = ["LadderConfig", "LadderConfigError", "load_ladder", "render_ladder", "run_ladder"]
@@ -47,9 +48,7 @@ class Rung(_Strict):
     @field_validator("gripper_latch")
     @classmethod
     def _a_band_inside_the_range(cls, band: tuple[float, float] | None) -> tuple[float, float] | None:
-        if band is not None and not 0.0 < band[0] <= band[1] < 1.0:
-            raise ValueError(f"needs 0 < close_below <= open_above < 1, got {list(band)}")
-        return band
+        return None if band is None else checked_band(band)
 
 
 class LadderConfig(_Strict):
