@@ -16,7 +16,7 @@ from eva_runtime.sim.bimanual_sim import ARM_JOINTS, START_POSE
 from eva_runtime.sim.demonstrations import record_demonstrations
 from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
 from eva_runtime.sim.experts import make_expert
-from eva_runtime.sim.tasks import task_spec
+from eva_runtime.sim.tasks import RIGHT_FINGERS, objects_touching_arms, task_spec
 
 from .conftest import CALIBRATION
 
@@ -204,3 +204,13 @@ def test_missing_gl_backend_gives_a_clear_error() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     output = result.stdout + result.stderr
     assert "MUJOCO_GL=osmesa" in output and "MUJOCO_GL=egl" in output, output[-2000:]
+
+
+def test_an_object_placed_into_an_arm_is_found(cube_robot: MujocoRobot) -> None:
+    """What the sim node's ~/reset refuses: a cube placed where a finger is would be thrown out by the solver."""
+    cube_robot.reset_episode(3)
+    sim = cube_robot.sim
+    assert objects_touching_arms(sim) == []
+    finger = sim.data.geom_xpos[sim.model.geom(RIGHT_FINGERS[0]).id].copy()
+    sim.reset(sim.joint_positions(), {"box": np.r_[finger, 1.0, 0.0, 0.0, 0.0]})
+    assert any(pair.startswith("red_box-vx300s_right") for pair in objects_touching_arms(sim))

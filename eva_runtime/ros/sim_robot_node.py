@@ -228,11 +228,20 @@ class SimRobotNode(Node):
             renderer.close()
 
     def _do_reset(self, robot, seed: int, done: threading.Event, result: list) -> None:
-        pose = robot.sim.joint_positions()
-        robot.reset_episode(seed, pose)  # objects placed anew; the arms stay where they are
-        with self._lock:
-            self._target = pose.copy()
-        result.append(f"scene reset with seed {seed}")
+        """Objects placed anew from `seed`; the arms stay where they are. Refused, the scene unchanged, when an
+        object would be placed into an arm: interpenetrating bodies are thrown apart by the solver, which shakes
+        the arm far from any command (bench/ros_chaos.py saw re-seeds taken mid-shake)."""
+        from eva_runtime.sim.tasks import objects_touching_arms
+
+        before, pose = robot.sim.snapshot(), robot.sim.joint_positions()
+        robot.reset_episode(seed, pose)
+        if overlapping := objects_touching_arms(robot.sim):
+            robot.sim.restore(before)
+            result.append((False, f"refused: seed {seed} places an object into an arm ({', '.join(overlapping)})"))
+        else:
+            with self._lock:
+                self._target = pose.copy()
+            result.append((True, f"scene reset with seed {seed}"))
         done.set()
 
     @property
@@ -263,8 +272,10 @@ class SimRobotNode(Node):
     def _reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         done, result = threading.Event(), []
         self._reset_requests.put((int(read(self, "seed")), done, result))
-        response.success = done.wait(5.0)
-        response.message = result[0] if result else "the simulation thread did not answer within 5 s"
+        answered = done.wait(5.0)
+        response.success, response.message = (
+            result[0] if answered else (False, "the simulation thread did not answer within 5 s")
+        )
         return response
 
     def _publish_diagnostics(self) -> None:

@@ -22,11 +22,12 @@ import numpy as np
 
 from eva_runtime.sim.bimanual_sim import BimanualSim
 
-__all__ = ["TASKS", "TaskSpec", "task_spec"]
+__all__ = ["OBJECT_GEOMS", "TASKS", "TaskSpec", "objects_touching_arms", "task_spec"]
 
 LEFT_FINGERS = ("vx300s_left/10_left_gripper_finger", "vx300s_left/10_right_gripper_finger")
 RIGHT_FINGERS = ("vx300s_right/10_left_gripper_finger", "vx300s_right/10_right_gripper_finger")
 SOCKET_WALLS = ("socket-1", "socket-2", "socket-3", "socket-4")
+OBJECT_GEOMS = ("red_box", "red_peg", *SOCKET_WALLS)  # what a task places; the arms' geoms are "vx300s_*"
 UPRIGHT = np.array([1.0, 0.0, 0.0, 0.0])
 
 
@@ -130,6 +131,11 @@ TASKS = {
         ("both grasped", "both lifted", "inserted"),
     ),
 }
+
+
+def objects_touching_arms(sim: BimanualSim) -> list[str]:
+    """ "object-geom" pairs where a placed object touches an arm (after a reset: they interpenetrate)."""
+    return sorted({f"{a}-{b}" for a, b in sim.contacts() if a in OBJECT_GEOMS and b.startswith("vx300s")})
 
 
 def task_spec(name: str) -> TaskSpec:
