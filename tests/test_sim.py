@@ -16,7 +16,7 @@ from eva_runtime.sim.bimanual_sim import ARM_JOINTS, START_POSE
 from eva_runtime.sim.demonstrations import record_demonstrations
 from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
 from eva_runtime.sim.experts import make_expert
-from eva_runtime.sim.tasks import RIGHT_FINGERS, objects_touching_arms, task_spec
+from eva_runtime.sim.tasks import RIGHT_FINGERS, objects_inside_arms, task_spec
 
 from .conftest import CALIBRATION
 
@@ -142,6 +142,7 @@ def test_success_needs_the_handover_finished_and_stages_come_in_order(cube_robot
     # touched, lifted, then held by both, in that order; the furthest stage is kept, not the current one
     assert first_at[1] < first_at[2] < first_at[3] and 4 not in first_at
     assert cube_robot.furthest_stage() == 3 and cube_robot.stages[2] == "both holding"
+    assert objects_inside_arms(sim) == []  # a grip is a contact, not an object inside a finger
     cube_robot.reset_episode(3)
     assert cube_robot.furthest_stage() == 0 and cube_robot.closest_reach_m() is None
 
@@ -210,7 +211,7 @@ def test_an_object_placed_into_an_arm_is_found(cube_robot: MujocoRobot) -> None:
     """What the sim node's ~/reset refuses: a cube placed where a finger is would be thrown out by the solver."""
     cube_robot.reset_episode(3)
     sim = cube_robot.sim
-    assert objects_touching_arms(sim) == []
+    assert objects_inside_arms(sim) == []
     finger = sim.data.geom_xpos[sim.model.geom(RIGHT_FINGERS[0]).id].copy()
     sim.reset(sim.joint_positions(), {"box": np.r_[finger, 1.0, 0.0, 0.0, 0.0]})
-    assert any(pair.startswith("red_box-vx300s_right") for pair in objects_touching_arms(sim))
+    assert any(pair.startswith("red_box-vx300s_right") for pair in objects_inside_arms(sim))

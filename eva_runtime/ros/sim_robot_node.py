@@ -231,11 +231,11 @@ class SimRobotNode(Node):
         """Objects placed anew from `seed`; the arms stay where they are. Refused, the scene unchanged, when an
         object would be placed into an arm: interpenetrating bodies are thrown apart by the solver, which shakes
         the arm far from any command (bench/ros_chaos.py saw re-seeds taken mid-shake)."""
-        from eva_runtime.sim.tasks import objects_touching_arms
+        from eva_runtime.sim.tasks import objects_inside_arms
 
         before, pose = robot.sim.snapshot(), robot.sim.joint_positions()
         robot.reset_episode(seed, pose)
-        if overlapping := objects_touching_arms(robot.sim):
+        if overlapping := objects_inside_arms(robot.sim):
             robot.sim.restore(before)
             result.append((False, f"refused: seed {seed} places an object into an arm ({', '.join(overlapping)})"))
         else:

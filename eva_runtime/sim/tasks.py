@@ -22,7 +22,7 @@ import numpy as np
 
 from eva_runtime.sim.bimanual_sim import BimanualSim
 
-__all__ = ["OBJECT_GEOMS", "TASKS", "TaskSpec", "objects_touching_arms", "task_spec"]
+__all__ = ["OBJECT_GEOMS", "TASKS", "TaskSpec", "objects_inside_arms", "task_spec"]
 
 LEFT_FINGERS = ("vx300s_left/10_left_gripper_finger", "vx300s_left/10_right_gripper_finger")
 RIGHT_FINGERS = ("vx300s_right/10_left_gripper_finger", "vx300s_right/10_right_gripper_finger")
@@ -133,9 +133,20 @@ TASKS = {
 }
 
 
-def objects_touching_arms(sim: BimanualSim) -> list[str]:
-    """ "object-geom" pairs where a placed object touches an arm (after a reset: they interpenetrate)."""
-    return sorted({f"{a}-{b}" for a, b in sim.contacts() if a in OBJECT_GEOMS and b.startswith("vx300s")})
+def objects_inside_arms(sim: BimanualSim, depth_m: float = 0.002) -> list[str]:
+    """Pairs "object-geom" where a placed object is more than `depth_m` inside an arm's geom. A grip is a contact
+    too, but a shallow one (solver softness, well under a millimetre); an object teleported into a finger by a
+    reset is centimetres deep, and the solver throws the two apart."""
+    pairs = set()
+    for index in range(sim.data.ncon):
+        contact = sim.data.contact[index]
+        if contact.dist < -depth_m:
+            names = (sim.model.geom(contact.geom1).name, sim.model.geom(contact.geom2).name)
+            placed = [n for n in names if n in OBJECT_GEOMS]
+            arm = [n for n in names if n.startswith("vx300s")]
+            if placed and arm:
+                pairs.add(f"{placed[0]}-{arm[0]}")
+    return sorted(pairs)
 
 
 def task_spec(name: str) -> TaskSpec:
