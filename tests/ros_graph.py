@@ -102,14 +102,22 @@ class Probe(Node):
         with self._lock:
             return [item for item in self.commands[topic] if item[0] >= since * 1e9]
 
-    def call(self, service: str, kind=Trigger, request=None, timeout: float = 30.0):
+    def call(self, service: str, kind=Trigger, request=None, timeout: float = 30.0, attempts: int = 1):
+        """`attempts` > 1 only for requests that are safe to repeat (reads): a response the server sends before
+        the client's response reader is matched is dropped (rmw: "failed to send response (timeout)"), and only
+        a new request gets another."""
         # One client per service, kept: destroying entities while the executor spins races with its wait set.
         client = self._service_clients.get(service)
         if client is None:
             client = self._service_clients[service] = self.create_client(kind, service)
         if not client.wait_for_service(timeout_sec=10.0):
             raise TimeoutError(f"service {service} is not available")
-        return client.call(request if request is not None else kind.Request(), timeout_sec=timeout)
+        for attempt in range(attempts):
+            try:
+                return client.call(request if request is not None else kind.Request(), timeout_sec=timeout)
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
 
     def publisher(self, topic: str):
         """A JointState publisher on `topic`, created once and kept (see `call`)."""

@@ -112,7 +112,8 @@ def set_as_ros2_param_set_does(probe: Probe, node: str, name: str, text: str) ->
 def get_string_parameter(probe: Probe, node: str, name: str) -> str:
     from rcl_interfaces.srv import GetParameters
 
-    response = probe.call(f"/{node}/get_parameters", GetParameters, GetParameters.Request(names=[name]))
+    request = GetParameters.Request(names=[name])
+    response = probe.call(f"/{node}/get_parameters", GetParameters, request, timeout=10.0, attempts=3)
     return response.values[0].string_value
 
 
