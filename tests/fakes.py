@@ -35,6 +35,7 @@ class FakeRobot(RobotInterface):
         self.position = np.array(start, dtype=np.float64)
         self.frame_stamp: float | None = None  # None: fresh every time
         self.state_stamp: float | None = None
+        self.velocity: np.ndarray | None = None  # reported joint velocity; None: a robot that reports none
         self.cameras_on = True
         self.fault: str | None = None
         self.sent: list[np.ndarray] = []
@@ -51,7 +52,8 @@ class FakeRobot(RobotInterface):
         stamp = self.clock() if self.frame_stamp is None else self.frame_stamp
         frames = {n: CameraFrame(np.zeros((8, 8, 3), np.uint8), stamp) for n in names} if self.cameras_on else {}
         state_stamp = self.clock() if self.state_stamp is None else self.state_stamp
-        return Observation(state_stamp, self.position.copy(), frames=frames, fault=self.fault)
+        velocity = None if self.velocity is None else self.velocity.copy()
+        return Observation(state_stamp, self.position.copy(), velocity, frames=frames, fault=self.fault)
 
     def send(self, result: FilterResult) -> np.ndarray:
         self.position = check_command(self.embodiment, result).copy()

@@ -221,6 +221,40 @@ def test_leaving_estop_reseeds_only_from_a_fresh_joint_state() -> None:
     assert np.allclose(loop.safety.state.command[arms], robot.position[arms])  # seeded where the arm is now
 
 
+def test_leaving_estop_waits_for_the_arm_to_rest() -> None:
+    """The chaos soak's remaining arm steps: a fresh reading of an arm the simulator was throwing at 2-3 rad/s is
+    0.2-0.85 rad from where the arm is a tick later, so a seed from it is a jump however fresh."""
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 30)
+    assert loop.command(Trigger.OPERATOR_ESTOP).accepted
+    limits = loop.safety.limits
+    robot.velocity = np.where(limits.is_gripper, 0.0, 0.1)
+    robot.velocity[9] = 2.5  # right elbow thrown by a contact
+    refused = loop.command(Trigger.OPERATOR_RELEASE)
+    assert not refused.accepted and loop.modes.mode is Mode.ESTOP
+    assert "not at rest" in refused.detail and limits.joint_names[9] in refused.detail
+    robot.velocity[9] = np.nan  # an unreadable velocity is not a resting arm
+    assert not loop.command(Trigger.OPERATOR_RELEASE).accepted
+    robot.velocity = np.where(limits.is_gripper, 3.0, 0.1)  # at rest, grippers still closing: their seed is kept
+    robot.position = robot.position + np.where(limits.is_gripper, 0.0, 0.2)
+    assert loop.command(Trigger.OPERATOR_RELEASE).accepted and loop.modes.mode is Mode.HOLD
+    arms = ~limits.is_gripper
+    assert np.allclose(loop.safety.state.command[arms], robot.position[arms])
+
+
+def test_an_estop_out_of_a_fault_keeps_holding_and_its_release_reseeds() -> None:
+    loop, robot, clock = make_loop(latency_s=0.1)
+    run(loop, clock, 20)
+    robot.fault = "tracking error"
+    assert loop.tick().mode is Mode.FAULT
+    held = loop.safety.state
+    robot.fault, robot.position = None, robot.position + 0.1  # the arm was thrown while the fault held
+    assert loop.command(Trigger.OPERATOR_ESTOP).accepted and loop.safety.state is held
+    assert loop.command(Trigger.OPERATOR_RELEASE).accepted and loop.modes.mode is Mode.HOLD
+    arms = ~loop.safety.limits.is_gripper
+    assert np.allclose(loop.safety.state.command[arms], robot.position[arms])
+
+
 def test_an_estop_is_never_refused_even_from_a_fault_with_a_stale_joint_state() -> None:
     loop, robot, clock = make_loop(latency_s=0.1)
     run(loop, clock, 20)

@@ -93,6 +93,14 @@ def test_leaving_a_fault_reseeds_from_the_measured_state() -> None:
     assert manager.handle(Trigger.OPERATOR_RESET, 1.0).reseed
 
 
+def test_an_estop_out_of_a_fault_does_not_reseed_its_release_does() -> None:
+    manager = ModeManager(Mode.AUTONOMOUS)
+    manager.handle(Trigger.TRACKING_ERROR, 0.0)
+    assert not manager.reseeds(Trigger.OPERATOR_ESTOP)
+    assert not manager.handle(Trigger.OPERATOR_ESTOP, 1.0).reseed and manager.mode is Mode.ESTOP
+    assert manager.handle(Trigger.OPERATOR_RELEASE, 2.0).reseed
+
+
 def test_every_event_is_recorded_including_refusals() -> None:
     manager = ModeManager(Mode.HOLD)
     manager.handle(Trigger.PLANNER_TIMEOUT, 0.0)  # not meaningful in HOLD: refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.world_model.degraded import Degradation, DegradedWorldModel, blur_to_psnr, scale_motion
 from eva_runtime.world_model.fidelity import frame_psnr_db
-from eva_runtime.world_model.ladder import LadderConfigError, load_ladder, render_ladder
+from eva_runtime.world_model.ladder import LadderConfigError, load_ladder, loop_overrides, render_ladder
 from eva_runtime.world_model.protocol import Rollout, RolloutRequest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +125,18 @@ def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, pr
     with pytest.raises(LadderConfigError) as error:
         load_ladder(path)
     assert str(path) in str(error.value) and problem in str(error.value)
+
+
+def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "ladder.yaml"
+    path.write_text(
+        "rungs:\n  - {name: plain, bundle: b}\n"
+        "  - {name: sync, bundle: b, synchronous: true, execute_fraction: 0.25, retime_headroom: 0}\n"
+    )
+    plain, sync = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
+    assert plain == LoopSettings()
+    assert sync.synchronous and sync.execute_fraction == 0.25 and sync.retime_headroom is None
+    assert replace(sync, synchronous=False, execute_fraction=1.0, retime_headroom=None) == LoopSettings()
 
 
 def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path) -> None:

@@ -69,13 +69,14 @@ def assert_kept_streaming(stamps: np.ndarray) -> None:
 
 
 def leave(probe, service: str) -> tuple[bool, str]:
-    """Release an ESTOP or reset a FAULT as an operator would: a refusal because the newest joint state is older
-    than its timeout (a busy machine delays them; the filter cannot be re-seeded from it) is tried again."""
+    """Release an ESTOP or reset a FAULT as an operator would: a refusal because the filter cannot be re-seeded
+    yet (the newest joint state is older than its timeout on a busy machine, or an arm is still moving) is tried
+    again."""
     answer: list[tuple[bool, str]] = []
 
     def taken() -> bool:
         answer.append(probe.trigger(service))
-        return answer[-1][0] or "re-seeded" not in answer[-1][1]
+        return answer[-1][0] or "re-seed" not in answer[-1][1]
 
     wait_for(taken, 15.0, f"{service} with a fresh joint state")
     return answer[-1]

@@ -33,6 +33,7 @@ from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.control.modes import Mode, ModeEvent, ModeManager, Trigger
 from eva_runtime.control.planner import PlanOutcome, PlanRequest
 from eva_runtime.control.planner_port import PlannerPort
+from eva_runtime.control.reseed_check import reseed_problem
 from eva_runtime.control.teleop import LeaderArms, TeleopHandover
 from eva_runtime.robots.interface import Observation, RobotInterface
 from eva_runtime.safety import FilterResult, SafetyFilter
@@ -104,10 +105,9 @@ class AutonomousLoop:
         self.frame_timeout = timeouts.get("frame", 0.5)
         self.teleop_timeout = timeouts.get("teleop", 0.1)
         self.state_timeout = timeouts.get("joint_state", 0.1)
-        # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold
-        # (the stale-input hold has already stopped the arms). Only where configured (`timeouts_s.robot`, or a
-        # driver setting it): the ROS graph on a busy 2-core machine has shown joint-state gaps of several
-        # seconds (docs/ros.md), which must not become operator resets by default.
+        # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold.
+        # Only where configured (`timeouts_s.robot`, or a driver setting it): the ROS graph on a busy 2-core machine
+        # has shown joint-state gaps of seconds (docs/ros.md), which must not become operator resets by default.
         self.robot_timeout: float | None = timeouts.get("robot")
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
         self.executor = settings.executor(self.safety.limits)
@@ -152,14 +152,15 @@ class AutonomousLoop:
         self._request_id = 0
         self._first_request = None
 
-    def input_problem(self, trigger: Trigger | None = None) -> str | None:
+    def input_problem(self, trigger: Trigger | None = None, measured: Observation | None = None) -> str | None:
         """Why `trigger` may not be taken now, or None. A commander (None: autonomy or teleop) is refused while the
         joint state is silent past the robot timeout; a briefly late one is not, the automatic hold covers it.
         Leaving ESTOP or FAULT (release, reset) re-seeds the filter from the joint state: refused while that is
-        older than its own timeout, since a seed from an old reading of a moving arm is a jump."""
-        age = self.robot.now() - self.robot.observe(cameras=False).stamp
-        if trigger is not Trigger.OPERATOR_ESTOP and self.modes.reseeds(trigger) and not age <= self.state_timeout:
-            return f"joint state is {age:.2f} s old: the safety filter cannot be re-seeded from it"
+        older than its own timeout or while an arm moves (control/reseed_check.py): either seed is a jump."""
+        measured = self.robot.observe(cameras=False) if measured is None else measured
+        age = self.robot.now() - measured.stamp
+        if self.modes.reseeds(trigger):
+            return reseed_problem(measured, age, self.safety.limits, self.period, self.state_timeout)
         commander = trigger in (None, Trigger.OPERATOR_AUTONOMOUS, Trigger.OPERATOR_TELEOP)
         if commander and self.robot_timeout is not None and not age <= self.robot_timeout:
             return f"joint state is stale: robot silent for {age:.2f} s"
@@ -167,16 +168,15 @@ class AutonomousLoop:
 
     def command(self, trigger: Trigger, detail: str = "operator") -> ModeEvent:
         """Operator input through the mode table, checked by `input_problem`; takes effect from the next tick."""
-        now = self.robot.now()
-        problem = self.input_problem(trigger)
+        now, measured = self.robot.now(), self.robot.observe(cameras=False)
+        problem = self.input_problem(trigger, measured)  # the reading checked is the reading a re-seed uses
         if problem is not None:
             event = self.modes.refuse(trigger, now, problem)
             self.stats.mode_events.append(event)
             self._events.append(event)
             return event
         event = self._handle(trigger, now, detail)
-        measured = self.robot.observe(cameras=False)
-        if event.reseed and now - measured.stamp <= self.state_timeout:  # else an ESTOP from FAULT: release seeds
+        if event.reseed:  # input_problem found the reading fresh and the arm at rest
             self.safety.reseed(now, measured.joint_position, self.period)
         if event.accepted:
             self._homing = None  # any accepted operator command (a HOLD included) ends a homing slide

@@ -10,7 +10,8 @@ episode log whether the change happened or was refused. Rules a robot operator r
 - handovers between AUTONOMOUS, TELEOP and HOLD continue from the filter's last command (the new commander's
   targets start there: teleop slides, the executor blends); leaving ESTOP or FAULT re-seeds the arm joints from
   the measured state (`reseed` in the event), because the arm may have moved outside the command stream; grippers
-  keep their last command (`SafetyFilter.reseed`).
+  keep their last command (`SafetyFilter.reseed`). An ESTOP out of FAULT does not re-seed: it keeps holding, and
+  its release re-seeds once the reading is fresh and the arm at rest (control/reseed_check.py).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ TRANSITIONS = _table()
 
 
 def _reseeds(before: Mode, after: Mode) -> bool:
-    return before in (Mode.ESTOP, Mode.FAULT) and after is not before
+    # FAULT -> ESTOP keeps holding the fault's command: the release out of ESTOP re-seeds, once the arm is at rest.
+    return before in (Mode.ESTOP, Mode.FAULT) and after not in (before, Mode.ESTOP)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ class Rung(_Strict):
     interpolation: Literal["bspline", "linear"] = "bspline"  # the executor's curve through plan actions
     blend_s: float | None = Field(None, ge=0.0, le=2.0)  # the executor's junction (None: the loop's default)
     execute_fraction: float | None = Field(None, gt=0.0, le=1.0)  # share of each plan executed (None: the loop's)
+    # Plan only when the executed share ran out, the robot holding meanwhile: plans start from the observed state
+    # with no latency to bridge, at the cost of held ticks (the episode's tick budget is the same).
+    synchronous: bool = False
     # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
     # Open-or-closed grippers with hysteresis (control/gripper_latch.py): [close_below, open_above] of the range.
@@ -116,7 +119,7 @@ def run_ladder(
             world_model={"degrade": degrade} if degrade else None,
             planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
             max_steps=steps,
-            loop=_loop_overrides(rung),
+            loop=loop_overrides(rung),
         )
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
@@ -165,7 +168,7 @@ def _centimetres(metres: float | None) -> str:
     return "-" if metres is None else f"{100 * metres:.1f} cm"
 
 
-def _loop_overrides(rung: Rung) -> dict:
+def loop_overrides(rung: Rung) -> dict:
     """The rung's `LoopSettings` changes (fields it leaves unset keep the loop's defaults); retime_headroom 0
     switches retiming off."""
     fields = {
@@ -175,6 +178,8 @@ def _loop_overrides(rung: Rung) -> dict:
         "gripper_latch": rung.gripper_latch,
     }
     overrides = {key: value for key, value in fields.items() if value is not None}
+    if rung.synchronous:
+        overrides["synchronous"] = True
     if rung.retime_headroom is not None:
         overrides["retime_headroom"] = rung.retime_headroom or None
     return overrides
