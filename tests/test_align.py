@@ -115,9 +115,12 @@ def test_config_errors_name_file_key_and_range(tmp_path: Path) -> None:
     message = str(error.value)
     assert f"{path}: group_size" in message and "greater than or equal to 2" in message
     assert f"{path}: lr: unknown key" in message
-    for preset in ("align_tiny.yaml", "align_wan14b.yaml"):
+    for preset in ("align_tiny.yaml", "align_wan14b.yaml", "align_fgw2.yaml"):
         loaded = load_align_config(REPOSITORY / "configs" / preset)
         assert loaded.group_size == 8
+        if preset != "align_wan14b.yaml":  # the 14B base lives on the GPU machine, not in the repository
+            assert (REPOSITORY / loaded.base / "eva_hashes.json").is_file(), preset
+            assert (REPOSITORY / loaded.bundle / "manifest.yaml").is_file(), preset
     authors = load_align_config(REPOSITORY / "configs" / "align_wan14b.yaml")
     assert (authors.learning_rate, authors.sampling_steps, authors.inner_epochs) == (2e-4, 40, 4)
     assert (authors.clip_range, authors.lora_rank, authors.schedule.kind) == (1e-5, 32, "wan")

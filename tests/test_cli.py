@@ -70,3 +70,24 @@ def test_embodiment_check_passes_good_files_and_names_problems(tmp_path: Path) -
     result = runner.invoke(app, ["embodiment", "check", str(bad)])
     assert result.exit_code == 1
     assert "control_rate_hz" in result.output and "bad.yaml" in result.output
+
+
+def test_world_model_names_are_the_shipped_bundle_directories(tmp_path: Path) -> None:
+    from eva_runtime.cli.runtime import MODELS, shipped_bundles
+
+    for name in ("bundle_transfer_cube", "bundle_transfer_cube_wan", "bundle_transfer_cube_fgw2_aligned"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.yaml").write_text("format: eva-runtime/bundle-v1\n")
+    (tmp_path / "bundle_transfer_cube_half").mkdir()  # no manifest: not a bundle
+    (tmp_path / "bundle_insertion").mkdir()
+    (tmp_path / "bundle_insertion" / "manifest.yaml").write_text("format: eva-runtime/bundle-v1\n")
+    found = shipped_bundles("transfer_cube", tmp_path)
+    assert sorted(found) == ["fgw2_aligned", "oracle", "wan"]
+    assert found["oracle"] == tmp_path / "bundle_transfer_cube"
+    # The repository's own: every name the README gives `eva run --world-model` is one.
+    assert {"oracle", "wan", "aligned", "fgw2"} <= set(shipped_bundles("transfer_cube", MODELS))
+
+
+def test_an_unknown_world_model_name_exits_2_and_lists_the_shipped_ones() -> None:
+    result = runner.invoke(app, ["run", "--world-model", "nonesuch", "--episodes", "1"])
+    assert result.exit_code == 2 and "nonesuch" in result.output and "fgw2" in result.output

@@ -12,6 +12,8 @@ import typer
 
 from eva_runtime.cli.common import TaskOption, app, console
 
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
 
 @app.command("report")
 def report_command(
@@ -56,7 +58,8 @@ _RobotOption = Annotated[
     str, typer.Option(help="sim (the MuJoCo bimanual robot) or piper (the CobotMagic's arms over CAN).")
 ]
 _WorldModelOption = Annotated[
-    str, typer.Option(help="Shipped bundle: oracle (models/bundle_<task>), wan or aligned (bundle_<task>_<name>).")
+    str,
+    typer.Option(help="Shipped bundle: oracle (models/bundle_<task>), or N: models/bundle_<task>_N (wan, fgw2, ...)."),
 ]
 _LogOption = Annotated[Path, typer.Option(help="SQLite episode outcome log (created if missing).")]
 _WorldModelUrlOption = Annotated[
@@ -156,13 +159,24 @@ def _start_live(port: int):
     return sink
 
 
+def shipped_bundles(task: str, models: Path = MODELS) -> dict[str, Path]:
+    """The bundles shipped for `task` by --world-model name: oracle is models/bundle_<task>, any other name N is
+    models/bundle_<task>_N (wan, aligned, fgw2, fgw2_aligned, ...)."""
+    prefix = f"bundle_{task}"
+    found = {p.name.removeprefix(prefix).removeprefix("_") or "oracle": p for p in models.glob(f"{prefix}*")}
+    return {name: path for name, path in sorted(found.items()) if (path / "manifest.yaml").is_file()}
+
+
 def _bundle_dir(task: str, bundle: Path | None, world_model: str) -> Path:
     """--bundle, or the shipped bundle --world-model names; exit 2 for a name that is not shipped."""
-    shipped = {"oracle": f"bundle_{task}", "wan": f"bundle_{task}_wan", "aligned": f"bundle_{task}_aligned"}
-    if bundle is None and world_model not in shipped:
-        console.print(f"[red]error:[/red] --world-model {world_model!r}: use one of {', '.join(shipped)}, or --bundle")
+    if bundle is not None:
+        return bundle
+    shipped = shipped_bundles(task)
+    if world_model not in shipped:
+        names = ", ".join(shipped) or f"none (no models/bundle_{task}*)"
+        console.print(f"[red]error:[/red] --world-model {world_model!r}: shipped for {task}: {names}; or --bundle")
         raise typer.Exit(2)
-    return bundle or Path(__file__).resolve().parents[2] / "models" / shipped[world_model]
+    return shipped[world_model]
 
 
 def _run_sim(
