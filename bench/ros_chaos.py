@@ -67,6 +67,7 @@ class ChaosProbe(Probe):
 
     def __init__(self, context: Context, specs: dict[str, Any], limits: SafetyLimits) -> None:
         self.limits, self.measured, self.modes = limits, np.full(14, np.nan), []
+        self.measured_at = np.full(2, np.nan)  # wall time each arm's newest follower state arrived here
         roles = (TOPICS.command, TOPICS.follower_state)
         self.arm_of, self.follower_arm = ({topic: i for i, topic in enumerate(role.values())} for role in roles)
         self.checked, self.violations, self.examples, self.last_action = Counter(), Counter(), [], (time.time(), "")
@@ -82,6 +83,7 @@ class ChaosProbe(Probe):
                 self.check(topic, message)
             elif topic in self.follower_arm and message.header.frame_id != CHAOS and len(message.position) == 7:
                 self.measured[7 * self.follower_arm[topic] :][:7] = message.position
+                self.measured_at[self.follower_arm[topic]] = time.time()
             elif topic == "/policy_node/mode":
                 self.modes.append((time.time(), message.data))
 
@@ -106,13 +108,30 @@ class ChaosProbe(Probe):
                 if abs(step[joint]) > allowed[joint]:  # onto the measured pose: a re-seed (release, reset_fault)
                     gap = float(np.abs(position - self.measured[part]).max())
                     detail = {"joint": joint, "step": float(step[joint]), "allowed": float(allowed[joint]), "dt_s": dt}
-                    found["step_onto_measured" if gap < 0.02 else "step"] = {**detail, "to_measured": gap}
+                    found["step_onto_measured" if gap < 0.02 else "step"] = {
+                        **detail,
+                        "to_measured": gap,
+                        **self.seed(part),
+                    }
             self._previous[topic] = (stamp, position)
         for kind, detail in found.items():
             self.violations[kind] += 1
             if sum(example["kind"] == kind for example in self.examples) < 10:  # the first ten of each kind
                 context = {"last_action": self.last_action[1], "since_s": round(time.time() - self.last_action[0], 2)}
                 self.examples.append({"kind": kind, "topic": topic, "stamp_s": stamp * 1e-9, **detail, **context})
+
+    def seed(self, part: slice) -> dict:
+        """Beside a step: how old the bench's reading of the arm is, and the node's newest re-seed (~/status): the
+        reading it started from and how far that and the seed are from the bench's reading of the arm."""
+        arm = part.start // 7
+        found = {"bench_reading_age_s": round(time.time() - float(self.measured_at[arm]), 3)}
+        reseed = self.latest_status().get("last_reseed")
+        if reseed:
+            node_reading, node_seed = np.array(reseed["measured"])[part], np.array(reseed["seed"])[part]
+            found["node_reseed_age_s"] = reseed["age_s"]
+            found["node_reading_to_bench_reading"] = float(np.abs(node_reading - self.measured[part]).max())
+            found["node_seed_to_bench_reading"] = float(np.abs(node_seed - self.measured[part]).max())
+        return found
 
 
 def proc(pid: int, name: str) -> str:

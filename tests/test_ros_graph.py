@@ -148,6 +148,10 @@ def test_mode_estop_and_release_services_follow_the_mode_table(classic: Graph) -
     wait_for(lambda: held_still(probe, classic.convention.command, 1.0), 15.0, "the arms at rest in ESTOP")
     assert leave(probe, "/policy_node/release") == (True, "estop -> hold")
     wait_for(lambda: probe.mode == "hold", 15.0, "hold on ~/mode")
+    # ~/status shows what the release re-seeded from: the arms' reading and the seed (the soak compares its own)
+    wait_for(lambda: (probe.status.get("last_reseed") or {}).get("age_s", 99.0) < 5.0, 15.0, "the re-seed on ~/status")
+    reseed = probe.status["last_reseed"]
+    assert len(reseed["measured"]) == len(reseed["seed"]) == 14 and all(np.isfinite(reseed["seed"]))
     ok, _ = probe.trigger("/policy_node/reset_fault")
     assert not ok  # nothing to reset outside FAULT
     modes = probe.modes

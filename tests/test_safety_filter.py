@@ -388,6 +388,12 @@ def test_reseed_keeps_a_grippers_last_command_whatever_it_measures(limits: Safet
     for tick in range(2, 20):  # holding keeps every command inside the range
         command = flt.step(tick * dt, None, measured=measured).command
         assert np.all(command >= limits.hard_low) and np.all(command <= limits.hard_high)
+    when, reading, seed = flt.last_reseed  # what the re-seed started from, for ~/status and the chaos soak
+    assert when == dt
+    np.testing.assert_array_equal(reading, measured)
+    np.testing.assert_array_equal(seed, seeded)
+    measured[0] = 99.0
+    assert flt.last_reseed[1][0] != 99.0  # a copy: the caller's array may change
 
 
 def test_reseed_brings_a_gripper_seeded_outside_its_range_inside(limits: SafetyLimits) -> None:

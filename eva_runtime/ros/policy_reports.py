@@ -180,5 +180,18 @@ class PolicyReports:
                 "interventions": dict(stats.interventions),
                 "instruction": loop.instruction,
                 "stale_inputs": self._stale_inputs(runtime),
+                "last_reseed": _reseed_summary(loop.safety.last_reseed, loop.robot.now()),
             }
             runtime.publishers["status"].publish(String(data=json.dumps(status)))
+
+
+def _reseed_summary(reseed: tuple[float, np.ndarray, np.ndarray] | None, now: float) -> dict | None:
+    """The newest re-seed of the safety filter: how long ago, the reading it started from and the seed (rad)."""
+    if reseed is None:
+        return None
+    stamp, measured, seed = reseed
+    return {
+        "age_s": round(now - stamp, 3),
+        "measured": [round(float(x), 4) for x in measured],
+        "seed": [round(float(x), 4) for x in seed],
+    }

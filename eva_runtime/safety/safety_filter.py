@@ -22,6 +22,8 @@ class SafetyFilter:
     def __init__(self, limits: SafetyLimits) -> None:
         self.limits = limits
         self._state: FilterState | None = None
+        # (time, measured, seed) of the newest `reseed`: what a re-seed started from, for ~/status and the soak
+        self.last_reseed: tuple[float, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def for_embodiment(cls, embodiment: Embodiment) -> SafetyFilter:
@@ -57,6 +59,7 @@ class SafetyFilter:
             kept = np.clip(self._state.command, limits.hard_low, limits.hard_high)
             seed = np.where(limits.is_gripper & np.isfinite(measured), kept, seed)
         self.reset(time, seed)
+        self.last_reseed = (float(time), measured.copy(), seed)
 
     def restore(self, state: FilterState) -> None:
         """Continue from a state saved earlier (e.g. a simulation copy that must behave like the live loop)."""
