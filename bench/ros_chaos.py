@@ -5,7 +5,9 @@ The nodes run as processes as in bench/ros_graph.py (leader arms on /teach/joint
 arms), estop, release, reset_fault, episodes started and ended, malformed follower states and commands, the sim's
 ~/reset, SIGKILL of the sim node (restarted where its arms were), SIGTERM or SIGKILL of the policy node (restarted).
 Checked at every command message: finite, within the position limits, each arm's step within velocity_max *
-min(stamp gap, max_tick_interval_s) (the filter's contract); HOLD, ESTOP or FAULT while the sim is down. At the end:
+min(stamp gap, max_tick_interval_s) (the filter's contract), except an arm joint's command landing on that joint's
+own reading (a re-seed: the arm is already there; counted apart, not a violation, with the node's seed and reading
+from ~/status beside the bench's); HOLD, ESTOP or FAULT while the sim is down. At the end:
 every episode in the outcome log with the expected outcome, integrity_check, each node's RSS per incarnation.
 
     MUJOCO_GL=egl .venv/bin/python bench/ros_chaos.py [--minutes 3] [--seed 0] [--action-period-s 2]
@@ -68,9 +70,11 @@ class ChaosProbe(Probe):
     def __init__(self, context: Context, specs: dict[str, Any], limits: SafetyLimits) -> None:
         self.limits, self.measured, self.modes = limits, np.full(14, np.nan), []
         self.measured_at = np.full(2, np.nan)  # wall time each arm's newest follower state arrived here
+        self._awaiting: list[tuple[dict, slice, float, np.ndarray]] = []  # steps waiting for the node's re-seed
         roles = (TOPICS.command, TOPICS.follower_state)
         self.arm_of, self.follower_arm = ({topic: i for i, topic in enumerate(role.values())} for role in roles)
         self.checked, self.violations, self.examples, self.last_action = Counter(), Counter(), [], (time.time(), "")
+        self.reseeds: Counter = Counter()  # arm commands stepping onto the arm's own reading: not a motion
         self._previous: dict[str, tuple[int, np.ndarray]] = {}  # topic -> (stamp in integer ns, position)
         super().__init__(context, specs)
 
@@ -86,6 +90,8 @@ class ChaosProbe(Probe):
                 self.measured_at[self.follower_arm[topic]] = time.time()
             elif topic == "/policy_node/mode":
                 self.modes.append((time.time(), message.data))
+            elif topic == "/policy_node/status" and self._awaiting:
+                self.fill_seeds()
 
         return extended
 
@@ -105,33 +111,45 @@ class ChaosProbe(Probe):
                 dt, step = (stamp - previous[0]) * 1e-9, position - previous[1]
                 allowed = limits.velocity_max[part] * min(max(dt, 0.0), limits.max_tick_interval_s) * (1 + 1e-6) + 1e-9
                 joint = int(np.argmax(np.abs(step) - allowed))
-                if abs(step[joint]) > allowed[joint]:  # onto the measured pose: a re-seed (release, reset_fault)
-                    gap = float(np.abs(position - self.measured[part]).max())
+                if abs(step[joint]) > allowed[joint]:
+                    # The joint's command landing on the joint's own reading is a re-seed (release, reset_fault):
+                    # an arm joint is already there, so the arm does not move; a gripper is never seeded so (it
+                    # keeps its command: a step onto its reading opens a grip). Anything else is a jump.
+                    gap = float(abs(position[joint] - self.measured[part][joint]))
+                    gripper = bool(limits.is_gripper[part][joint])
+                    kind = "step" if gap >= 0.02 else "step_onto_measured_gripper" if gripper else "reseed_onto_arm"
                     detail = {"joint": joint, "step": float(step[joint]), "allowed": float(allowed[joint]), "dt_s": dt}
-                    found["step_onto_measured" if gap < 0.02 else "step"] = {
-                        **detail,
-                        "to_measured": gap,
-                        **self.seed(part),
-                    }
+                    detail.update(command=position.round(4).tolist(), previous=previous[1].round(4).tolist())
+                    found[kind] = {**detail, "to_measured": gap, **self.seed(part)}
             self._previous[topic] = (stamp, position)
         for kind, detail in found.items():
-            self.violations[kind] += 1
+            (self.reseeds if kind == "reseed_onto_arm" else self.violations)[kind] += 1
             if sum(example["kind"] == kind for example in self.examples) < 10:  # the first ten of each kind
                 context = {"last_action": self.last_action[1], "since_s": round(time.time() - self.last_action[0], 2)}
                 self.examples.append({"kind": kind, "topic": topic, "stamp_s": stamp * 1e-9, **detail, **context})
+                if kind.startswith("step"):
+                    self._awaiting.append((self.examples[-1], part, time.time(), self.measured[part].copy()))
 
     def seed(self, part: slice) -> dict:
-        """Beside a step: how old the bench's reading of the arm is, and the node's newest re-seed (~/status): the
-        reading it started from and how far that and the seed are from the bench's reading of the arm."""
-        arm = part.start // 7
-        found = {"bench_reading_age_s": round(time.time() - float(self.measured_at[arm]), 3)}
+        """Beside a step: how old the bench's reading of the arm is. The node's re-seed (the reading it started from
+        and the seed) comes later on ~/status, published at its own rate: `fill_seeds` adds it when it arrives."""
+        return {"bench_reading_age_s": round(time.time() - float(self.measured_at[part.start // 7]), 3)}
+
+    def fill_seeds(self) -> None:
+        """Complete the steps waiting for the node's re-seed: the first ~/status whose `last_reseed` is no older
+        than the step (plus 0.5 s), with the distances from its reading and seed to the bench's reading then."""
         reseed = self.latest_status().get("last_reseed")
-        if reseed:
+        waiting, self._awaiting = self._awaiting, []
+        for found, part, at, bench_reading in waiting:
+            if not reseed or reseed["age_s"] > time.time() - at + 0.5:
+                self._awaiting.append((found, part, at, bench_reading))
+                continue
             node_reading, node_seed = np.array(reseed["measured"])[part], np.array(reseed["seed"])[part]
-            found["node_reseed_age_s"] = reseed["age_s"]
-            found["node_reading_to_bench_reading"] = float(np.abs(node_reading - self.measured[part]).max())
-            found["node_seed_to_bench_reading"] = float(np.abs(node_seed - self.measured[part]).max())
-        return found
+            found["node_reseed_before_step_s"] = round(reseed["age_s"] - (time.time() - at), 3)
+            found["node_reading_to_bench_reading"] = float(np.abs(node_reading - bench_reading).max())
+            found["node_seed_to_bench_reading"] = float(np.abs(node_seed - bench_reading).max())
+            found["node_reading"], found["node_seed"] = node_reading.round(4).tolist(), node_seed.round(4).tolist()
+            found["bench_reading"] = bench_reading.round(4).tolist()
 
 
 def proc(pid: int, name: str) -> str:
@@ -394,7 +412,12 @@ def main() -> int:
     watched = ("policy_node: inputs", "policy_node: safety filter", "sim_robot_node: commands")
     result |= {
         "wall_s": round(time.time() - chaos.t0, 1),
-        "commands": {"checked": dict(probe.checked), "violations": dict(probe.violations), "examples": probe.examples},
+        "commands": {
+            "checked": dict(probe.checked),
+            "violations": dict(probe.violations),
+            "reseeds_onto_the_arms_reading": sum(probe.reseeds.values()),
+            "examples": probe.examples,
+        },
         "actions_done_accepted": {name: [done[name], accepted[name]] for name in sorted(done)},
         "mode_messages": Counter(mode for _, mode in probe.modes),
         "outcome_log": outcome_report(run_dir / "outcomes.db", chaos.episodes),

@@ -91,3 +91,14 @@ def test_world_model_names_are_the_shipped_bundle_directories(tmp_path: Path) ->
 def test_an_unknown_world_model_name_exits_2_and_lists_the_shipped_ones() -> None:
     result = runner.invoke(app, ["run", "--world-model", "nonesuch", "--episodes", "1"])
     assert result.exit_code == 2 and "nonesuch" in result.output and "fgw2" in result.output
+
+
+def test_scoring_an_aligned_bundle_without_its_adapter_is_refused(tmp_path: Path) -> None:
+    """Otherwise the aligned bundle's IDM would score the base model's rollouts, reported as the aligned model's."""
+    repo = Path(__file__).resolve().parents[1]
+    arguments = ["eval", "world-model", "--model", str(repo / "models" / "wan_transfer_cube_fgw2")]
+    arguments += ["--bundle", str(repo / "models" / "bundle_transfer_cube_fgw2_aligned")]
+    arguments += ["--data", str(tmp_path), "--out", str(tmp_path / "out.json")]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2 and "adapter0" in result.output and "--adapter" in result.output
+    assert not (tmp_path / "out.json").exists()

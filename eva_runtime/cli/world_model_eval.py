@@ -50,7 +50,13 @@ def eval_world_model_command(
     from eva_runtime.world_model.wan.backend import load_wan_world_model
 
     set_torch_threads(threads)
-    decoder, config = _idm_and_reward(bundle)
+    decoder, config, bundled = _idm_and_reward(bundle)
+    if bundled and not adapter:  # else an aligned bundle would be scored with its base model's rollouts
+        console.print(
+            f"[red]error:[/red] {bundle} carries LoRA adapters {list(bundled)}; this command samples --model with "
+            "the --adapter directories given: pass them, or score with the SFT bundle"
+        )
+        raise typer.Exit(2)
     adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
     world_model = load_wan_world_model(
         {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
@@ -91,8 +97,8 @@ def _vae_reference(source: Path | None):
     return lambda video: vae_round_trip(vae, video)
 
 
-def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig]:
-    """The bundle's hash-verified IDM decoder and its reward constants at the IDM's fps."""
+def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig, tuple[str, ...]]:
+    """The bundle's hash-verified IDM decoder, its reward constants at the IDM's fps, its world model's adapters."""
     from eva_runtime.bundle import load_bundle
     from eva_runtime.idm.decoder import IdmDecoder
     from eva_runtime.reward import RewardConfig
@@ -103,7 +109,7 @@ def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig]:
     config = RewardConfig.from_embodiment(
         deployed.embodiment, decoder.fps, p0=reward.p0, form=reward.form, gamma=reward.gamma
     )
-    return decoder, config
+    return decoder, config, deployed.manifest.world_model.adapters
 
 
 def _write_results(out: Path, summary: dict, results: list[Any]) -> None:
