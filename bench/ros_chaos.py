@@ -120,17 +120,17 @@ class ChaosProbe(Probe):
                     kind = "step" if gap >= 0.02 else "step_onto_measured_gripper" if gripper else "reseed_onto_arm"
                     detail = {"joint": joint, "step": float(step[joint]), "allowed": float(allowed[joint]), "dt_s": dt}
                     detail.update(command=position.round(4).tolist(), previous=previous[1].round(4).tolist())
-                    found[kind] = {**detail, "to_measured": gap, **self.seed(part)}
+                    found[kind] = {**detail, "to_measured": gap, **self.reading_age(part)}
             self._previous[topic] = (stamp, position)
         for kind, detail in found.items():
             (self.reseeds if kind == "reseed_onto_arm" else self.violations)[kind] += 1
             if sum(example["kind"] == kind for example in self.examples) < 10:  # the first ten of each kind
                 context = {"last_action": self.last_action[1], "since_s": round(time.time() - self.last_action[0], 2)}
                 self.examples.append({"kind": kind, "topic": topic, "stamp_s": stamp * 1e-9, **detail, **context})
-                if kind.startswith("step"):
+                if "to_measured" in detail:  # a step or a re-seed: the node's side comes with a later ~/status
                     self._awaiting.append((self.examples[-1], part, time.time(), self.measured[part].copy()))
 
-    def seed(self, part: slice) -> dict:
+    def reading_age(self, part: slice) -> dict:
         """Beside a step: how old the bench's reading of the arm is. The node's re-seed (the reading it started from
         and the seed) comes later on ~/status, published at its own rate: `fill_seeds` adds it when it arrives."""
         return {"bench_reading_age_s": round(time.time() - float(self.measured_at[part.start // 7]), 3)}
