@@ -115,7 +115,7 @@ def test_config_errors_name_file_key_and_range(tmp_path: Path) -> None:
     message = str(error.value)
     assert f"{path}: group_size" in message and "greater than or equal to 2" in message
     assert f"{path}: lr: unknown key" in message
-    for preset in ("align_tiny.yaml", "align_wan14b.yaml", "align_fgw2.yaml"):
+    for preset in ("align_tiny.yaml", "align_wan14b.yaml", "align_fgw2.yaml", "align_fgw2_task.yaml"):
         loaded = load_align_config(REPOSITORY / "configs" / preset)
         assert loaded.group_size == 8
         if preset != "align_wan14b.yaml":  # the 14B base lives on the GPU machine, not in the repository
@@ -126,3 +126,38 @@ def test_config_errors_name_file_key_and_range(tmp_path: Path) -> None:
     assert (authors.clip_range, authors.lora_rank, authors.schedule.kind) == (1e-5, 32, "wan")
     # The authors' beta 0.004 divides the KL by the schedule variance; ours by the step variance (1/|dt| larger).
     assert authors.kl_beta == pytest.approx(0.004 / authors.sampling_steps)
+
+
+def _simulated_episodes(directory: Path, count: int) -> Path:
+    """Short scripted-expert episodes from the real simulation, recorded as `eva sim record` records them."""
+    from eva_runtime.embodiment import load_embodiment
+    from eva_runtime.robots.mujoco_robot import MujocoRobot
+    from eva_runtime.sim.demonstrations import record_demonstrations
+
+    robot = MujocoRobot(load_embodiment(REPOSITORY / "calibration" / "aloha_sim.yaml"), "transfer_cube")
+    robot.connect()
+    try:
+        record_demonstrations(robot, count, directory, fps=12.5, first_seed=3, max_steps=60)
+    finally:
+        robot.disconnect()
+    return directory
+
+
+def test_task_reward_plays_decoded_plans_from_replayed_starts(tmp_path: Path) -> None:
+    task_reward = {"task": "transfer_cube", "weight": 1.0}
+    data = _simulated_episodes(tmp_path / "sim", 3)
+    config = _config(tmp_path, data=str(data), iterations=1, held_out=1, task_reward=task_reward)
+    finished = _eva("train", "align", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "telemetry.jsonl").read_text().splitlines()[0])
+    assert {"task_progress", "task_progress_group_std", "task_final_stage", "task_closest_reach_m"} <= set(record)
+    assert 0.0 <= record["task_progress"] <= 5.0 and record["task_closest_reach_m"] > 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert all("task_progress" in check for check in summary["checks"])
+
+    # Episodes the simulation cannot reproduce (these squares carry seeds but no expert made them): refused.
+    squares = tmp_path / "squares"
+    squares.mkdir()
+    config = _config(squares, task_reward=task_reward)
+    refused = _eva("train", "align", "--config", str(config), "--out", str(squares / "run"))
+    assert refused.returncode != 0 and "the replayed expert commands" in refused.stderr + refused.stdout

@@ -1,4 +1,5 @@
-"""`eva train align`: Flow-GRPO post-training of the SFT world model with the frozen IDM's executability reward.
+"""`eva train align`: Flow-GRPO post-training of the SFT world model with the frozen IDM's executability reward
+(plus, with `task_reward` in the config, the task progress of the decoded plans played in simulation).
 
 Per iteration: draw conditions (observed frame(s) + instruction) from the training episodes, sample G rollouts of
 each with the SDE sampler, decode them with the frozen IDM, score them with the batched torch reward, normalise
@@ -67,15 +68,17 @@ def _heldout_check(transformer, pipeline, conditions, embeds, reward_fn, config:
     transformer.eval()
     with torch.no_grad():
         final = euler_sample(denoiser, noise, flow_sigmas(pipeline.scheduler, config.sampling_steps))
-    rewards, stats = reward_fn(final)
+    rewards, stats = reward_fn.for_conditions(conditions, 1)(final)
     frames = reward_fn.last_frames
     psnr = [float(frame_psnr(c.truth[1:], f[1 : len(c.truth)]).mean()) for c, f in zip(conditions, frames, strict=True)]
-    return {
+    check = {
         "reward": float(rewards.mean()),
         "plausible": stats["plausible_fraction"],
         "motion_rad": stats["motion_rad"],
         "psnr_db": float(np.mean(psnr)),
     }
+    task = {name: stats[name] for name in ("task_progress", "task_final_stage") if name in stats}
+    return {**check, **task}
 
 
 def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -257,7 +260,7 @@ def _grpo_update(
         noise,
         update.sigmas,
         update.schedule,
-        data.reward_fn,
+        data.reward_fn.for_conditions(chosen, config.group_size),
         update.settings,
         _fast_window(config, rng),
         generator,

@@ -41,6 +41,15 @@ class GuardSection(_Strict):
     max_psnr_drop_db: float = Field(2.0, ge=0.0)  # held-out PSNR below SFT's by more: stop
 
 
+class TaskRewardSection(_Strict):
+    """Adds the task progress of each decoded plan, played in simulation from the condition's recorded start
+    (training/task_progress.py), to the executability reward: reward = executability + weight * progress."""
+
+    task: Literal["transfer_cube", "insertion"]
+    weight: float = Field(1.0, ge=0.0)
+    hold_ticks: int = Field(5, ge=1)  # a stage counts once held this many control ticks
+
+
 class AlignConfig(_Strict):
     base: str  # the SFT model directory (diffusers pipeline with eva_hashes.json)
     bundle: str  # deployment bundle whose frozen IDM and reward score the rollouts
@@ -57,6 +66,7 @@ class AlignConfig(_Strict):
     schedule: ScheduleSection = ScheduleSection()
     fast: FastSection = FastSection()
     guard: GuardSection = GuardSection()
+    task_reward: TaskRewardSection | None = None  # None: the executability reward alone (the EVA paper's)
     learning_rate: float = Field(1e-4, gt=0)
     inner_epochs: int = Field(1, ge=1)
     clip_range: float = Field(1e-4, gt=0)

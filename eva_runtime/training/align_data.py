@@ -1,5 +1,6 @@
-"""What Flow-GRPO alignment draws from (see :mod:`.align`): the SFT pipeline, the bundle's frozen IDM reward,
-the training and held-out conditions (observed frame(s) + instruction + recorded future) and their text embeddings.
+"""What Flow-GRPO alignment draws from (see :mod:`.align`): the SFT pipeline, the reward (the bundle's frozen IDM,
+with the simulated task progress when configured), the training and held-out conditions (observed frame(s) +
+instruction + recorded future + where in which simulated episode they were recorded) and their text embeddings.
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ def load_align_data(config: AlignConfig) -> AlignData:
     pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=torch.float32)
     described = json.loads((base / "eva_world_model.json").read_text())
     fps, camera = float(described["fps"]), described["camera"]
-    reward_fn = _idm_reward(config, pipeline.vae, fps)
+    reward_fn, steps_per_frame = _reward(config, pipeline.vae, fps)
     videos = load_videos(config.data, camera, fps, tuple(described["config"]["image_size"]))
     if len(videos) <= config.held_out:
         raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
-    train_conditions = _conditions(videos[: -config.held_out], config.condition_starts, config.horizon, 1)
-    heldout = _conditions(videos[-config.held_out :], config.condition_starts, config.horizon, 1)
+    starts, horizon = config.condition_starts, config.horizon
+    train_conditions = _conditions(videos[: -config.held_out], starts, horizon, 1, steps_per_frame)
+    heldout = _conditions(videos[-config.held_out :], starts, horizon, 1, steps_per_frame)
+    _check_replay(reward_fn, train_conditions)
     picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
     heldout = [heldout[i] for i in picks]
     temporal = int(pipeline.vae.config.scale_factor_temporal)
@@ -61,12 +64,15 @@ def load_align_data(config: AlignConfig) -> AlignData:
     return AlignData(pipeline, fps, reward_fn, train_conditions, heldout, embeds, latent_count)
 
 
-def _idm_reward(config: AlignConfig, vae, fps: float):
-    """The bundle's frozen IDM and reward, refused when the IDM runs at another rate than the world model."""
+def _reward(config: AlignConfig, vae, fps: float):
+    """The bundle's frozen IDM and reward (refused when the IDM runs at another rate than the world model), with the
+    task progress when configured; and the control steps per model frame (a condition's step in its episode)."""
     from eva_runtime.bundle import load_bundle
     from eva_runtime.idm.decoder import IdmDecoder
     from eva_runtime.reward import RewardConfig
     from eva_runtime.training.idm_reward import IdmReward
+    from eva_runtime.training.task_progress import TaskProgress
+    from eva_runtime.training.task_reward import TaskAwareReward
 
     bundle = load_bundle(Path(config.bundle))
     decoder = IdmDecoder(bundle.idm_path, bundle.hashes()["idm"])
@@ -76,21 +82,47 @@ def _idm_reward(config: AlignConfig, vae, fps: float):
     reward_config = RewardConfig.from_embodiment(
         bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
     )
-    return IdmReward(vae, decoder, reward_config, config.history_frames)
+    idm_reward = IdmReward(vae, decoder, reward_config, config.history_frames)
+    rate = bundle.embodiment.control_rate_hz
+    steps_per_frame = rate / fps
+    if abs(steps_per_frame - round(steps_per_frame)) > 1e-9:
+        raise ValueError(f"the world model's {fps} fps must divide the control rate {rate} Hz")
+    task = config.task_reward
+    if task is None:
+        return idm_reward, round(steps_per_frame)
+    progress = TaskProgress(task.task, bundle.embodiment, task.hold_ticks)
+    return TaskAwareReward(idm_reward, progress, fps, task.weight), round(steps_per_frame)
 
 
-def _conditions(videos, starts, horizon: int, history: int):
-    """Every (episode, start) with a full recorded future: Condition objects with the truth attached."""
-    from eva_runtime.training.flow_grpo import Condition
+def _check_replay(reward_fn, conditions) -> None:
+    """With the task reward, replay the latest start of the first episode now: data the simulation cannot
+    reproduce (another task, a real robot's seeds, a changed simulation) is refused before any training."""
+    from eva_runtime.training.task_reward import TaskAwareReward
+
+    if not isinstance(reward_fn, TaskAwareReward):
+        return
+    seeded = [c.origin for c in conditions if c.origin is not None]
+    if not seeded:
+        raise ValueError("task_reward needs simulated episodes (with seeds); none of the training episodes has one")
+    latest = max((o for o in seeded if o.seed == seeded[0].seed), key=lambda origin: origin.step)
+    reward_fn.progress.start_state(latest.seed, latest.step, latest.command)
+
+
+def _conditions(videos, starts, horizon: int, history: int, steps_per_frame: int):
+    """Every (episode, start) with a full recorded future: Condition objects with the truth and, for a seeded
+    (simulated) episode, the origin its start state is regenerated from."""
+    from eva_runtime.training.flow_grpo import Condition, ConditionOrigin
 
     found = []
     for video in videos:
         for start in starts:
             first = start - (history - 1)
             if first >= 0 and start + horizon <= len(video.frames):
-                found.append(
-                    Condition(video.frames[first : start + 1], video.instruction, video.frames[start : start + horizon])
-                )
+                origin = None
+                if video.seed is not None:
+                    origin = ConditionOrigin(int(video.seed), start * steps_per_frame, video.actions[start])
+                observed, future = video.frames[first : start + 1], video.frames[start : start + horizon]
+                found.append(Condition(observed, video.instruction, future, origin))
     if not found:
         raise ValueError("no condition with a full future: check condition_starts, horizon and the episodes")
     return found

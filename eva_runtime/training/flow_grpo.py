@@ -23,6 +23,7 @@ from eva_runtime.world_model.wan.sampling import Denoiser
 
 __all__ = [
     "Condition",
+    "ConditionOrigin",
     "GrpoSettings",
     "condition_key",
     "group_advantages",
@@ -33,10 +34,20 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class ConditionOrigin:
+    """Where a condition was recorded in simulation: enough to regenerate its start state (`task_progress.py`)."""
+
+    seed: int  # the expert episode's seed
+    step: int  # control step of the last observed frame
+    command: np.ndarray  # (dof,) the command the recording applied at that step, to check the replay against
+
+
+@dataclass(frozen=True)
 class Condition:
     frames: np.ndarray  # (K, H, W, 3) uint8 observed frames, oldest first
     instruction: str
     truth: np.ndarray | None = None  # (horizon, H, W, 3) the recorded future, for the held-out guard
+    origin: ConditionOrigin | None = None  # None: not from a simulated recording (no task-progress reward)
 
     @property
     def key(self) -> str:

@@ -34,6 +34,10 @@ class IdmReward:
         decoded = self.decoder.decode_batch({camera: resized})
         return np.stack([moving_average(a, self.smooth) for a in decoded])
 
+    def for_conditions(self, conditions, group: int) -> IdmReward:
+        """The same reward for any batch: executability does not depend on where a rollout starts."""
+        return self
+
     def __call__(self, latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
         frames = decode_latents(self.vae, latents)[:, self.history_frames - 1 :]
         actions = self.actions(frames)
