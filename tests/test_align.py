@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from eva_runtime.training.align_config import AlignConfigError, load_align_config
-from tests.wan_helpers import save_tiny_base, write_square_episodes
+from tests.wan_helpers import record_expert_episodes, save_tiny_base, write_square_episodes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BUNDLE = REPOSITORY / "models" / "bundle_transfer_cube"
@@ -128,24 +128,9 @@ def test_config_errors_name_file_key_and_range(tmp_path: Path) -> None:
     assert authors.kl_beta == pytest.approx(0.004 / authors.sampling_steps)
 
 
-def _simulated_episodes(directory: Path, count: int) -> Path:
-    """Short scripted-expert episodes from the real simulation, recorded as `eva sim record` records them."""
-    from eva_runtime.embodiment import load_embodiment
-    from eva_runtime.robots.mujoco_robot import MujocoRobot
-    from eva_runtime.sim.demonstrations import record_demonstrations
-
-    robot = MujocoRobot(load_embodiment(REPOSITORY / "calibration" / "aloha_sim.yaml"), "transfer_cube")
-    robot.connect()
-    try:
-        record_demonstrations(robot, count, directory, fps=12.5, first_seed=3, max_steps=60)
-    finally:
-        robot.disconnect()
-    return directory
-
-
 def test_task_reward_plays_decoded_plans_from_replayed_starts(tmp_path: Path) -> None:
     task_reward = {"task": "transfer_cube", "weight": 1.0}
-    data = _simulated_episodes(tmp_path / "sim", 3)
+    data = record_expert_episodes(tmp_path / "sim", 3)
     config = _config(tmp_path, data=str(data), iterations=1, held_out=1, task_reward=task_reward)
     finished = _eva("train", "align", "--config", str(config), "--out", str(tmp_path / "run"))
     assert finished.returncode == 0, finished.stderr[-3000:]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from eva_runtime.bundle import BundleError, load_bundle
 from eva_runtime.cli import app
-from tests.wan_helpers import save_tiny_base, write_square_episodes
+from tests.wan_helpers import record_expert_episodes, save_tiny_base, write_square_episodes
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ORACLE = REPOSITORY / "models" / "bundle_transfer_cube"
@@ -89,6 +89,24 @@ def test_open_loop_eval_reports_errors_against_the_recording_per_start_frame(wan
     assert reference["arm_error_rad"][0] > 0.0  # a VAE round trip is not the recording
     table = out.with_suffix(".md").read_text()
     assert "| start frame |" in table and "| reference |" in table and "reference gripper error" in table
+
+
+def test_open_loop_eval_plays_decoded_plans_from_replayed_starts(wan_bundle: Path, tmp_path: Path) -> None:
+    data = record_expert_episodes(tmp_path / "sim", 2)
+    out = tmp_path / "open_loop.json"
+    arguments = ["eval", "world-model", "--model", str(wan_bundle.parent / "base"), "--bundle", str(wan_bundle)]
+    arguments += ["--data", str(data), "--out", str(out), "--episodes", "2", "--starts", "0,4", "--horizon", "9"]
+    arguments += ["--steps", "2", "--threads", "1", "--task-progress", "transfer_cube"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for source in ("model", "truth"):
+        progress, low, high = report["summary"][source]["task_progress"]
+        assert 0.0 <= low <= progress <= high <= 5.0
+        assert report["summary"][source]["task_closest_reach_m"][0] > 0.0
+    rows = report["conditions"]
+    assert len(rows) == 4 and all("task_final_stage" in row["model"] for row in rows)
+    assert all("task_progress" in row for row in report["summary"]["by_start"].values())
 
 
 def test_the_shipped_wan_bundle_verifies_and_imagines_the_configured_horizon() -> None:

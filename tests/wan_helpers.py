@@ -85,3 +85,20 @@ def write_square_episodes(directory: Path, count: int, frames: int = 26, size: i
         )
         write_episode(episode_path(directory, index), episode)
     return directory
+
+
+def record_expert_episodes(directory: Path, count: int, first_seed: int = 3, steps: int = 60) -> Path:
+    """Short scripted-expert episodes from the real simulation at 12.5 fps, recorded as `eva sim record` does:
+    data whose conditions the task-progress measure can replay."""
+    from eva_runtime.embodiment import load_embodiment
+    from eva_runtime.robots.mujoco_robot import MujocoRobot
+    from eva_runtime.sim.demonstrations import record_demonstrations
+
+    calibration = Path(__file__).resolve().parents[1] / "calibration" / "aloha_sim.yaml"
+    robot = MujocoRobot(load_embodiment(calibration), "transfer_cube")
+    robot.connect()
+    try:
+        record_demonstrations(robot, count, directory, fps=12.5, first_seed=first_seed, max_steps=steps)
+    finally:
+        robot.disconnect()
+    return directory

@@ -43,6 +43,10 @@ def eval_world_model_command(
     save_actions: Annotated[
         Path | None, typer.Option(help="Write the decoded rollout actions (G, T, J) as .npy, for eva calibrate reward.")
     ] = None,
+    task_progress: Annotated[
+        str | None,
+        typer.Option(help="Also play each decoded plan in simulation from the replayed start (a task name)."),
+    ] = None,
 ) -> None:
     """Frame PSNR against the recorded future and executability of IDM-decoded rollouts vs the recorded video."""
     from eva_runtime.training.wm_data import load_videos
@@ -77,6 +81,7 @@ def eval_world_model_command(
         history_frames=world_model.settings.history_frames,
         keep_actions=kept,
         reference=_vae_reference(reference_vae),
+        **_task_progress(task_progress, bundle, world_model.fps),
     )
     if save_actions is not None:
         import numpy as np
@@ -85,6 +90,17 @@ def eval_world_model_command(
     summary = summarise(results)
     summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
     _write_results(out, summary, results)
+
+
+def _task_progress(task: str | None, bundle: Path, fps: float) -> dict:
+    """evaluate_world_model's task-progress arguments: the measure on the bundle's embodiment (none without a task)."""
+    if task is None:
+        return {}
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.training.task_progress import TaskProgress
+
+    embodiment = load_bundle(bundle).embodiment
+    return {"progress": TaskProgress(task, embodiment), "steps_per_frame": round(embodiment.control_rate_hz / fps)}
 
 
 def _vae_reference(source: Path | None):

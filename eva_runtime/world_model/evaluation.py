@@ -10,7 +10,10 @@ For each condition (episode, start frame) the model gets the observed frame(s) a
   scores a perfect reward: an executability number is only meaningful beside it;
 - how far the decoded actions are from the actions recorded with the future (arm joints in rad, grippers apart):
   the closest open-loop proxy for "would this plan do what the expert did". For the recorded video itself this is
-  the IDM's own error.
+  the IDM's own error;
+- with a task-progress measure (`training/task_progress.py`) and episodes recorded in simulation: what the
+  decoded plan achieves when played on the simulated arms from the condition's replayed start (task stage held
+  and at the end, closest reach), the measure the task-aware alignment reward adds.
 """
 
 from __future__ import annotations
@@ -96,10 +99,14 @@ def evaluate_world_model(
     smooth: int = 3,
     keep_actions: list | None = None,
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress=None,
+    steps_per_frame: int = 4,
 ) -> list[ConditionResult]:
     """Every (episode, start) with a full future in the recording; `videos` are EpisodeVideo at the model's fps.
     `reference(truth)`: another video of the same future (e.g. the recording through the model's VAE), scored the
-    same way, so a model's errors can be set beside what its VAE alone costs."""
+    same way, so a model's errors can be set beside what its VAE alone costs. `progress` (a TaskProgress): every
+    decoded plan of a seeded episode is also played from the replayed start (control step = frame x
+    `steps_per_frame`)."""
     camera = model.cameras[0]
     results = []
     for index, video in enumerate(videos):
@@ -118,7 +125,8 @@ def evaluate_world_model(
                 )
             )
             future = slice(start, start + horizon)
-            scored = _Scorer(decoder, reward, smooth, camera, video.frames[future], video.actions[future])
+            play = _player(progress, video, start, steps_per_frame, model.fps)
+            scored = _Scorer(decoder, reward, smooth, camera, video.frames[future], video.actions[future], play)
             model_rows, model_actions = scored.decoded(rollout.frames[camera])
             if keep_actions is not None:
                 keep_actions.extend(model_actions)
@@ -139,15 +147,35 @@ def evaluate_world_model(
     return results
 
 
+def _player(progress, video, start: int, steps_per_frame: int, fps: float):
+    """Decoded actions -> their task-progress fields, played from the condition's replayed start (None: not
+    measured, without a measure or for an episode without a seed)."""
+    if progress is None or video.seed is None:
+        return None
+    origin = progress.start_state(int(video.seed), start * steps_per_frame, video.actions[start])
+
+    def play(actions: np.ndarray) -> dict:
+        played = progress.play(origin, actions, fps)
+        return {
+            "task_progress": played.progress,
+            "task_final_stage": float(played.final),
+            "task_furthest_held": float(played.furthest_held),
+            "task_closest_reach_m": played.closest_reach_m,
+        }
+
+    return play
+
+
 class _Scorer:
     """One condition's recorded future (video and commanded actions), against which any video of that future is
     scored. Errors are measured against the recorded actions, not against the IDM's reading of the recorded video:
     an IDM trained on VAE frames reads clean frames less well, and that must not count as the model's error."""
 
     def __init__(
-        self, decoder, reward: RewardConfig, smooth: int, camera: str, truth: np.ndarray, recorded: np.ndarray
+        self, decoder, reward: RewardConfig, smooth: int, camera: str, truth: np.ndarray, recorded: np.ndarray, play
     ) -> None:
         self.decoder, self.reward, self.smooth, self.camera, self.truth = decoder, reward, smooth, camera, truth
+        self.play = play
         self.recorded = np.asarray(recorded, dtype=np.float64)
         self.truth_row = self.decoded(truth[None])[0][0]
 
@@ -156,6 +184,9 @@ class _Scorer:
         actions: list = []
         rows = decoded_scores(self.decoder, {self.camera: videos}, self.reward, self.smooth, actions)
         _add_errors(rows, actions, self.recorded, self.reward.gripper_indices)
+        if self.play is not None:
+            for row, decoded in zip(rows, actions, strict=True):
+                row.update(self.play(decoded))
         return rows, actions
 
     def psnr_by_frame(self, videos: np.ndarray) -> np.ndarray:
@@ -201,6 +232,8 @@ def _by_start(results: list[ConditionResult]) -> dict[str, dict[str, float]]:
             "motion_ratio": float(model_path / max(truth_path, 1e-9)),
             "reward": float(np.mean([r.model["reward"] for r in rows])),
         }
+        if all("task_progress" in r.model for r in rows):
+            table[str(start)]["task_progress"] = float(np.mean([r.model["task_progress"] for r in rows]))
         if all(r.reference is not None for r in rows):
             table[str(start)]["reference_arm_error_rad"] = float(np.mean([r.reference["arm_error_rad"] for r in rows]))
             table[str(start)]["reference_gripper_error"] = float(np.mean([r.reference["gripper_error"] for r in rows]))
