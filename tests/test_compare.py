@@ -107,6 +107,7 @@ def test_open_loop_eval_plays_decoded_plans_from_replayed_starts(wan_bundle: Pat
     rows = report["conditions"]
     assert len(rows) == 4 and all("task_final_stage" in row["model"] for row in rows)
     assert all("task_progress" in row for row in report["summary"]["by_start"].values())
+    assert "| video | task progress | final stage |" in out.with_suffix(".md").read_text()
 
 
 def test_the_shipped_wan_bundle_verifies_and_imagines_the_configured_horizon() -> None:

@@ -155,6 +155,18 @@ def _markdown(summary: dict) -> str:
             f"| {source} | {cell(row['reward'])} | {cell(row['plausible'])} | {cell(row['p_jerk'])} "
             f"| {cell(row['motion_rad'])} | {cell(row['arm_error_rad'])} | {cell(row['gripper_error'])} |"
         )
+    if "task_progress" in summary["model"]:
+        lines += [
+            "",
+            "| video | task progress | final stage | furthest stage held | closest reach (m) |",
+            "|---|---|---|---|---|",
+        ]
+        for source in [name for name in ("model", "reference", "truth") if "task_progress" in summary.get(name, {})]:
+            row = summary[source]
+            lines.append(
+                f"| {source} | {cell(row['task_progress'])} | {cell(row['task_final_stage'])} "
+                f"| {cell(row['task_furthest_held'])} | {cell(row['task_closest_reach_m'])} |"
+            )
     return "\n".join([*lines, "", *_by_start_table(summary["by_start"])]) + "\n"
 
 
