@@ -146,3 +146,18 @@ def test_task_reward_plays_decoded_plans_from_replayed_starts(tmp_path: Path) ->
     config = _config(squares, task_reward=task_reward)
     refused = _eva("train", "align", "--config", str(config), "--out", str(squares / "run"))
     assert refused.returncode != 0 and "the replayed expert commands" in refused.stderr + refused.stdout
+
+
+def test_conditions_carry_the_models_history_padded_at_the_episode_start() -> None:
+    import numpy as np
+
+    from eva_runtime.training.align_data import _conditions
+    from eva_runtime.training.wm_data import EpisodeVideo
+
+    frames = np.arange(30, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    video = EpisodeVideo("e", frames, np.zeros((30, 14)), "t", seed=7)
+    at_start, later = _conditions([video], (0, 8, 25), horizon=9, history=5, steps_per_frame=4)  # 25: no future
+    assert [int(f[0, 0, 0]) for f in at_start.frames] == [0, 0, 0, 0, 0]  # padded as SFT and the robot pad
+    assert [int(f[0, 0, 0]) for f in later.frames] == [4, 5, 6, 7, 8]  # the newest observed frame last
+    assert int(later.truth[0, 0, 0, 0]) == 8 and len(later.truth) == 9
+    assert (later.origin.seed, later.origin.step) == (7, 32)

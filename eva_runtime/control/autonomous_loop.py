@@ -4,7 +4,7 @@ A tick is a pipeline; each phase is one method, read top to bottom:
 1. sense: the robot's state and the planner's answer, health and waiting time;
 2. plan: install the answer (or hold on a rejection), make a planner fault a HOLD, and ask for the next plan
    early enough that it lands before the current one runs out (async) or when it has run out (sync), from
-   frames no older than their timeout;
+   frames no older than their timeout, with the frames before them the model conditions on (frame_history.py);
 3. command: one command source per mode (AUTONOMOUS: the executor; TELEOP: the leader arms through the
    handover ramp; an operator's HOLD with a homing slide: the slide; anything else: hold);
 4. filter: the safety filter makes the command safe, and its verdict (stale joint state, tracking error, the
@@ -13,8 +13,7 @@ A tick is a pipeline; each phase is one method, read top to bottom:
 6. account: the episode's statistics.
 Every mode change, operator input included (:meth:`AutonomousLoop.command`, :meth:`AutonomousLoop.fail_safe`),
 goes through the mode table and into the episode's record. Stamps come from the robot's clock; waiting for the
-planner is measured on the injected `clock` (monotonic time by default, a simulated clock in tests), so the
-loop runs without real time wherever behaviour, not timing, is under test.
+planner is on the injected `clock` (a simulated one in tests): no real time where behaviour is under test.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import numpy as np
 from eva_runtime.control.episode_stats import EpisodeStats
 from eva_runtime.control.executed_score import ExecutedScorer
 from eva_runtime.control.executor import Plan
+from eva_runtime.control.frame_history import FrameHistory
 from eva_runtime.control.homing import HomingSlide
 from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.control.modes import Mode, ModeEvent, ModeManager, Trigger
@@ -105,10 +105,10 @@ class AutonomousLoop:
         self.frame_timeout = timeouts.get("frame", 0.5)
         self.teleop_timeout = timeouts.get("teleop", 0.1)
         self.state_timeout = timeouts.get("joint_state", 0.1)
-        # Joint state silent this long: the robot (or its driver) is lost, an operator matter (FAULT), not a hold.
-        # Only where configured (`timeouts_s.robot`, or a driver setting it): the ROS graph on a busy 2-core machine
-        # has shown joint-state gaps of seconds (docs/ros.md), which must not become operator resets by default.
+        # Joint state silent this long: the robot is lost, an operator matter (FAULT), not a hold. Only where set
+        # (`timeouts_s.robot`): a busy 2-core ROS graph shows gaps of seconds (docs/ros.md), not operator resets.
         self.robot_timeout: float | None = timeouts.get("robot")
+        self.frame_history = FrameHistory(settings.history_frames or 1, settings.history_fps, settings.cameras)
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
         self.executor = settings.executor(self.safety.limits)
         self.handover = TeleopHandover(self.safety.limits)
@@ -151,6 +151,7 @@ class AutonomousLoop:
         self.progress = 0
         self._request_id = 0
         self._first_request = None
+        self.frame_history.clear()  # the scene may have been reset: no frame of the last episode conditions a plan
 
     def input_problem(self, trigger: Trigger | None = None, measured: Observation | None = None) -> str | None:
         """Why `trigger` may not be taken now, or None. A commander (None: autonomy or teleop) is refused while the
@@ -244,6 +245,7 @@ class AutonomousLoop:
     def sense(self) -> Sensed:
         now = self.robot.now()
         observation = self.robot.observe(cameras=False)
+        self.frame_history.keep(self.robot, now)
         answer = self.planner.poll()
         if answer is not None and (self._outstanding is None or answer[0] != self._outstanding[0]):
             answer = None  # an answer to a request this loop no longer waits for
@@ -310,7 +312,7 @@ class AutonomousLoop:
             return None
         request = PlanRequest(
             time=now,
-            frames={name: frames[name].image[None] for name in settings.cameras},
+            frames=self.frame_history.window({name: frames[name] for name in settings.cameras}),
             instruction=self.instruction,
             seed=self.seed * 10_000 + self._request_id,
             privileged_state=privileged,
@@ -352,8 +354,7 @@ class AutonomousLoop:
         return since is None or self.executor.plan.start_time > since
 
     def _homing_target(self) -> np.ndarray:
-        slide = self._homing
-        target = slide.target(self.period)
+        slide, target = self._homing, self._homing.target(self.period)
         if slide.arrived and np.max(np.abs(self.safety.state.command - slide.pose)) <= 1e-9:
             self._homing = None  # the filter's command is on the pose: from the next tick, a plain hold there
         return target
@@ -394,7 +395,6 @@ class AutonomousLoop:
         if self._previous_command is not None:
             stats.max_step_change = max(stats.max_step_change, float(np.max(np.abs(applied - self._previous_command))))
         self._previous_command = applied
-        self.step += 1
-        stats.steps = self.step
+        self.step = stats.steps = self.step + 1
         if command.target is not None and stats.first_command_s is None and self._first_request is not None:
             stats.first_command_s = self.clock() - self._first_request

@@ -70,8 +70,13 @@ class Deployment:
         """The world model that will run is the oracle (a bundle's oracle may be replaced, e.g. by a remote one)."""
         return self.spec.world_model.get("kind") == "oracle"
 
-    def scored(self, settings: LoopSettings, embodiment) -> LoopSettings:
-        """`settings` with the plans' own reward scoring the executed commands too (control/executed_score.py)."""
+    def loop_settings(self, settings: LoopSettings, embodiment) -> LoopSettings:
+        """`settings` for this deployment: each plan request carries the observed frames the world model was trained
+        to condition on unless `settings` names a number (control/frame_history.py; one for the oracle, which reads
+        the simulator), and the plans' own reward scores the executed commands too (control/executed_score.py)."""
+        entry = self.bundle.manifest.world_model
+        own = 1 if self.oracle or entry.sampling is None else entry.sampling.history_frames
+        settings = replace(settings, history_frames=settings.history_frames or own, history_fps=entry.fps)
         if settings.executed_reward is not None:
             return settings
         from eva_runtime.reward import RewardConfig
@@ -161,7 +166,7 @@ def run_episodes(
     if not instruction.strip():
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
-    privileged, settings = deployment.privileged_source(robot), deployment.scored(settings, robot.embodiment)
+    privileged, settings = deployment.privileged_source(robot), deployment.loop_settings(settings, robot.embodiment)
     recording = _recording(deployment, robot, record, live)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []

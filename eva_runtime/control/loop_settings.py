@@ -1,5 +1,6 @@
 """`LoopSettings`: how the autonomous loop runs (episode length, async or sync planning, the executor's curve,
-retiming, junction and receding horizon, planner timeouts, pacing, the executed-motion reward)."""
+retiming, junction and receding horizon, planner timeouts, pacing, the executed-motion reward, the observed-frame
+history of each plan request)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ class LoopSettings:
     # Grippers open or closed with hysteresis (control/gripper_latch.py): (close_below, open_above) as fractions
     # of each gripper's range; None: the decoded openings as they are.
     gripper_latch: tuple[float, float] | None = None
+    # Observed frames per plan request, spaced at the world model's fps (control/frame_history.py); a model trained
+    # on K history frames needs K. None: the world model's own (the deployment reads it from the bundle; 1 for the
+    # oracle, and 1 where no deployment sets it).
+    history_frames: int | None = None
+    history_fps: float = 12.5
 
     def executor(self, limits: SafetyLimits) -> PlanExecutor:
         """The plan executor these settings describe, retiming against the safety filter's own caps."""

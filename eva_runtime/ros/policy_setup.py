@@ -137,7 +137,7 @@ class PolicySetup:
                 {name.removeprefix("topics."): str(read(self, name)) for name in _joint_topic_parameters()},
             )
             embodiment = robot_embodiment or deployment.bundle.embodiment
-            settings = deployment.scored(self._loop_settings(deployment.bundle), embodiment)
+            settings = deployment.loop_settings(self._loop_settings(deployment.bundle), embodiment)
         except (BundleError, EmbodimentError, ValueError) as error:
             raise ConfigureError(str(error)) from None
         return deployment, embodiment, topics, settings

@@ -49,8 +49,9 @@ def load_align_data(config: AlignConfig) -> AlignData:
     if len(videos) <= config.held_out:
         raise ValueError(f"{config.data}: {len(videos)} episodes, need more than held_out={config.held_out}")
     starts, horizon = config.condition_starts, config.horizon
-    train_conditions = _conditions(videos[: -config.held_out], starts, horizon, 1, steps_per_frame)
-    heldout = _conditions(videos[-config.held_out :], starts, horizon, 1, steps_per_frame)
+    history = config.history_frames  # the observed frames the model conditions on, as in SFT and on the robot
+    train_conditions = _conditions(videos[: -config.held_out], starts, horizon, history, steps_per_frame)
+    heldout = _conditions(videos[-config.held_out :], starts, horizon, history, steps_per_frame)
     _check_replay(reward_fn, train_conditions)
     picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
     heldout = [heldout[i] for i in picks]
@@ -109,19 +110,20 @@ def _check_replay(reward_fn, conditions) -> None:
 
 
 def _conditions(videos, starts, horizon: int, history: int, steps_per_frame: int):
-    """Every (episode, start) with a full recorded future: Condition objects with the truth and, for a seeded
-    (simulated) episode, the origin its start state is regenerated from."""
+    """Every (episode, start) with a full recorded future: Condition objects with `history` observed frames (the
+    episode's first repeated before it has that many, as SFT pads and the robot's frame history does), the truth
+    and, for a seeded (simulated) episode, the origin its start state is regenerated from."""
     from eva_runtime.training.flow_grpo import Condition, ConditionOrigin
 
     found = []
     for video in videos:
         for start in starts:
-            first = start - (history - 1)
-            if first >= 0 and start + horizon <= len(video.frames):
+            if start + horizon <= len(video.frames):
                 origin = None
                 if video.seed is not None:
                     origin = ConditionOrigin(int(video.seed), start * steps_per_frame, video.actions[start])
-                observed, future = video.frames[first : start + 1], video.frames[start : start + horizon]
+                indices = np.clip(np.arange(start - history + 1, start + 1), 0, None)
+                observed, future = video.frames[indices], video.frames[start : start + horizon]
                 found.append(Condition(observed, video.instruction, future, origin))
     if not found:
         raise ValueError("no condition with a full future: check condition_starts, horizon and the episodes")

@@ -46,6 +46,8 @@ class Rung(_Strict):
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
     # Open-or-closed grippers with hysteresis (control/gripper_latch.py): [close_below, open_above] of the range.
     gripper_latch: tuple[float, float] | None = None
+    # Observed frames per plan request (control/frame_history.py); None: the world model's own.
+    history_frames: int | None = Field(None, ge=1)
     note: str = ""
 
     @field_validator("gripper_latch")
@@ -176,6 +178,7 @@ def loop_overrides(rung: Rung) -> dict:
         "blend_s": rung.blend_s,
         "execute_fraction": rung.execute_fraction,
         "gripper_latch": rung.gripper_latch,
+        "history_frames": rung.history_frames,
     }
     overrides = {key: value for key, value in fields.items() if value is not None}
     if rung.synchronous:
