@@ -122,7 +122,8 @@ class TaskProgress:
         executor = PlanExecutor()
         executor.install(plan, sim.time, start.filter_state.command)
         ticks = int(np.floor((plan.end_time - plan.start_time) / sim.control_period_s + 1e-9))
-        held = np.zeros(len(self.spec.stages) + 1, dtype=np.int64)  # consecutive ticks at or above each stage
+        levels = np.arange(len(self.spec.stages) + 1)
+        held = np.zeros(len(levels), dtype=np.int64)  # consecutive ticks at or above each stage
         furthest, stage, closest = 0, self.spec.stage(sim), self.spec.reach_distance(sim)
         for _ in range(ticks):
             due = sim.time + sim.control_period_s
@@ -133,7 +134,6 @@ class TaskProgress:
             sim.apply(check_command(self.embodiment, result))
             stage = self.spec.stage(sim)
             closest = min(closest, self.spec.reach_distance(sim))
-            levels = np.arange(len(held))
             held = np.where(levels <= stage, held + 1, 0)
             reached = levels[(held >= self.hold_ticks) & (levels > 0)]
             if len(reached):
