@@ -162,3 +162,20 @@ def test_the_reports_counts_are_its_records_and_it_keeps_what_was_asked(
                 index = limits.joint_names.index(item.joint)
                 assert item.requested == asked[index] or (np.isnan(item.requested) and np.isnan(asked[index]))
         state = result.state
+
+
+@given(robot, st.floats(-2.0, 2.0), st.floats(-2.0, 2.0), st.floats(0.0, 1.0))
+def test_a_seed_holds_no_gripper_outside_its_range(name: str, left: float, right: float, fraction: float) -> None:
+    from eva_runtime.safety import reset_state
+
+    limits = LIMITS[name]
+    pose = start_pose(limits, np.full(limits.dof, fraction))
+    grippers = np.flatnonzero(limits.is_gripper)
+    pose[grippers] = [left, right]  # a squeezing or touching gripper reads outside its range
+    seeded = reset_state(limits, 0.0, pose).command
+    low, high = limits.hard_low[grippers], limits.hard_high[grippers]
+    assert np.all(seeded[grippers] >= low) and np.all(seeded[grippers] <= high)
+    inside = (pose >= limits.hard_low) & (pose <= limits.hard_high)
+    assert np.array_equal(seeded[inside], pose[inside])  # a reading inside the range is the seed itself
+    arms = ~limits.is_gripper
+    assert np.array_equal(seeded[arms], pose[arms])  # arm joints seed at their reading (reseed moves them in)

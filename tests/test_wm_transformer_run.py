@@ -180,3 +180,48 @@ def test_a_warm_start_loads_the_saved_weights_and_is_part_of_the_run_identity(fi
     Path(str(saved) + ".sha256").unlink()
     with pytest.raises(ValueError, match="another shape"):
         train_transformer_run(files["cache"], files["vae"], tmp_path / "shape", bigger, init=saved, **quiet)
+
+
+def _clip_set(path: Path, frames: int = 13, seed: int = 0, instruction: str = INSTRUCTION) -> Path:
+    from eva_runtime.training.dagger_labels import ClipSet, save_clip_set
+
+    video = _video("clips", seed, length=3 * frames).frames.reshape(3, frames, 32, 32, 3)
+    count = np.zeros(3, np.int64)
+    clips = ClipSet(video, np.zeros((3, 9, 14), np.float32), count, count, count, count, count, instruction, 5, 12.5)
+    save_clip_set(path, clips)
+    return path
+
+
+def test_a_clip_set_is_mixed_in_encoded_once_and_part_of_the_run_identity(files, tmp_path: Path) -> None:
+    from eva_runtime.file_hash import file_sha256
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    lines: list[str] = []
+    clips = _clip_set(tmp_path / "clips.npz")
+    out = tmp_path / "mixed"
+    run = _run(clips_fraction=0.5, foreground_weight=4.0)
+    report = train_transformer_run(files["cache"], files["vae"], out, run, log=lines.append, clips=clips, stop_after=2)
+    assert report["settings"]["clips_sha256"] == file_sha256(clips) and report["sft"]["saved_step"] == 2
+    assert any(line.startswith("encoded 3 extra clips") for line in lines)
+    resumed = train_transformer_run(files["cache"], files["vae"], out, run, log=lines.append, clips=clips, resume=True)
+    assert resumed["sft"]["saved_step"] == 4 and any(line.startswith("clip latents reused") for line in lines)
+    other = _clip_set(tmp_path / "other.npz", seed=1)
+    with pytest.raises(ValueError, match="'clips_sha256'"):
+        train_transformer_run(files["cache"], files["vae"], out, run, log=lines.append, clips=other, resume=True)
+
+
+def test_a_clip_set_that_does_not_fit_the_run_is_refused(files, tmp_path: Path) -> None:
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    quiet = {"log": lambda _: None}
+    mixed = _run(clips_fraction=0.5)
+    with pytest.raises(ValueError, match="13 frames per clip, the run's clips have 9"):  # 4 + horizon 5
+        train_transformer_run(
+            files["cache"], files["vae"], tmp_path / "a", _run(clips_fraction=0.5, horizon=5),
+            clips=_clip_set(tmp_path / "long.npz"), **quiet,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="no text embedding"):
+        clips = _clip_set(tmp_path / "other_task.npz", instruction="insert the peg")
+        train_transformer_run(files["cache"], files["vae"], tmp_path / "b", mixed, clips=clips, **quiet)
+    with pytest.raises(ValueError, match="clips_fraction"):
+        train_transformer_run(files["cache"], files["vae"], tmp_path / "c", mixed, **quiet)

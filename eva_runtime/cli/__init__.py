@@ -5,6 +5,7 @@ from eva_runtime.cli import (  # noqa: F401  (registers commands)
     basics,
     bundles,
     calibrate,
+    dagger,
     ladder,
     models,
     runtime,

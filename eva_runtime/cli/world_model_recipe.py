@@ -81,6 +81,12 @@ def train_world_model_sft_run_command(
     foreground_weight: Annotated[
         float, typer.Option(min=0.0, help="Extra loss weight of latent cells showing the cube or a moving arm.")
     ] = 0.0,
+    clips: Annotated[
+        Path | None, typer.Option(help="A clip set (`eva train dagger-label`) mixed into every batch.")
+    ] = None,
+    clips_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="With --clips: the share of each batch drawn from it.")
+    ] = 0.0,
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -96,9 +102,12 @@ def train_world_model_sft_run_command(
         device=device,
         warmup=warmup,
         foreground_weight=foreground_weight,
+        clips_fraction=clips_fraction,
     )
     try:
-        train_transformer_run(cache, vae, out, run, resume=resume, log=lambda line: console.print(line), init=init)
+        train_transformer_run(
+            cache, vae, out, run, resume=resume, log=lambda line: console.print(line), init=init, clips=clips
+        )
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None

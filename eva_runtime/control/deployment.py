@@ -151,6 +151,7 @@ def run_episodes(
     instruction: str | None = None,
     record: Path | None = None,
     live: Any = None,
+    capture: Any = None,
 ) -> RunResult:
     """Episodes on a connected robot with a started planner, each one in the outcome log at `log`.
 
@@ -159,7 +160,9 @@ def run_episodes(
     `on_tick(index, episode_id, step, modes, stats)` sees every tick. `instruction`: what the robot is told
     (default: the simulated task's own; a real robot has none, so it must be given). `record`: a directory for
     one MCAP file per episode, named with its hash in the episode's row (refused before anything moves when it
-    cannot be written). `live`: a record sink (`FoxgloveLive`, the caller's to close) that gets the same streams."""
+    cannot be written). `live`: a record sink (`FoxgloveLive`, the caller's to close) that gets the same streams.
+    `capture`: a `PlanStateCapture` that keeps every plan request's frames and simulator state (a learned model on
+    the simulated robot; the model itself is sent the request without the state)."""
     from eva_runtime import __version__
 
     instruction = instruction or robot.instruction
@@ -167,6 +170,10 @@ def run_episodes(
         raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
 
     privileged, settings = deployment.privileged_source(robot), deployment.loop_settings(settings, robot.embodiment)
+    if capture is not None:
+        if deployment.oracle:
+            raise ValueError("plan states are captured from a learned model; the oracle's states are the expert's")
+        privileged, planner = capture.source(robot), capture.wrap(planner)
     recording = _recording(deployment, robot, record, live)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []

@@ -40,6 +40,7 @@ def run_sim_episodes(
     record: Path | None = None,
     live: Any = None,
     loop: Mapping[str, Any] | None = None,
+    capture: Any = None,
 ) -> RunResult:
     """`world_model`: keys merged into the world-model spec (e.g. {"degrade": {...}}); `planner`: into the planner
     settings (e.g. {"samples": 4}); `max_steps`: control ticks per episode (default the loop's 400);
@@ -47,7 +48,7 @@ def run_sim_episodes(
     operator's outcome label; `on_tick(index, episode_id, step, modes, stats)`; `instruction`: instead of the
     task's own; `record`: a directory for one MCAP recording per episode; `live`: a record sink (`FoxgloveLive`)
     that gets the same streams as they happen; `loop`: `LoopSettings` fields to change (the executor's curve,
-    junction, retiming, receding horizon), given as they are."""
+    junction, retiming, receding horizon), given as they are; `capture`: a `PlanStateCapture` (plan_states.py)."""
     from eva_runtime.control.autonomous_loop import LoopSettings
     from eva_runtime.control.deployment import Deployment, run_episodes
     from eva_runtime.embodiment import load_embodiment
@@ -66,7 +67,7 @@ def run_sim_episodes(
         try:
             leader = leader_factory(sim) if leader_factory is not None else None
             hooks = {"on_tick": on_tick, "operator": operator, "leader": leader, "label": label}
-            extras = {"split": split, "instruction": instruction, "record": record, "live": live}
+            extras = {"split": split, "instruction": instruction, "record": record, "live": live, "capture": capture}
             return run_episodes(deployment, sim, process, episodes, first_seed, log, settings, **hooks, **extras)
         finally:
             process.close()

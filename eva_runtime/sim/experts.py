@@ -17,7 +17,7 @@ import numpy as np
 from eva_runtime.sim.bimanual_sim import BimanualSim
 from eva_runtime.sim.kinematics import ArmKinematics
 
-__all__ = ["ScriptedExpert", "make_expert"]
+__all__ = ["ScriptedExpert", "join_step", "make_expert"]
 
 Pose = tuple[np.ndarray, np.ndarray]
 # Inside the simulated robot's usable gripper range (calibration/aloha_sim.yaml: 0.065 .. 0.975); closing to
@@ -201,6 +201,39 @@ def _insertion(expert: ScriptedExpert) -> None:
 
 
 _SCRIPTS = {"transfer_cube": _transfer_cube, "insertion": _insertion}
+
+# Transfer cube, in the script's 50 Hz ticks: where a state that is behind the script rejoins it.
+_REAPPROACH = 30  # 50 ticks before the pre-grasp waypoint (80): open, above the cube, descend, close
+_HANDOVER = 205  # the left gripper goes for the cube held at the meeting point
+_RELEASE = 290  # both hold it: the right lets go
+_CENTRED_XY = 0.015  # m: the right TCP this close to the cube's axis is on its way to a centred grasp
+_AT_CUBE_Z = 0.02  # m: and this close in height is at the grasp
+
+
+def join_step(task: str, sim: BimanualSim, step: int) -> int:
+    """The script step an expert should join at from the simulation's state, which a policy, not the script,
+    produced: `step` where the state is where the script expects it then; otherwise the start of the phase the
+    state is in. Joining a grasp phase with the hand off the cube would close it on nothing, which is exactly
+    the mistake to correct, so a hand that is not on the cube's axis by the descent goes back above the cube,
+    and a cube dropped later is picked up again. Tasks without a recovery rule join at `step`."""
+    if task != "transfer_cube":
+        return step
+    from eva_runtime.sim.tasks import task_spec
+
+    scale = round(1.0 / (50.0 * sim.control_period_s), 6)
+    script_step = step / scale
+    stage = task_spec(task).stage(sim)
+    box = sim.body_pose("box")[:3]
+    tcp = sim.data.site_xpos[sim.model.site("right_tcp").id]
+    off_axis = float(np.linalg.norm(tcp[:2] - box[:2])) > _CENTRED_XY
+    joined = script_step
+    if stage < 2 and script_step >= 80 and (off_axis or (script_step >= 110 and abs(tcp[2] - box[2]) > _AT_CUBE_Z)):
+        joined = _REAPPROACH
+    elif stage == 2 and script_step > 240:
+        joined = _HANDOVER
+    elif stage == 3 and script_step > 330:
+        joined = _RELEASE
+    return step if joined == script_step else round(joined * scale)
 
 
 def make_expert(

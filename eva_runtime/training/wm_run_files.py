@@ -1,6 +1,7 @@
 """What a long transformer SFT run keeps on disk, and how it is checked: the settings a resumption must share
-(`run.json`) and the hash-verified training state (`last/state.safetensors` + `.sha256`: weights,
-EMA weights, optimizer slots, generator state, step and curve), each written through a temporary file."""
+(`run.json`), the hash-verified training state (`last/state.safetensors` + `.sha256`: weights, EMA weights,
+optimizer slots, generator state, step and curve), each written through a temporary file, and the warm start's
+weights (hash- and shape-checked)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from eva_runtime.file_hash import file_sha256
 if TYPE_CHECKING:
     from eva_runtime.training.wm_transformer_run import TransformerRun
 
-__all__ = ["FORMAT", "check_resume", "file_sha256", "load_state", "save_state", "write_json"]
+__all__ = ["FORMAT", "check_resume", "file_sha256", "load_initial_weights", "load_state", "save_state", "write_json"]
 
 FORMAT = "eva-runtime/wm-transformer-run-v1"
 
@@ -85,3 +86,20 @@ def write_json(path: Path, value: dict) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(value, indent=2, default=str))
     os.replace(temporary, path)
+
+
+def load_initial_weights(model, config, init: Path, expected_sha: str) -> None:
+    """Load a saved transformer into `model`; refused when its hash or its architecture differs."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    sidecar = Path(str(init) + ".sha256")
+    if sidecar.is_file() and sidecar.read_text().split()[0] != expected_sha:
+        raise ValueError(f"{init}: SHA-256 does not match {sidecar.name}; refusing a corrupted initialisation")
+    with safe_open(str(init), framework="pt") as handle:
+        saved = json.loads((handle.metadata() or {}).get("config", "{}"))
+    wanted = json.loads(json.dumps(config.as_dict()))
+    differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "vocabulary")
+    if differing:
+        raise ValueError(f"{init}: a transformer of another shape ({', '.join(differing)} differ)")
+    model.load_state_dict(load_file(str(init)), strict=True)

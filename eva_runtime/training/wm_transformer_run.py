@@ -31,11 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from eva_runtime.file_hash import file_sha256
+from eva_runtime.training.dagger_labels import load_clip_set
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
+from eva_runtime.training.wm_extra_clips import check_clip_set, clip_latents, training_batch
 from eva_runtime.training.wm_loss_weights import training_weights
 from eva_runtime.training.wm_run_files import (
     FORMAT,
     check_resume,
+    load_initial_weights,
     load_state,
     save_state,
     write_json,
@@ -79,6 +82,8 @@ class TransformerRun:
     transformer: TransformerShape = TransformerShape()
     foreground_weight: float = 0.0  # extra loss weight of latent cells with the cube or a moving arm (0: plain MSE)
     init_sha256: str = ""  # weights the run started from (a saved transformer), "" for a fresh initialisation
+    clips_sha256: str = ""  # an extra clip set mixed into every batch (wm_extra_clips.py), "" for none
+    clips_fraction: float = 0.0  # the share of each batch drawn from it
     device: str = "cpu"  # "cuda" on a GPU machine; the generator state is per device, so a resume keeps it
     # Bookkeeping only: may change between a run and its resumption.
     checkpoint_every: int = 200
@@ -216,14 +221,20 @@ def train_transformer_run(
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
     init: Path | None = None,
+    clips: Path | None = None,
 ) -> dict:
     """Train (or continue) into `out`; returns the recipe-layout report. `stop_after` ends this call after that
     many steps (a test's stand-in for a killed job: the checkpoint is whatever was last saved). `init`: start
     from a saved transformer of the same shape (an earlier run's `transformer.safetensors`, hash-checked against
-    its `.sha256` sidecar when there is one) with a fresh optimizer: a warm start, part of the run's identity."""
+    its `.sha256` sidecar when there is one) with a fresh optimizer: a warm start, part of the run's identity.
+    `clips`: a clip set (`dagger_labels.py`) that `run.clips_fraction` of every batch comes from."""
     if init is not None:
         run = dataclasses.replace(run, init_sha256=file_sha256(Path(init)))
-    training = _prepare(cache_path, Path(vae_path), out, run, resume, log, init)
+    if (clips is None) != (run.clips_fraction == 0):
+        raise ValueError("a clip set needs clips_fraction in (0, 1), and clips_fraction needs a clip set")
+    if clips is not None:
+        run = dataclasses.replace(run, clips_sha256=file_sha256(Path(clips)))
+    training = _prepare(cache_path, Path(vae_path), out, run, resume, log, init, clips)
     running: list[float] = []
     began, done_here = time.perf_counter(), 0
     while training.step < run.steps and (stop_after is None or done_here < stop_after):
@@ -235,25 +246,8 @@ def train_transformer_run(
     return training.report
 
 
-def _initial_weights(model, config, init: Path, expected_sha: str) -> None:
-    """Load a saved transformer into `model`; refused when its hash or its architecture differs."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    sidecar = Path(str(init) + ".sha256")
-    if sidecar.is_file() and sidecar.read_text().split()[0] != expected_sha:
-        raise ValueError(f"{init}: SHA-256 does not match {sidecar.name}; refusing a corrupted initialisation")
-    with safe_open(str(init), framework="pt") as handle:
-        saved = json.loads((handle.metadata() or {}).get("config", "{}"))
-    wanted = json.loads(json.dumps(config.as_dict()))
-    differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "vocabulary")
-    if differing:
-        raise ValueError(f"{init}: a transformer of another shape ({', '.join(differing)} differ)")
-    model.load_state_dict(load_file(str(init)), strict=True)
-
-
 def _prepare(
-    cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log, init: Path | None = None
+    cache_path: Path, vae_path: Path, out: Path, run: TransformerRun, resume: bool, log, init=None, clips=None
 ) -> SftTraining:
     """Check the inputs and the run directory, encode (or reuse) the latents, build or restore the model."""
     import torch
@@ -272,7 +266,15 @@ def _prepare(
     _claim_directory(out, run, cache.sha256, vae_sha, vae_path, resume)
     device = torch.device(run.device)
     vae = vae.to(device)  # encoding every clip once, and the sample rollouts, run where the training runs
+    if device.type == "cpu":  # the VAE only encodes and decodes without gradients here: the serving kernels
+        from eva_runtime.world_model.wan.cpu_fast_paths import install_cpu_fast_paths
+
+        install_cpu_fast_paths(vae)
     data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
+    if clips is not None:
+        clip_set = load_clip_set(clips)
+        check_clip_set(clip_set, run, cache)
+        data.update(clip_latents(out, vae, clip_set, run, vae_sha, candidate, cache, device, log))
     if run.foreground_weight > 0:
         data["weights"] = torch.from_numpy(training_weights(cache.videos[: -run.held_out], run, candidate)).to(device)
         if data["weights"].shape[0] != data["latents"].shape[0]:  # the same clips, cut the same way
@@ -281,7 +283,7 @@ def _prepare(
     config = transformer_config(candidate, run.transformer, cache)
     model = build_transformer(config, seed=run.seed).to(device).train()
     if init is not None:
-        _initial_weights(model, config, Path(init), run.init_sha256)
+        load_initial_weights(model, config, Path(init), run.init_sha256)
         log(f"initialised from {init}")
     training = SftTraining(
         run=run,
@@ -350,11 +352,9 @@ def sft_step(t: SftTraining) -> float:
     factor = min(1.0, (step + 1) / run.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / run.steps)))
     for group in t.optimizer.param_groups:
         group["lr"] = run.lr * factor
-    latents, text = t.data["latents"], t.data["text"]
-    rows = torch.randint(0, len(latents), (run.batch,), generator=t.generator, device=latents.device)
+    latents, text, weights = training_batch(t.data, run, t.generator)
     shift = t.config.flow_shift
-    weights = t.data["weights"][rows] if "weights" in t.data else None
-    loss = flow_matching_loss(t.model, latents[rows], t.embeds[text[rows]], t.conditioned, t.generator, shift, weights)
+    loss = flow_matching_loss(t.model, latents, t.embeds[text], t.conditioned, t.generator, shift, weights)
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(t.model.parameters(), 1.0)

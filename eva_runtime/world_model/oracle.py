@@ -27,7 +27,7 @@ from eva_runtime.sim.bimanual_sim import BimanualSim, SimSnapshot
 from eva_runtime.world_model.artifacts import ArtifactConfig, inject_artifacts
 from eva_runtime.world_model.protocol import Rollout, RolloutRequest
 
-__all__ = ["OracleRollout", "OracleState", "OracleWorldModel"]
+__all__ = ["OracleRollout", "OracleState", "OracleWorldModel", "RejoinedFuture"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ class OracleState:
 @dataclass(frozen=True)
 class OracleRollout(Rollout):
     actions: np.ndarray | None = None  # (horizon, dof) command in force at each frame (frame 0: the last one)
+
+
+@dataclass(frozen=True)
+class RejoinedFuture:
+    frames: dict[str, np.ndarray]  # camera -> (horizon, h, w, 3)
+    actions: np.ndarray  # (horizon, dof)
+    joined_step: int  # where the expert joined its script
+    stage_start: int  # the task's stage at the state, and at the future's end
+    stage_end: int
+    reach_end_m: float  # the right gripper's distance to the object at the end
 
 
 class OracleWorldModel:
@@ -110,17 +120,36 @@ class OracleWorldModel:
 
     def imagine(self, state: OracleState, horizon: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """True future frames (camera -> (horizon, h, w, 3)) and commands (horizon, dof), no artifacts."""
-        from eva_runtime.sim.experts import make_expert
+        sim = self._simulation()
+        sim.restore(state.snapshot)
+        return self._play(sim, state, state.step, horizon)
+
+    def imagine_rejoined(self, state: OracleState, horizon: int) -> RejoinedFuture:
+        """The expert's future from a state a policy produced: it joins its script where the state is
+        (`sim.experts.join_step`: a hand off the cube goes back above it), the label a DAgger clip needs."""
+        from eva_runtime.sim.experts import join_step
+        from eva_runtime.sim.tasks import task_spec
 
         sim = self._simulation()
         sim.restore(state.snapshot)
+        spec = task_spec(self.task)
+        stage_start, joined = spec.stage(sim), join_step(self.task, sim, state.step)
+        frames, actions = self._play(sim, state, joined, horizon)
+        return RejoinedFuture(frames, actions, joined, stage_start, spec.stage(sim), spec.reach_distance(sim))
+
+    def _play(
+        self, sim: BimanualSim, state: OracleState, start_step: int, horizon: int
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Run the expert from the restored `sim`, joining its script at `start_step`, rendering every frame."""
+        from eva_runtime.sim.experts import make_expert
+
         safety = SafetyFilter.for_embodiment(self.embodiment)
         safety.restore(state.filter_state)  # continue the live filter exactly, velocity included
-        expert = make_expert(self.task, sim, start_step=state.step, start_command=state.filter_state.command)
+        expert = make_expert(self.task, sim, start_step=start_step, start_command=state.filter_state.command)
         height, width = self.image_size
         frames = {name: np.empty((horizon, height, width, 3), dtype=np.uint8) for name in self.cameras}
         actions = np.empty((horizon, self.embodiment.dof))
-        step = state.step
+        step = start_step
         for k in range(horizon):
             if k > 0:
                 for _ in range(self.stride):

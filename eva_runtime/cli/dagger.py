@@ -1,0 +1,82 @@
+"""`eva train dagger-collect` and `eva train dagger-label`: world-model training clips from the states a learned
+model's own plans lead to (capture in closed loop, then label with the scripted expert from each state)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eva_runtime.cli.common import TaskOption, console
+from eva_runtime.cli.models import train_app
+
+
+@train_app.command("dagger-collect")
+def dagger_collect_command(
+    bundle: Annotated[Path, typer.Option(help="The learned model's deployment bundle.")],
+    out: Annotated[Path, typer.Option(help="Plan states file to write (.safetensors).")],
+    task: TaskOption = "transfer_cube",
+    episodes: Annotated[int, typer.Option(min=1)] = 20,
+    first_seed: Annotated[int, typer.Option(help="Episode i: seed first_seed + i (not 1000-1049).")] = 3000,
+    episode_steps: Annotated[int, typer.Option(min=1, help="Control ticks per episode (600: the ladder's).")] = 600,
+) -> None:
+    """Run the model in closed loop on the simulated robot (real time, as `eva run`) and keep, at every plan
+    request, the frames it was given and the simulator's and filter's state; the outcomes go to OUT's .db."""
+    from eva_runtime.bundle import BundleError, load_bundle
+    from eva_runtime.control.plan_states import PlanStateCapture
+    from eva_runtime.control.sim_session import run_sim_episodes
+    from eva_runtime.sim.tasks import task_spec
+
+    try:
+        loaded = load_bundle(bundle)
+    except BundleError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    idm = loaded.manifest.idm
+    meta = {
+        "task": task,
+        "instruction": task_spec(task).instruction,
+        "fps": idm.fps,
+        "model_id": loaded.manifest.world_model.id,
+        "bundle": str(bundle),
+        "first_seed": first_seed,
+        "episodes": episodes,
+    }
+    capture = PlanStateCapture("cam_high", tuple(idm.image_size), meta)
+    log = out.with_suffix(".db")
+    result = run_sim_episodes(
+        bundle, task, episodes, first_seed, log, max_steps=episode_steps, capture=capture, on_tick=None
+    )
+    sha = capture.save(out)
+    summary = {"states": len(capture), "successes": result.successes, "episodes": episodes, "sha256": sha}
+    typer.echo(json.dumps({**summary, "stages_reached": result.stages_reached, "log": str(log)}))
+
+
+@train_app.command("dagger-label")
+def dagger_label_command(
+    states: Annotated[Path, typer.Option(help="Plan states from `eva train dagger-collect`.")],
+    out: Annotated[Path, typer.Option(help="Clip set to write (.npz), for `world-model-sft-run --clips`.")],
+    horizon: Annotated[int, typer.Option(min=1, help="Future frames per clip (the model's horizon).")] = 37,
+    embodiment: Annotated[Path | None, typer.Option(help="Embodiment YAML (default: the simulated robot's).")] = None,
+) -> None:
+    """Continue every captured state with the scripted expert (rejoining its script where the state is) and write
+    each request's history followed by the expert's future as a training clip."""
+    from rich.progress import Progress
+
+    from eva_runtime.cli.common import embodiment_path
+    from eva_runtime.control.plan_states import load_captured_states
+    from eva_runtime.embodiment import load_embodiment
+    from eva_runtime.training.dagger_labels import label_states, save_clip_set
+
+    captured = load_captured_states(states)
+    task = captured.metadata["task"]
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("labelling", total=len(captured))
+        clips = label_states(
+            captured, task, load_embodiment(embodiment_path(embodiment)), horizon,
+            lambda done, total: bar.update(job, completed=done),
+        )  # fmt: skip
+    sha = save_clip_set(out, clips)
+    typer.echo(json.dumps({**clips.summary(), "sha256": sha, "out": str(out)}))

@@ -1,0 +1,161 @@
+"""DAgger clips for the world model: plan states captured in the real control loop on real MuJoCo
+(control/plan_states.py), the scripted expert rejoining its script from a policy's state (sim/experts.join_step),
+the labelled clips (training/dagger_labels.py) and how an SFT run mixes them into its batches
+(training/wm_extra_clips.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eva_runtime.control.autonomous_loop import AutonomousLoop, LoopSettings
+from eva_runtime.control.plan_states import PlanStateCapture, load_captured_states
+from eva_runtime.control.planner import Plan, PlanOutcome, PlanRequest
+from eva_runtime.control.planner_port import InProcessPlanner
+from eva_runtime.embodiment import load_embodiment
+from eva_runtime.robots.mujoco_robot import MujocoRobot
+from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
+from eva_runtime.sim.experts import join_step
+from eva_runtime.training.dagger_labels import label_states, load_clip_set, save_clip_set
+from eva_runtime.training.wm_extra_clips import training_batch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def embodiment():
+    return load_embodiment(REPOSITORY / "calibration" / "aloha_sim.yaml")
+
+
+@pytest.fixture(scope="module")
+def captured(embodiment, tmp_path_factory):
+    """A capture of 200 ticks of the real loop on the simulated robot, with a planner that holds the arms, and
+    every privileged state the planner was sent."""
+    robot = MujocoRobot(embodiment, "transfer_cube")
+    robot.connect()
+    robot.reset_episode(SEED)
+    sent: list[object] = []
+
+    def hold(request: PlanRequest) -> PlanOutcome:
+        sent.append(request.privileged_state)
+        here = np.repeat(robot.sim.joint_positions()[None], 37, axis=0)
+        return PlanOutcome(Plan(request.time, 12.5, here, "hold", 1.0), (1.0,), 0.1)
+
+    meta = {"task": "transfer_cube", "instruction": robot.instruction, "fps": 12.5}
+    capture = PlanStateCapture("cam_high", (64, 64), meta)
+    planner = capture.wrap(InProcessPlanner(hold, robot.now, 0.1))
+    settings = LoopSettings(pace=False, history_frames=5)
+    loop = AutonomousLoop(robot, planner, settings, privileged=capture.source(robot), clock=robot.now)
+    loop.start(SEED)
+    for _ in range(200):
+        loop.tick()
+    robot.disconnect()
+    path = tmp_path_factory.mktemp("dagger") / "states.safetensors"
+    capture.save(path)
+    return load_captured_states(path), sent
+
+
+def test_the_capture_keeps_every_request_and_the_model_never_sees_the_state(captured) -> None:
+    states, sent = captured
+    assert len(sent) >= 2 and len(states) == len(sent)
+    assert all(state is None for state in sent)  # the learned model is sent the request without the state
+    assert states.frames.shape[1:] == (5, 64, 64, 3) and states.frames.dtype == np.uint8
+    assert np.all(states.seed == SEED)
+    assert np.all(np.diff(states.sim_time) > 0)  # one row per request, in order
+    assert states.metadata["camera"] == "cam_high" and states.metadata["fps"] == 12.5
+
+
+def test_the_capture_refuses_what_it_cannot_restore(embodiment, tmp_path) -> None:
+    capture = PlanStateCapture("cam_high", (64, 64))
+    with pytest.raises(ValueError, match="no plan request was captured"):
+        capture.save(tmp_path / "empty.safetensors")
+    with pytest.raises(ValueError, match="simulated robot"):
+        capture.source(object())
+    from safetensors.numpy import save_file
+
+    save_file({"frames": np.zeros((1, 2), np.uint8)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a plan-state capture"):
+        load_captured_states(tmp_path / "other.safetensors")
+
+
+def test_labels_continue_the_observed_frames_exactly(captured, embodiment, tmp_path) -> None:
+    states, _ = captured
+    clips = label_states(states, "transfer_cube", embodiment, horizon=9)
+    assert clips.frames.shape == (len(states), 4 + 9, 64, 64, 3)
+    # The restored state renders the frame the model was given: the clip is seamless at the request.
+    assert np.array_equal(clips.frames[:, 4], states.frames[:, -1])
+    assert np.array_equal(clips.frames[:, :4], states.frames[:, :4])
+    assert clips.actions.shape == (len(states), 9, 14)
+    path = tmp_path / "clips.npz"
+    sha = save_clip_set(path, clips)
+    loaded = load_clip_set(path)
+    assert loaded.sha256 == sha and np.array_equal(loaded.frames, clips.frames)
+    assert loaded.instruction == states.metadata["instruction"] and loaded.history_frames == 5
+
+
+@pytest.fixture(scope="module")
+def expert_at_130(embodiment):
+    """The expert's own episode stopped at step 130 (closing on the cube)."""
+    robot = MujocoRobot(embodiment, "transfer_cube")
+    robot.connect()
+    run_episode(robot, ExpertPolicy(), SEED, 130, frames_every=10**6)
+    yield robot
+    robot.disconnect()
+
+
+def test_the_expert_joins_its_own_states_where_it_is(expert_at_130) -> None:
+    sim = expert_at_130.sim
+    assert join_step("transfer_cube", sim, 130) == 130  # on the cube's axis at its height: close as scripted
+    assert join_step("insertion", sim, 130) == 130  # no recovery rule: the script's step
+
+
+def test_a_hand_off_the_cube_goes_back_above_it_and_the_label_grasps(expert_at_130, embodiment) -> None:
+    from eva_runtime.safety import SafetyFilter
+    from eva_runtime.world_model.oracle import OracleState, OracleWorldModel
+
+    sim = expert_at_130.sim
+    saved = sim.snapshot()
+    try:
+        joint = sim.model.body("box").jntadr[0]
+        address = sim.model.jnt_qposadr[joint]
+        sim.data.qpos[address + 1] += 0.05  # the cube 5 cm from where the hand closes
+        sim._mujoco.mj_forward(sim.model, sim.data)
+        assert join_step("transfer_cube", sim, 130) == 30
+        moved = sim.snapshot()
+    finally:
+        sim.restore(saved)
+    safety = SafetyFilter.for_embodiment(embodiment)
+    safety.reset(moved.time, sim.joint_positions())
+    oracle = OracleWorldModel("transfer_cube", embodiment, 12.5, ("cam_high",), (64, 64))
+    try:
+        future = oracle.imagine_rejoined(OracleState(moved, 130, safety.state), horizon=50)
+    finally:
+        oracle.close()
+    assert future.joined_step == 30 and future.stage_start < 2  # not lifted (a finger may touch it)
+    assert future.stage_end >= 2  # re-approached, grasped and lifted the moved cube
+
+
+def test_a_batch_draws_its_share_from_the_extra_clips() -> None:
+    from types import SimpleNamespace
+
+    data = {
+        "latents": torch.zeros(50, 2, 3, 4, 4),
+        "text": torch.zeros(50, dtype=torch.long),
+        "weights": torch.ones(50, 3, 4, 4),
+        "clip_latents": torch.ones(7, 2, 3, 4, 4),
+        "clip_text": torch.ones(7, dtype=torch.long),
+        "clip_weights": torch.full((7, 3, 4, 4), 2.0),
+    }
+    run = SimpleNamespace(batch=32, clips_fraction=0.25)
+    latents, text, weights = training_batch(data, run, torch.Generator().manual_seed(0))
+    assert latents.shape[0] == text.shape[0] == weights.shape[0] == 32
+    from_clips = latents.flatten(1).mean(1) == 1.0
+    assert int(from_clips.sum()) == 8 and torch.equal(text.bool(), from_clips)
+    assert torch.all(weights[from_clips] == 2.0) and torch.all(weights[~from_clips] == 1.0)
+    no_clips = {k: v for k, v in data.items() if not k.startswith("clip_")}
+    latents, _, _ = training_batch(no_clips, run, torch.Generator().manual_seed(0))
+    assert latents.shape[0] == 32 and float(latents.abs().sum()) == 0.0
