@@ -5,6 +5,7 @@ the labelled clips (training/dagger_labels.py) and how an SFT run mixes them int
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from eva_runtime.embodiment import load_embodiment
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
 from eva_runtime.sim.experts import join_step
-from eva_runtime.training.dagger_labels import label_states, load_clip_set, save_clip_set
+from eva_runtime.training.dagger_labels import label_states, load_clip_set, merge_clip_sets, save_clip_set
 from eva_runtime.training.wm_extra_clips import training_batch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -95,6 +96,10 @@ def test_labels_continue_the_observed_frames_exactly(captured, embodiment, tmp_p
     loaded = load_clip_set(path)
     assert loaded.sha256 == sha and np.array_equal(loaded.frames, clips.frames)
     assert loaded.instruction == states.metadata["instruction"] and loaded.history_frames == 5
+    merged = merge_clip_sets([clips, loaded])  # DAgger aggregates every iteration's labels
+    assert len(merged) == 2 * len(clips) and np.array_equal(merged.frames[len(clips) :], clips.frames)
+    with pytest.raises(ValueError, match="clip sets differ"):
+        merge_clip_sets([clips, dataclasses.replace(clips, instruction="insert the peg")])
 
 
 @pytest.fixture(scope="module")

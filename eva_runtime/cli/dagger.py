@@ -60,6 +60,9 @@ def dagger_label_command(
     out: Annotated[Path, typer.Option(help="Clip set to write (.npz), for `world-model-sft-run --clips`.")],
     horizon: Annotated[int, typer.Option(min=1, help="Future frames per clip (the model's horizon).")] = 37,
     embodiment: Annotated[Path | None, typer.Option(help="Embodiment YAML (default: the simulated robot's).")] = None,
+    include: Annotated[
+        list[Path] | None, typer.Option(help="Earlier clip sets to add to these labels (DAgger aggregates).")
+    ] = None,
 ) -> None:
     """Continue every captured state with the scripted expert (rejoining its script where the state is) and write
     each request's history followed by the expert's future as a training clip."""
@@ -68,8 +71,9 @@ def dagger_label_command(
     from eva_runtime.cli.common import embodiment_path
     from eva_runtime.control.plan_states import load_captured_states
     from eva_runtime.embodiment import load_embodiment
-    from eva_runtime.training.dagger_labels import label_states, save_clip_set
+    from eva_runtime.training.dagger_labels import label_states, load_clip_set, merge_clip_sets, save_clip_set
 
+    earlier = [load_clip_set(path) for path in include or []]  # read first: a bad file fails before the labelling
     captured = load_captured_states(states)
     task = captured.metadata["task"]
     with Progress(console=console, transient=True) as bar:
@@ -78,5 +82,10 @@ def dagger_label_command(
             captured, task, load_embodiment(embodiment_path(embodiment)), horizon,
             lambda done, total: bar.update(job, completed=done),
         )  # fmt: skip
+    try:
+        clips = merge_clip_sets([clips, *earlier])
+    except ValueError as error:
+        console.print(f"[red]error:[/red] --include: {error}")
+        raise typer.Exit(2) from None
     sha = save_clip_set(out, clips)
     typer.echo(json.dumps({**clips.summary(), "sha256": sha, "out": str(out)}))

@@ -21,7 +21,7 @@ import numpy as np
 from eva_runtime.control.plan_states import CapturedStates
 from eva_runtime.file_hash import file_sha256
 
-__all__ = ["ClipSet", "label_states", "load_clip_set", "save_clip_set"]
+__all__ = ["ClipSet", "label_states", "load_clip_set", "merge_clip_sets", "save_clip_set"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,28 @@ def label_states(
         history_frames=history,
         fps=float(meta["fps"]),
     )
+
+
+def merge_clip_sets(sets: list[ClipSet]) -> ClipSet:
+    """One clip set of several (DAgger aggregates every iteration's labels); they must agree in instruction,
+    history, fps and clip shape."""
+    first = sets[0]
+
+    def kind(s: ClipSet) -> tuple:
+        return s.instruction, s.history_frames, s.fps, s.frames.shape[1:]
+
+    for other in sets[1:]:
+        if kind(other) != kind(first):
+            raise ValueError(
+                f"clip sets differ: {other.instruction!r}, K {other.history_frames}, {other.fps} fps, "
+                f"{other.frames.shape[1:]} against {first.instruction!r}, K {first.history_frames}, {first.fps} fps, "
+                f"{first.frames.shape[1:]}"
+            )
+    arrays = {
+        name: np.concatenate([getattr(s, name) for s in sets])
+        for name in ("frames", "actions", "seeds", "steps", "joined", "stage_start", "stage_end")
+    }
+    return ClipSet(**arrays, instruction=first.instruction, history_frames=first.history_frames, fps=first.fps)
 
 
 def save_clip_set(path: Path | str, clips: ClipSet) -> str:
