@@ -57,11 +57,11 @@ def captured(embodiment, tmp_path_factory):
     robot.disconnect()
     path = tmp_path_factory.mktemp("dagger") / "states.safetensors"
     capture.save(path)
-    return load_captured_states(path), sent
+    return load_captured_states(path), sent, path
 
 
 def test_the_capture_keeps_every_request_and_the_model_never_sees_the_state(captured) -> None:
-    states, sent = captured
+    states, sent, _ = captured
     assert len(sent) >= 2 and len(states) == len(sent)
     assert all(state is None for state in sent)  # the learned model is sent the request without the state
     assert states.frames.shape[1:] == (5, 64, 64, 3) and states.frames.dtype == np.uint8
@@ -84,7 +84,7 @@ def test_the_capture_refuses_what_it_cannot_restore(embodiment, tmp_path) -> Non
 
 
 def test_labels_continue_the_observed_frames_exactly(captured, embodiment, tmp_path) -> None:
-    states, _ = captured
+    states, _, _ = captured
     clips = label_states(states, "transfer_cube", embodiment, horizon=9)
     assert clips.frames.shape == (len(states), 4 + 9, 64, 64, 3)
     # The restored state renders the frame the model was given: the clip is seamless at the request.
@@ -116,6 +116,19 @@ def test_the_expert_joins_its_own_states_where_it_is(expert_at_130) -> None:
     sim = expert_at_130.sim
     assert join_step("transfer_cube", sim, 130) == 130  # on the cube's axis at its height: close as scripted
     assert join_step("insertion", sim, 130) == 130  # no recovery rule: the script's step
+    # The same state later than the script has it (a slow policy): close and lift, never the script's release.
+    assert join_step("transfer_cube", sim, 300) == 110
+
+
+def test_a_hand_above_the_cube_late_comes_down_onto_it(embodiment) -> None:
+    robot = MujocoRobot(embodiment, "transfer_cube")
+    robot.connect()
+    try:
+        run_episode(robot, ExpertPolicy(), SEED, 95, frames_every=10**6)  # descending from the pre-grasp
+        assert join_step("transfer_cube", robot.sim, 95) == 95  # where the script expects it
+        assert join_step("transfer_cube", robot.sim, 140) == 80  # late: down onto the cube, then close
+    finally:
+        robot.disconnect()
 
 
 def test_a_hand_off_the_cube_goes_back_above_it_and_the_label_grasps(expert_at_130, embodiment) -> None:
@@ -164,3 +177,38 @@ def test_a_batch_draws_its_share_from_the_extra_clips() -> None:
     no_clips = {k: v for k, v in data.items() if not k.startswith("clip_")}
     latents, _, _ = training_batch(no_clips, run, torch.Generator().manual_seed(0))
     assert latents.shape[0] == 32 and float(latents.abs().sum()) == 0.0
+
+
+def test_open_loop_from_captured_states_plays_each_plan_from_its_state(captured, embodiment, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from eva_runtime.cli import app
+    from tests.wan_helpers import save_tiny_base
+
+    states, _, states_path = captured
+    clips_path = tmp_path / "clips.npz"
+    save_clip_set(clips_path, label_states(states, "transfer_cube", embodiment, horizon=9))
+    base = save_tiny_base(tmp_path / "base", size=64, history_frames=5)
+    bundle = tmp_path / "bundle"
+    arguments = ["bundle", "create", "--idm", str(REPOSITORY / "models" / "bundle_transfer_cube" / "idm.onnx")]
+    arguments += ["--out", str(bundle), "--world-model", "wan", "--wm-base", str(base), "--horizon", "9"]
+    arguments += ["--wm-steps", "2", "--p0", "47.4354"]
+    runner = CliRunner()
+    assert runner.invoke(app, arguments).exit_code == 0
+    out = tmp_path / "open_loop.json"
+    arguments = ["eval", "world-model-states", "--model", str(base), "--bundle", str(bundle), "--states"]
+    arguments += [str(states_path), "--clips", str(clips_path), "--out", str(out), "--steps", "2", "--threads", "1"]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["summary"]["conditions"] == len(states)
+    for source in ("model", "truth"):  # the model's plans and the expert's labelled video, decoded the same way
+        progress, low, high = report["summary"][source]["task_progress"]
+        assert low <= progress <= high and 0.0 <= progress <= 5.0
+    shuffled = dataclasses.replace(load_clip_set(clips_path), steps=states.step[::-1].copy())
+    save_clip_set(tmp_path / "other.npz", shuffled)
+    arguments[arguments.index(str(clips_path))] = str(tmp_path / "other.npz")
+    refused = runner.invoke(app, arguments)
+    assert refused.exit_code == 2 and "not the labels of these states" in refused.output

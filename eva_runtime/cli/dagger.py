@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from eva_runtime.cli.common import TaskOption, console
-from eva_runtime.cli.models import train_app
+from eva_runtime.cli.models import eval_app, train_app
 
 
 @train_app.command("dagger-collect")
@@ -89,3 +89,47 @@ def dagger_label_command(
         raise typer.Exit(2) from None
     sha = save_clip_set(out, clips)
     typer.echo(json.dumps({**clips.summary(), "sha256": sha, "out": str(out)}))
+
+
+@eval_app.command("world-model-states")
+def eval_world_model_states_command(
+    model: Annotated[Path, typer.Option(help="World-model pipeline directory (verified by eva_hashes.json).")],
+    bundle: Annotated[Path, typer.Option(help="Bundle whose IDM and reward score the rollouts.")],
+    states: Annotated[Path, typer.Option(help="Plan states captured in closed loop (`eva train dagger-collect`).")],
+    clips: Annotated[Path, typer.Option(help="Their labels (`eva train dagger-label` of exactly these states).")],
+    out: Annotated[Path, typer.Option(help="JSON results file (a Markdown table is written next to it).")],
+    adapter: Annotated[list[Path] | None, typer.Option(help="LoRA adapter directories to load.")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 5,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Open loop from the states a model's own plans led to: each captured request's frames -> rollout -> IDM ->
+    plan played from the captured state (task progress), beside the expert's labelled future scored the same way."""
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.cli.options import set_torch_threads
+    from eva_runtime.cli.world_model_eval import _idm_and_reward, _write_results
+    from eva_runtime.control.plan_states import load_captured_states
+    from eva_runtime.file_hash import file_sha256
+    from eva_runtime.training.dagger_labels import load_clip_set
+    from eva_runtime.training.task_progress import TaskProgress
+    from eva_runtime.world_model.evaluation import evaluate_on_states, summarise
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    set_torch_threads(threads)
+    decoder, config, _ = _idm_and_reward(bundle)
+    captured, labels = load_captured_states(states), load_clip_set(clips)
+    adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
+    spec = {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
+    world_model = load_wan_world_model(spec | {"history_frames": labels.history_frames})
+    progress = TaskProgress(captured.metadata["task"], load_bundle(bundle).embodiment)
+    try:
+        results = evaluate_on_states(world_model, decoder, config, labels, captured, progress, seed)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    finally:
+        progress.close()
+    summary = summarise(results)
+    summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
+    summary.update({"states_sha256": file_sha256(states), "clips_sha256": labels.sha256})
+    _write_results(out, summary, results)

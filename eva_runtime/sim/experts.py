@@ -17,7 +17,7 @@ import numpy as np
 from eva_runtime.sim.bimanual_sim import BimanualSim
 from eva_runtime.sim.kinematics import ArmKinematics
 
-__all__ = ["ScriptedExpert", "join_step", "make_expert"]
+__all__ = ["ScriptedExpert", "join_candidates", "join_step", "make_expert"]
 
 Pose = tuple[np.ndarray, np.ndarray]
 # Inside the simulated robot's usable gripper range (calibration/aloha_sim.yaml: 0.065 .. 0.975); closing to
@@ -203,19 +203,23 @@ def _insertion(expert: ScriptedExpert) -> None:
 _SCRIPTS = {"transfer_cube": _transfer_cube, "insertion": _insertion}
 
 # Transfer cube, in the script's 50 Hz ticks: where a state that is behind the script rejoins it.
-_REAPPROACH = 30  # 50 ticks before the pre-grasp waypoint (80): open, above the cube, descend, close
+_REAPPROACH = 30  # 50 ticks before the pre-grasp waypoint (80): open, up above the cube, down, close
+_DESCEND = 80  # the pre-grasp waypoint: straight onto the cube's centre (30 ticks), then close
+_CLOSE = 110  # at the cube: close (40 ticks), then lift toward the meeting point
 _HANDOVER = 205  # the left gripper goes for the cube held at the meeting point
 _RELEASE = 290  # both hold it: the right lets go
-_CENTRED_XY = 0.015  # m: the right TCP this close to the cube's axis is on its way to a centred grasp
+_CENTRED_XY = 0.015  # m: the right TCP this close to the cube's axis closes on its centre
 _AT_CUBE_Z = 0.02  # m: and this close in height is at the grasp
+_ABOVE_Z = 0.03  # m: an off-axis TCP lower than this above the cube's centre is beside it, not above it
 
 
 def join_step(task: str, sim: BimanualSim, step: int) -> int:
     """The script step an expert should join at from the simulation's state, which a policy, not the script,
     produced: `step` where the state is where the script expects it then; otherwise the start of the phase the
-    state is in. Joining a grasp phase with the hand off the cube would close it on nothing, which is exactly
-    the mistake to correct, so a hand that is not on the cube's axis by the descent goes back above the cube,
-    and a cube dropped later is picked up again. Tasks without a recovery rule join at `step`."""
+    state is in. Joining a grasp phase with the hand off the cube would close it on nothing (the very mistake to
+    correct), and joining after the grasp with the cube still on the table would open the hand and leave, so a
+    hand above the cube comes down onto its centre, a hand beside it goes up and over first, a hand at the cube
+    late closes and lifts, and a cube dropped later is picked up again. Tasks without a rule join at `step`."""
     if task != "transfer_cube":
         return step
     from eva_runtime.sim.tasks import task_spec
@@ -226,14 +230,35 @@ def join_step(task: str, sim: BimanualSim, step: int) -> int:
     box = sim.body_pose("box")[:3]
     tcp = sim.data.site_xpos[sim.model.site("right_tcp").id]
     off_axis = float(np.linalg.norm(tcp[:2] - box[:2])) > _CENTRED_XY
+    above = float(tcp[2] - box[2])
     joined = script_step
-    if stage < 2 and script_step >= 80 and (off_axis or (script_step >= 110 and abs(tcp[2] - box[2]) > _AT_CUBE_Z)):
-        joined = _REAPPROACH
+    if stage < 2 and script_step >= 80:
+        if off_axis and above < _ABOVE_Z:
+            joined = _REAPPROACH
+        elif (off_axis or above > _AT_CUBE_Z) and script_step >= 110:  # before 110 the script is descending
+            joined = _DESCEND
+        elif script_step >= 150:
+            joined = _CLOSE
     elif stage == 2 and script_step > 240:
         joined = _HANDOVER
     elif stage == 3 and script_step > 330:
         joined = _RELEASE
     return step if joined == script_step else round(joined * scale)
+
+
+def join_candidates(task: str, sim: BimanualSim, step: int) -> list[int]:
+    """Where the expert may join, best guess first (`join_step`), then the safe fallback: for a transfer-cube grasp
+    not yet made, up and over the cube (a straight descent from off its axis can knock the cube away). The
+    labeller plays them in order and keeps the first whose future gets further in the task."""
+    first = join_step(task, sim, step)
+    if task != "transfer_cube":
+        return [first]
+    from eva_runtime.sim.tasks import task_spec
+
+    scale = round(1.0 / (50.0 * sim.control_period_s), 6)
+    fallback = round(_REAPPROACH * scale)
+    late_grasp = task_spec(task).stage(sim) < 2 and step / scale >= 80
+    return [first, fallback] if late_grasp and first != fallback else [first]
 
 
 def make_expert(

@@ -28,7 +28,14 @@ from eva_runtime.idm.windows import resize_video
 from eva_runtime.reward import RewardConfig, executability
 from eva_runtime.world_model.protocol import RolloutRequest
 
-__all__ = ["ConditionResult", "decoded_scores", "evaluate_world_model", "frame_psnr", "summarise"]
+__all__ = [
+    "ConditionResult",
+    "decoded_scores",
+    "evaluate_on_states",
+    "evaluate_world_model",
+    "frame_psnr",
+    "summarise",
+]
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,10 @@ def _player(progress, video, start: int, steps_per_frame: int, fps: float):
     if progress is None or video.seed is None:
         return None
     origin = progress.start_state(int(video.seed), start * steps_per_frame, video.actions[start])
+    return _playing_from(progress, origin, fps)
 
+
+def _playing_from(progress, origin, fps: float):
     def play(actions: np.ndarray) -> dict:
         played = progress.play(origin, actions, fps)
         return {
@@ -164,6 +174,38 @@ def _player(progress, video, start: int, steps_per_frame: int, fps: float):
         }
 
     return play
+
+
+def evaluate_on_states(model, decoder, reward: RewardConfig, clips, states, progress, seed: int = 0):
+    """Conditions from a learned model's own closed-loop plan requests (`control/plan_states.py`) and their expert
+    labels (`training/dagger_labels.py`): the frames the model was given, the labelled future as the truth, and
+    every decoded plan played from the captured state itself (no replay). Open loop on the states where the task
+    is lost, not on the expert's."""
+    from eva_runtime.training.task_progress import StartState
+
+    if not (np.array_equal(clips.seeds, states.seed) and np.array_equal(clips.steps, states.step)):
+        raise ValueError("the clip set is not the labels of these states (seeds or steps differ, or their order)")
+    camera, history = model.cameras[0], clips.history_frames
+    horizon = clips.frames.shape[1] - (history - 1)
+    results = []
+    for i in range(len(clips)):
+        state = states.oracle_state(i)
+        origin = StartState(state.snapshot, state.filter_state, state.step)
+        request = RolloutRequest({camera: clips.frames[i, :history]}, clips.instruction, horizon, seed=seed + i)
+        rollout = model.rollout(request)
+        truth = clips.frames[i, history - 1 :]
+        play = _playing_from(progress, origin, model.fps)
+        scored = _Scorer(decoder, reward, 3, camera, truth, clips.actions[i], play)
+        rows, _ = scored.decoded(rollout.frames[camera])
+        per_frame = scored.psnr_by_frame(rollout.frames[camera])
+        name = f"seed{int(clips.seeds[i])}"
+        results.append(
+            ConditionResult(
+                name, int(clips.steps[i]), float(per_frame.mean()), tuple(float(x) for x in per_frame),
+                _mean_rows(rows), scored.truth_row, rollout.seconds,
+            )
+        )  # fmt: skip
+    return results
 
 
 class _Scorer:

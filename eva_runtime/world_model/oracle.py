@@ -125,17 +125,27 @@ class OracleWorldModel:
         return self._play(sim, state, state.step, horizon)
 
     def imagine_rejoined(self, state: OracleState, horizon: int) -> RejoinedFuture:
-        """The expert's future from a state a policy produced: it joins its script where the state is
-        (`sim.experts.join_step`: a hand off the cube goes back above it), the label a DAgger clip needs."""
-        from eva_runtime.sim.experts import join_step
+        """The expert's future from a state a policy produced, the label a DAgger clip needs: the expert joins its
+        script where the state is (`sim.experts.join_candidates`), trying each candidate in order and keeping
+        the first whose future gets further in the task (the furthest one when none does)."""
+        from eva_runtime.sim.experts import join_candidates
         from eva_runtime.sim.tasks import task_spec
 
         sim = self._simulation()
-        sim.restore(state.snapshot)
         spec = task_spec(self.task)
-        stage_start, joined = spec.stage(sim), join_step(self.task, sim, state.step)
-        frames, actions = self._play(sim, state, joined, horizon)
-        return RejoinedFuture(frames, actions, joined, stage_start, spec.stage(sim), spec.reach_distance(sim))
+        sim.restore(state.snapshot)
+        stage_start, candidates = spec.stage(sim), join_candidates(self.task, sim, state.step)
+        best: RejoinedFuture | None = None
+        for joined in candidates:
+            sim.restore(state.snapshot)
+            frames, actions = self._play(sim, state, joined, horizon)
+            future = RejoinedFuture(frames, actions, joined, stage_start, spec.stage(sim), spec.reach_distance(sim))
+            if best is None or future.stage_end > best.stage_end:
+                best = future
+            if best.stage_end > stage_start:
+                break
+        assert best is not None  # join_candidates always gives at least one
+        return best
 
     def _play(
         self, sim: BimanualSim, state: OracleState, start_step: int, horizon: int
