@@ -62,6 +62,15 @@ class PlayedPlan:
     def progress(self) -> float:
         return 0.5 * (self.furthest_held + self.final) + reach_bonus(self.closest_reach_m)
 
+    def row(self) -> dict:
+        """The fields an evaluation row reports (names shared by every table that shows task progress)."""
+        return {
+            "task_progress": self.progress,
+            "task_final_stage": float(self.final),
+            "task_furthest_held": float(self.furthest_held),
+            "task_closest_reach_m": self.closest_reach_m,
+        }
+
 
 class TaskProgress:
     """Replays recorded episodes' starts and plays decoded plans from them; one private simulation, reused."""

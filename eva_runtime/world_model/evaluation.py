@@ -165,13 +165,7 @@ def _player(progress, video, start: int, steps_per_frame: int, fps: float):
 
 def _playing_from(progress, origin, fps: float):
     def play(actions: np.ndarray) -> dict:
-        played = progress.play(origin, actions, fps)
-        return {
-            "task_progress": played.progress,
-            "task_final_stage": float(played.final),
-            "task_furthest_held": float(played.furthest_held),
-            "task_closest_reach_m": played.closest_reach_m,
-        }
+        return progress.play(origin, actions, fps).row()
 
     return play
 
