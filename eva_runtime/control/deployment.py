@@ -161,26 +161,18 @@ def run_episodes(
     (default: the simulated task's own; a real robot has none, so it must be given). `record`: a directory for
     one MCAP file per episode, named with its hash in the episode's row (refused before anything moves when it
     cannot be written). `live`: a record sink (`FoxgloveLive`, the caller's to close) that gets the same streams.
-    `capture`: a `PlanStateCapture` that keeps every plan request's frames and simulator state (a learned model on
-    the simulated robot; the model itself is sent the request without the state)."""
+    `capture`: a `PlanStateCapture` (plan_states.py; a learned model on the simulated robot)."""
     from eva_runtime import __version__
 
-    instruction = instruction or robot.instruction
-    if not instruction.strip():
-        raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
-
-    privileged, settings = deployment.privileged_source(robot), deployment.loop_settings(settings, robot.embodiment)
-    if capture is not None:
-        if deployment.oracle:
-            raise ValueError("plan states are captured from a learned model; the oracle's states are the expert's")
-        privileged, planner = capture.source(robot), capture.wrap(planner)
+    instruction = _instruction(robot, instruction)
+    privileged, planner = _privileged_and_planner(deployment, robot, planner, capture)
+    settings = deployment.loop_settings(settings, robot.embodiment)
     recording = _recording(deployment, robot, record, live)
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[EpisodeStats] = []
     with OutcomeLog(log) as outcomes:
-        session = EpisodeSession(
-            outcomes, robot.embodiment.name, deployment.bundle.hashes(), deployment.model_id, __version__
-        )
+        described = (robot.embodiment.name, deployment.bundle.hashes(), deployment.model_id, __version__)
+        session = EpisodeSession(outcomes, *described)
         hooks = {"operator": operator, "leader": leader, "clock": clock, "instruction": instruction}
         try:
             for index in range(episodes):
@@ -199,6 +191,24 @@ def run_episodes(
                 recording.end(outcomes, session.episode_id)  # what was recorded before the error stays named
             session.close()  # an episode cut short by an error is ended as aborted
     return _result(deployment, settings, results, log, outcomes.run_id, robot.stages)
+
+
+def _instruction(robot: RobotInterface, given: str | None) -> str:
+    """What the world model is told: `given`, else the simulated task's own (a real robot has none)."""
+    instruction = given or robot.instruction
+    if not instruction.strip():
+        raise ValueError("no instruction for the world model: this robot has no task of its own, pass one")
+    return instruction
+
+
+def _privileged_and_planner(deployment: Deployment, robot: RobotInterface, planner: PlannerPort, capture):
+    """The loop's privileged source and planner port: the oracle's view for the oracle; with a plan-state
+    capture, the simulator's state for the capture, kept beside a planner that never forwards it."""
+    if capture is None:
+        return deployment.privileged_source(robot), planner
+    if deployment.oracle:
+        raise ValueError("plan states are captured from a learned model; the oracle's states are the expert's")
+    return capture.source(robot), capture.wrap(planner)
 
 
 def _recording(deployment: Deployment, robot: RobotInterface, record: Path | None, live):

@@ -36,13 +36,15 @@ def check_clip_set(clips: ClipSet, run, cache) -> None:
 
 
 def clip_latents(out: Path, vae, clips: ClipSet, run, vae_sha: str, candidate, cache, device, log) -> dict:
-    """The clip set's latents, text rows and (with a foreground weight) loss weights, encoded once."""
+    """The clip set's latents, text rows and (with a foreground weight) loss weights, encoded once; a clip set
+    that does not fit the run is refused first (`check_clip_set`)."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from eva_runtime.world_model.wan.latents import encode_frames
 
+    check_clip_set(clips, run, cache)
     path = out / "clip_latents.safetensors"
     key = json.dumps({"vae": vae_sha, "clips": clips.sha256}, sort_keys=True)
     if path.is_file():

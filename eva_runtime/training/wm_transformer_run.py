@@ -33,7 +33,7 @@ import numpy as np
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.training.dagger_labels import load_clip_set
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
-from eva_runtime.training.wm_extra_clips import check_clip_set, clip_latents, training_batch
+from eva_runtime.training.wm_extra_clips import clip_latents, training_batch
 from eva_runtime.training.wm_loss_weights import training_weights
 from eva_runtime.training.wm_run_files import (
     FORMAT,
@@ -265,16 +265,10 @@ def _prepare(
         raise ValueError(f"history_frames - 1 and horizon - 1 must be multiples of the VAE's time factor {temporal}")
     _claim_directory(out, run, cache.sha256, vae_sha, vae_path, resume)
     device = torch.device(run.device)
-    vae = vae.to(device)  # encoding every clip once, and the sample rollouts, run where the training runs
-    if device.type == "cpu":  # the VAE only encodes and decodes without gradients here: the serving kernels
-        from eva_runtime.world_model.wan.cpu_fast_paths import install_cpu_fast_paths
-
-        install_cpu_fast_paths(vae)
+    vae = _encoding_vae(vae, device)
     data = load_or_encode_latents(out, vae, cache, run, vae_sha, device, log)
     if clips is not None:
-        clip_set = load_clip_set(clips)
-        check_clip_set(clip_set, run, cache)
-        data.update(clip_latents(out, vae, clip_set, run, vae_sha, candidate, cache, device, log))
+        data.update(clip_latents(out, vae, load_clip_set(clips), run, vae_sha, candidate, cache, device, log))
     if run.foreground_weight > 0:
         data["weights"] = torch.from_numpy(training_weights(cache.videos[: -run.held_out], run, candidate)).to(device)
         if data["weights"].shape[0] != data["latents"].shape[0]:  # the same clips, cut the same way
@@ -309,6 +303,17 @@ def _prepare(
     if not (out / f"vae_{candidate.name}.safetensors").is_file():
         shutil.copyfile(vae_path, out / f"vae_{candidate.name}.safetensors")
     return training
+
+
+def _encoding_vae(vae, device):
+    """The VAE where the training runs. It encodes every clip once and decodes the samples, both without
+    gradients, so on the CPU it gets the serving kernels (`cpu_fast_paths.py`: the same frames, faster)."""
+    from eva_runtime.world_model.wan.cpu_fast_paths import install_cpu_fast_paths
+
+    vae = vae.to(device)
+    if device.type == "cpu":
+        install_cpu_fast_paths(vae)
+    return vae
 
 
 def _claim_directory(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str, vae_path: Path, resume: bool):
