@@ -110,10 +110,12 @@ class FilterResult:
 def reset_state(
     limits: SafetyLimits, time: float, measured: np.ndarray, measured_velocity: np.ndarray | None = None
 ) -> FilterState:
-    """Seed the filter from the measured state (start-up, and whenever control changes hands)."""
+    """Seed the filter from the measured state (start-up, and whenever control changes hands). The contract changed
+    on 2026-12-06: a gripper's seed is clipped into its hard range (a squeezing gripper reads outside it)."""
     position = np.array(measured, dtype=np.float64, copy=True)
     if position.shape != (limits.dof,) or not np.all(np.isfinite(position)):
         raise ValueError(f"cannot seed the safety filter from measured position {position!r}")
+    position = np.where(limits.is_gripper, np.clip(position, limits.hard_low, limits.hard_high), position)
     velocity = np.zeros(limits.dof)
     if measured_velocity is not None:
         velocity = np.asarray(measured_velocity, dtype=np.float64)
