@@ -11,6 +11,7 @@ import typer
 
 from eva_runtime.cli.common import TaskOption, console
 from eva_runtime.cli.models import eval_app, train_app
+from eva_runtime.cli.options import AdapterDirsOption, ResultsFileOption, ScoringBundleOption, WorldModelDirOption
 
 
 @train_app.command("dagger-collect")
@@ -93,12 +94,12 @@ def dagger_label_command(
 
 @eval_app.command("world-model-states")
 def eval_world_model_states_command(
-    model: Annotated[Path, typer.Option(help="World-model pipeline directory (verified by eva_hashes.json).")],
-    bundle: Annotated[Path, typer.Option(help="Bundle whose IDM and reward score the rollouts.")],
+    model: WorldModelDirOption,
+    bundle: ScoringBundleOption,
     states: Annotated[Path, typer.Option(help="Plan states captured in closed loop (`eva train dagger-collect`).")],
     clips: Annotated[Path, typer.Option(help="Their labels (`eva train dagger-label` of exactly these states).")],
-    out: Annotated[Path, typer.Option(help="JSON results file (a Markdown table is written next to it).")],
-    adapter: Annotated[list[Path] | None, typer.Option(help="LoRA adapter directories to load.")] = None,
+    out: ResultsFileOption,
+    adapter: AdapterDirsOption = None,
     steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 5,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=1)] = 2,

@@ -11,7 +11,14 @@ import typer
 
 from eva_runtime.cli.common import console
 from eva_runtime.cli.models import eval_app
-from eva_runtime.cli.options import PositiveIntOption, set_torch_threads
+from eva_runtime.cli.options import (
+    AdapterDirsOption,
+    PositiveIntOption,
+    ResultsFileOption,
+    ScoringBundleOption,
+    WorldModelDirOption,
+    set_torch_threads,
+)
 
 if TYPE_CHECKING:
     from eva_runtime.bundle import Bundle
@@ -21,11 +28,11 @@ if TYPE_CHECKING:
 
 @eval_app.command("world-model")
 def eval_world_model_command(
-    model: Annotated[Path, typer.Option(help="World-model pipeline directory (verified by eva_hashes.json).")],
-    bundle: Annotated[Path, typer.Option(help="Bundle whose IDM and reward score the rollouts.")],
+    model: WorldModelDirOption,
+    bundle: ScoringBundleOption,
     data: Annotated[Path, typer.Option(help="Held-out episode directory.")],
-    out: Annotated[Path, typer.Option(help="JSON results file (a Markdown table is written next to it).")],
-    adapter: Annotated[list[Path] | None, typer.Option(help="LoRA adapter directories to load.")] = None,
+    out: ResultsFileOption,
+    adapter: AdapterDirsOption = None,
     episodes: PositiveIntOption = 50,
     starts: Annotated[str, typer.Option(help="Comma-separated start frames (at the model's fps).")] = "0,16,32,48",
     horizon: int = 17,
