@@ -47,9 +47,7 @@ def dagger_collect_command(
     }
     capture = PlanStateCapture("cam_high", tuple(idm.image_size), meta)
     log = out.with_suffix(".db")
-    result = run_sim_episodes(
-        bundle, task, episodes, first_seed, log, max_steps=episode_steps, capture=capture, on_tick=None
-    )
+    result = run_sim_episodes(bundle, task, episodes, first_seed, log, max_steps=episode_steps, capture=capture)
     sha = capture.save(out)
     summary = {"states": len(capture), "successes": result.successes, "episodes": episodes, "sha256": sha}
     typer.echo(json.dumps({**summary, "stages_reached": result.stages_reached, "log": str(log)}))

@@ -31,7 +31,7 @@ from eva_runtime.control.frame_history import FrameHistory
 from eva_runtime.control.homing import HomingSlide
 from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.control.modes import Mode, ModeEvent, ModeManager, Trigger
-from eva_runtime.control.planner import PlanOutcome, PlanRequest
+from eva_runtime.control.planner import PlanOutcome, PlanRequest, request_seed
 from eva_runtime.control.planner_port import PlannerPort
 from eva_runtime.control.reseed_check import reseed_problem
 from eva_runtime.control.teleop import LeaderArms, TeleopHandover
@@ -314,7 +314,7 @@ class AutonomousLoop:
             time=now,
             frames=self.frame_history.window({name: frames[name] for name in settings.cameras}),
             instruction=self.instruction,
-            seed=self.seed * 10_000 + self._request_id,
+            seed=request_seed(self.seed, self._request_id),
             privileged_state=privileged,
         )
         self._request_id += 1

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eva_runtime.control.planner import PlanOutcome, PlanRequest
+from eva_runtime.control.planner import PlanOutcome, PlanRequest, episode_seed_of
 from eva_runtime.control.planner_port import PlannerPort
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.windows import resize_video
@@ -105,7 +105,7 @@ class PlanStateCapture:
                 "filter_command": np.asarray(f.command, np.float64),
                 "filter_velocity": np.asarray(f.velocity, np.float64),
                 "filter_target": np.asarray(f.target, np.float64),
-                "seed": np.int64(request.seed // 10_000),  # the loop seeds request r of episode s with s * 10000 + r
+                "seed": np.int64(episode_seed_of(request.seed)),
             }
         )
 

@@ -23,7 +23,7 @@ from eva_runtime.idm.windows import resize_video
 from eva_runtime.reward import RewardConfig, executability
 from eva_runtime.world_model.protocol import RolloutRequest, WorldModel
 
-__all__ = ["PlanOutcome", "PlanRequest", "Planner", "PlannerSettings"]
+__all__ = ["PlanOutcome", "PlanRequest", "Planner", "PlannerSettings", "episode_seed_of", "request_seed"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,19 @@ class PlannerSettings:
     # Imagined frames sent back with a plan (evenly spaced, first and last kept) so operators can watch
     # imagination vs reality (ROS `~/rollout`); 0: none.
     preview_frames: int = 8
+
+
+REQUESTS_PER_EPISODE = 10_000  # request seeds of one episode: seed * 10_000 + the request's number
+
+
+def request_seed(episode_seed: int, request_id: int) -> int:
+    """The sampling seed of an episode's request_id-th plan request (distinct across episodes and requests)."""
+    return episode_seed * REQUESTS_PER_EPISODE + request_id
+
+
+def episode_seed_of(seed: int) -> int:
+    """The episode seed a request seed was made from (`request_seed`'s inverse)."""
+    return seed // REQUESTS_PER_EPISODE
 
 
 @dataclass(frozen=True)

@@ -220,19 +220,27 @@ def join_step(task: str, sim: BimanualSim, step: int) -> int:
     correct), and joining after the grasp with the cube still on the table would open the hand and leave, so a
     hand above the cube comes down onto its centre, a hand beside it goes up and over first, a hand at the cube
     late closes and lifts, and a cube dropped later is picked up again. Tasks without a rule join at `step`."""
+    return join_candidates(task, sim, step)[0]
+
+
+def join_candidates(task: str, sim: BimanualSim, step: int) -> list[int]:
+    """Where the expert may join, best guess first (`join_step`), then the safe fallback: for a transfer-cube grasp
+    not yet made, up and over the cube (a straight descent from off its axis can knock the cube away). The
+    labeller plays them in order and keeps the first whose future gets further in the task."""
     if task != "transfer_cube":
-        return step
+        return [step]
     from eva_runtime.sim.tasks import task_spec
 
-    scale = round(1.0 / (50.0 * sim.control_period_s), 6)
+    scale = _script_scale(sim)
     script_step = step / scale
     stage = task_spec(task).stage(sim)
     box = sim.body_pose("box")[:3]
     tcp = sim.data.site_xpos[sim.model.site("right_tcp").id]
     off_axis = float(np.linalg.norm(tcp[:2] - box[:2])) > _CENTRED_XY
     above = float(tcp[2] - box[2])
+    late_grasp = stage < 2 and script_step >= 80
     joined = script_step
-    if stage < 2 and script_step >= 80:
+    if late_grasp:
         if off_axis and above < _ABOVE_Z:
             joined = _REAPPROACH
         elif (off_axis or above > _AT_CUBE_Z) and script_step >= 110:  # before 110 the script is descending
@@ -243,22 +251,15 @@ def join_step(task: str, sim: BimanualSim, step: int) -> int:
         joined = _HANDOVER
     elif stage == 3 and script_step > 330:
         joined = _RELEASE
-    return step if joined == script_step else round(joined * scale)
-
-
-def join_candidates(task: str, sim: BimanualSim, step: int) -> list[int]:
-    """Where the expert may join, best guess first (`join_step`), then the safe fallback: for a transfer-cube grasp
-    not yet made, up and over the cube (a straight descent from off its axis can knock the cube away). The
-    labeller plays them in order and keeps the first whose future gets further in the task."""
-    first = join_step(task, sim, step)
-    if task != "transfer_cube":
-        return [first]
-    from eva_runtime.sim.tasks import task_spec
-
-    scale = round(1.0 / (50.0 * sim.control_period_s), 6)
+    first = step if joined == script_step else round(joined * scale)
     fallback = round(_REAPPROACH * scale)
-    late_grasp = task_spec(task).stage(sim) < 2 and step / scale >= 80
     return [first, fallback] if late_grasp and first != fallback else [first]
+
+
+def _script_scale(sim: BimanualSim) -> float:
+    """Control ticks per script tick: scripts count 50 Hz ticks; at another control rate the same seconds are more
+    (or fewer) ticks."""
+    return round(1.0 / (50.0 * sim.control_period_s), 6)
 
 
 def make_expert(
@@ -274,8 +275,7 @@ def make_expert(
         raise ValueError(f"no scripted expert for task {task!r}; known: {sorted(_SCRIPTS)}")
     expert = ScriptedExpert(sim, start_command)
     _SCRIPTS[task](expert)
-    # Scripts count 50 Hz ticks; at another control rate the same seconds are more (or fewer) ticks.
-    scale = round(1.0 / (50.0 * sim.control_period_s), 6)
+    scale = _script_scale(sim)
     if scale != 1.0:
         for arm in (expert.left, expert.right):
             arm.waypoints = [Waypoint(round(w.step * scale), w.target, w.gripper) for w in arm.waypoints]

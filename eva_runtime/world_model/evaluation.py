@@ -170,7 +170,7 @@ def _playing_from(progress, origin, fps: float):
     return play
 
 
-def evaluate_on_states(model, decoder, reward: RewardConfig, clips, states, progress, seed: int = 0):
+def evaluate_on_states(model, decoder, reward: RewardConfig, clips, states, progress, seed: int = 0, smooth: int = 3):
     """Conditions from a learned model's own closed-loop plan requests (`control/plan_states.py`) and their expert
     labels (`training/dagger_labels.py`): the frames the model was given, the labelled future as the truth, and
     every decoded plan played from the captured state itself (no replay). Open loop on the states where the task
@@ -189,7 +189,7 @@ def evaluate_on_states(model, decoder, reward: RewardConfig, clips, states, prog
         rollout = model.rollout(request)
         truth = clips.frames[i, history - 1 :]
         play = _playing_from(progress, origin, model.fps)
-        scored = _Scorer(decoder, reward, 3, camera, truth, clips.actions[i], play)
+        scored = _Scorer(decoder, reward, smooth, camera, truth, clips.actions[i], play)
         rows, _ = scored.decoded(rollout.frames[camera])
         per_frame = scored.psnr_by_frame(rollout.frames[camera])
         name = f"seed{int(clips.seeds[i])}"
