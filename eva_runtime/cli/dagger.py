@@ -106,7 +106,7 @@ def eval_world_model_states_command(
     plan played from the captured state (task progress), beside the expert's labelled future scored the same way."""
     from eva_runtime.bundle import load_bundle
     from eva_runtime.cli.options import set_torch_threads
-    from eva_runtime.cli.world_model_eval import _idm_and_reward, _write_results
+    from eva_runtime.cli.world_model_eval import idm_and_reward, write_results
     from eva_runtime.control.plan_states import load_captured_states
     from eva_runtime.file_hash import file_sha256
     from eva_runtime.training.dagger_labels import load_clip_set
@@ -115,7 +115,7 @@ def eval_world_model_states_command(
     from eva_runtime.world_model.wan.backend import load_wan_world_model
 
     set_torch_threads(threads)
-    decoder, config, _ = _idm_and_reward(bundle)
+    decoder, config, _ = idm_and_reward(bundle)
     captured, labels = load_captured_states(states), load_clip_set(clips)
     adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
     spec = {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
@@ -131,4 +131,4 @@ def eval_world_model_states_command(
     summary = summarise(results)
     summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
     summary.update({"states_sha256": file_sha256(states), "clips_sha256": labels.sha256})
-    _write_results(out, summary, results)
+    write_results(out, summary, results)

@@ -11,6 +11,23 @@ from rich.table import Table
 
 from eva_runtime.cli.common import EmbodimentOption, TaskOption, app, console, sim_robot
 
+VaryTimingOption = Annotated[
+    float, typer.Option(min=0.0, max=0.99, help="Varied expert: each 1 s of its script lasts 1 +- this (uniform).")
+]
+VaryMissOption = Annotated[
+    float, typer.Option(min=0.0, max=0.05, help="Varied expert: grasps first arrive up to this far off (m).")
+]
+VaryMissShareOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Varied expert: share of grasps missed.")]
+
+
+def _variation(timing: float, miss: float, share: float):
+    """The expert variation of `eva sim record|eval` (sim/expert_variation.py); None when nothing varies."""
+    from eva_runtime.sim.expert_variation import ExpertVariation
+
+    variation = ExpertVariation(timing=timing, miss_m=miss, miss_share=share)
+    return variation if variation.active else None
+
+
 sim_app = typer.Typer(help="The MuJoCo bimanual simulation: demonstrations, evaluation, exports.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 
@@ -23,12 +40,19 @@ def sim_record(
     fps: Annotated[float, typer.Option(help="Recorded frame rate (must divide the 50 Hz control rate).")] = 25.0,
     first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 0,
     embodiment: EmbodimentOption = None,
+    vary_timing: VaryTimingOption = 0.0,
+    vary_miss: VaryMissOption = 0.0,
+    vary_miss_share: VaryMissShareOption = 0.5,
+    successful_only: Annotated[
+        bool, typer.Option(help="Write only the episodes the expert completed (the others are counted).")
+    ] = False,
 ) -> None:
     """Record scripted-expert demonstrations (vendor HDF5 layout, three cameras, qpos, action)."""
     from rich.progress import Progress
 
     from eva_runtime.sim.demonstrations import record_demonstrations
 
+    variation = _variation(vary_timing, vary_miss, vary_miss_share)
     robot = sim_robot(task, embodiment)
     wins = 0
     with Progress(console=console) as progress:
@@ -39,9 +63,16 @@ def sim_record(
             wins += item.result.success
             progress.update(bar, advance=1, description=f"recording {task}: {wins} successful")
 
-        recorded = record_demonstrations(robot, episodes, out, fps=fps, first_seed=first_seed, on_episode=advance)
+        recorded = record_demonstrations(
+            robot, episodes, out, fps=fps, first_seed=first_seed, on_episode=advance,
+            variation=variation, successful_only=successful_only,
+        )  # fmt: skip
     robot.disconnect()
-    console.print(f"{len(recorded)} episodes ({wins} successful, {recorded[0].frames} frames each) in {out}")
+    if not recorded:
+        console.print(f"[red]error:[/red] the expert completed none of the {episodes} episodes; nothing written")
+        raise typer.Exit(1)
+    frames = recorded[0].frames
+    console.print(f"{len(recorded)} episodes written ({wins} of {episodes} successful, {frames} frames each) in {out}")
 
 
 @sim_app.command("eval")
@@ -51,6 +82,9 @@ def sim_eval(
     policy: Annotated[str, typer.Option(help="Policy to evaluate: expert.")] = "expert",
     first_seed: Annotated[int, typer.Option(help="Episode i uses seed first_seed + i.")] = 0,
     embodiment: EmbodimentOption = None,
+    vary_timing: VaryTimingOption = 0.0,
+    vary_miss: VaryMissOption = 0.0,
+    vary_miss_share: VaryMissShareOption = 0.5,
 ) -> None:
     """Closed-loop evaluation: N seeded episodes through the safety filter; a table and a JSON summary."""
     from rich.progress import Progress
@@ -66,7 +100,7 @@ def sim_eval(
         bar = progress.add_task(f"{task} with {policy}", total=episodes)
         results = evaluate(
             robot,
-            ExpertPolicy(),
+            ExpertPolicy(_variation(vary_timing, vary_miss, vary_miss_share)),
             range(first_seed, first_seed + episodes),
             task_spec(task).episode_steps,
             on_episode=lambda _: progress.update(bar, advance=1),

@@ -61,7 +61,7 @@ def eval_world_model_command(
     from eva_runtime.world_model.wan.backend import load_wan_world_model
 
     set_torch_threads(threads)
-    decoder, config, bundled = _idm_and_reward(bundle)
+    decoder, config, bundled = idm_and_reward(bundle)
     if bundled and not adapter:  # else an aligned bundle would be scored with its base model's rollouts
         console.print(
             f"[red]error:[/red] {bundle} carries LoRA adapters {list(bundled)}; this command samples --model with "
@@ -96,7 +96,7 @@ def eval_world_model_command(
         np.save(save_actions, np.stack(kept), allow_pickle=False)
     summary = summarise(results)
     summary.update({"model_dir": str(model), "adapters": [str(p) for p in adapter or []], "steps": steps})
-    _write_results(out, summary, results)
+    write_results(out, summary, results)
 
 
 def _task_progress(task: str | None, bundle: Path, fps: float) -> dict:
@@ -120,7 +120,7 @@ def _vae_reference(source: Path | None):
     return lambda video: vae_round_trip(vae, video)
 
 
-def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig, tuple[str, ...]]:
+def idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig, tuple[str, ...]]:
     """The bundle's hash-verified IDM decoder, its reward constants at the IDM's fps, its world model's adapters."""
     from eva_runtime.bundle import load_bundle
     from eva_runtime.idm.decoder import IdmDecoder
@@ -135,7 +135,7 @@ def _idm_and_reward(bundle: Path) -> tuple[IdmDecoder, RewardConfig, tuple[str, 
     return decoder, config, deployed.manifest.world_model.adapters
 
 
-def _write_results(out: Path, summary: dict, results: list[Any]) -> None:
+def write_results(out: Path, summary: dict, results: list[Any]) -> None:
     """OUT as JSON (summary and every condition), the Markdown table next to it, the table on the console."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "conditions": [r.__dict__ for r in results]}, indent=2))

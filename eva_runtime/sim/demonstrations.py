@@ -10,6 +10,7 @@ the same data.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,14 @@ from eva_runtime.records.hdf5_episodes import Episode, episode_path, write_episo
 from eva_runtime.robots.interface import Observation
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.sim.evaluation import EpisodeResult, ExpertPolicy, run_episode
+from eva_runtime.sim.expert_variation import ExpertVariation
 
 __all__ = ["RecordedEpisode", "record_demonstrations", "record_stride"]
 
 
 @dataclass(frozen=True)
 class RecordedEpisode:
-    path: Path
+    path: Path | None  # None: not written (a failed episode when only successful ones are kept)
     result: EpisodeResult
     frames: int
 
@@ -69,18 +71,30 @@ def record_demonstrations(
     max_steps: int | None = None,
     compression: str | None = "gzip",
     on_episode: Callable[[RecordedEpisode], None] | None = None,
+    variation: ExpertVariation | None = None,
+    successful_only: bool = False,
 ) -> list[RecordedEpisode]:
+    """`variation`: varied demonstrations (`sim/expert_variation.py`), written to `variation.json` beside the
+    episodes. `successful_only`: an episode the expert failed is reported to `on_episode` but not written (the
+    files stay numbered without gaps; each carries its seed)."""
     from eva_runtime.sim.tasks import task_spec
 
     spec = task_spec(robot.task_name)
     stride = record_stride(robot.embodiment.control_rate_hz, fps)
     steps = max_steps or spec.episode_steps
     out_dir.mkdir(parents=True, exist_ok=True)
-    recorded = []
+    recorded: list[RecordedEpisode] = []
+    failed: list[int] = []
+    policy = ExpertPolicy(variation)
     for index in range(episodes):
         seed = first_seed + index
         buffer = _EpisodeBuffer(stride)
-        result = run_episode(robot, ExpertPolicy(), seed, steps, on_step=buffer.keep, frames_every=stride)
+        result = run_episode(robot, policy, seed, steps, on_step=buffer.keep, frames_every=stride)
+        if successful_only and not result.success:
+            failed.append(seed)
+            if on_episode is not None:
+                on_episode(RecordedEpisode(None, result, 0))
+            continue
         episode = Episode(
             images={name: np.stack(frames) for name, frames in buffer.images.items()},
             qpos=np.stack(buffer.qpos),
@@ -96,9 +110,12 @@ def record_demonstrations(
             success=result.success,
             sim=True,
         )
-        path = write_episode(episode_path(out_dir, index), episode, compression=compression)
+        path = write_episode(episode_path(out_dir, len(recorded)), episode, compression=compression)
         item = RecordedEpisode(path, result, episode.length)
         recorded.append(item)
         if on_episode is not None:
             on_episode(item)
+    if variation is not None and variation.active:
+        manifest = {"variation": variation.as_dict(), "first_seed": first_seed, "episodes": episodes}
+        (out_dir / "variation.json").write_text(json.dumps(manifest | {"failed_seeds": failed}, indent=2) + "\n")
     return recorded

@@ -20,6 +20,7 @@ from eva_runtime.records.success_rate import wilson_interval
 from eva_runtime.robots.interface import Observation
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.safety import SafetyFilter
+from eva_runtime.sim.expert_variation import ExpertVariation
 
 __all__ = ["EpisodeResult", "ExpertPolicy", "Policy", "evaluate", "run_episode", "summarize"]
 
@@ -37,7 +38,9 @@ class ExpertPolicy:
 
     needs_cameras = False
 
-    def __init__(self) -> None:
+    def __init__(self, variation: ExpertVariation | None = None) -> None:
+        """`variation`: varied demonstrations (`sim/expert_variation.py`), drawn per episode from its seed."""
+        self.variation = variation
         self._expert = None
         self._robot: MujocoRobot | None = None
         self._step = 0
@@ -46,7 +49,7 @@ class ExpertPolicy:
         from eva_runtime.sim.experts import make_expert
 
         self._robot = robot
-        self._expert = make_expert(robot.task_name, robot.sim)
+        self._expert = make_expert(robot.task_name, robot.sim, variation=self.variation, seed=seed)
         self._step = 0
 
     def act(self, observation: Observation) -> np.ndarray:

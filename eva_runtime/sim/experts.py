@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eva_runtime.sim.bimanual_sim import BimanualSim
+from eva_runtime.sim.expert_variation import ExpertVariation
 from eva_runtime.sim.kinematics import ArmKinematics
 
 __all__ = ["ScriptedExpert", "join_candidates", "join_step", "make_expert"]
@@ -263,7 +264,12 @@ def _script_scale(sim: BimanualSim) -> float:
 
 
 def make_expert(
-    task: str, sim: BimanualSim, start_step: int = 0, start_command: np.ndarray | None = None
+    task: str,
+    sim: BimanualSim,
+    start_step: int = 0,
+    start_command: np.ndarray | None = None,
+    variation: ExpertVariation | None = None,
+    seed: int = 0,
 ) -> ScriptedExpert:
     """An expert for `task` from the simulation's current state.
 
@@ -275,6 +281,8 @@ def make_expert(
         raise ValueError(f"no scripted expert for task {task!r}; known: {sorted(_SCRIPTS)}")
     expert = ScriptedExpert(sim, start_command)
     _SCRIPTS[task](expert)
+    if variation is not None and variation.active:
+        variation.apply(expert, task, ExpertVariation.rng(seed))
     scale = _script_scale(sim)
     if scale != 1.0:
         for arm in (expert.left, expert.right):
