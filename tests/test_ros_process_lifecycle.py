@@ -253,6 +253,42 @@ def test_a_killed_policy_node_leaves_no_planner_behind(tmp_path: Path) -> None:
         stop([policy])
 
 
+def test_a_policy_node_started_after_a_killed_one_continues_its_held_command(tmp_path: Path) -> None:
+    """The killed node's last command survives it (beside the outcome log); its successor seeds from it."""
+    from lifecycle_msgs.msg import Transition
+
+    domain, log_path = domain_id(12), tmp_path / "outcomes.db"
+    commands, environment = node_commands(log_path), node_environment(domain)
+    sim = subprocess.Popen(commands["sim_robot_node"], env=environment, cwd=tmp_path)
+    first = subprocess.Popen(commands["policy_node"], env=environment, cwd=tmp_path)
+    second = None
+    try:
+        with probe_on(domain) as probe:
+            assert probe.transition("policy_node", Transition.TRANSITION_CONFIGURE)
+            assert probe.transition("policy_node", Transition.TRANSITION_ACTIVATE)
+            held = log_path.with_suffix(".held_command.json")
+            wait_for(held.exists, 10.0, "the held command beside the outcome log")
+        first.kill()
+        first.wait(10.0)
+        # A new probe: one that knew the killed node may keep sending its requests to the dead endpoint.
+        output = tmp_path / "second.log"
+        with output.open("w") as log:
+            unbuffered = environment | {"RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
+            second = subprocess.Popen(
+                commands["policy_node"], env=unbuffered, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+            )
+        with probe_on(domain) as probe:
+            assert probe.transition("policy_node", Transition.TRANSITION_CONFIGURE)
+            assert probe.transition("policy_node", Transition.TRANSITION_ACTIVATE)
+            wait_for(
+                lambda: "grippers continue the held command" in output.read_text(),
+                30.0,
+                "the new node to seed its grippers from the held command",
+            )
+    finally:
+        stop([p for p in (first, second, sim) if p is not None])
+
+
 # A child that would run forever; it ends only through the mechanism under test.
 CHILD = """
 import os, sys, time

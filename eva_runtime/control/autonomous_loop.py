@@ -39,6 +39,7 @@ from eva_runtime.robots.interface import Observation, RobotInterface
 from eva_runtime.safety import FilterResult, SafetyFilter
 
 __all__ = ["AutonomousLoop", "LoopSettings", "TickResult"]
+SeedRule = Callable[[np.ndarray], np.ndarray]  # measured joints -> the filter's seed
 
 
 @dataclass(frozen=True)
@@ -127,29 +128,27 @@ class AutonomousLoop:
         self._frames_stale_since: float | None = None  # a stale-frame hold ends only with a plan from newer frames
 
     # --- episode boundaries and operator input ----------------------------------------------------------------
-    def start(self, seed: int, mode: Mode = Mode.AUTONOMOUS) -> None:
-        """Seed the filter from the measured state and begin in `mode`, with fresh statistics."""
+    def start(self, seed: int, mode: Mode = Mode.AUTONOMOUS, seed_from: SeedRule | None = None) -> None:
+        """Seed the filter from the measured state (`seed_from` may change it: a restarted node's held grippers,
+        control/held_command.py) and begin in `mode`, with fresh statistics."""
         first = self.robot.observe(cameras=False)
-        self.safety.reset(first.stamp, first.joint_position, first.joint_velocity)
+        position = first.joint_position if seed_from is None else seed_from(first.joint_position)
+        self.safety.reset(first.stamp, position, first.joint_velocity)
         self.modes = ModeManager(mode)
         self.executor.clear()
         self._outstanding = None
         self._latency = self.settings.initial_latency_s
-        self._previous_command = first.joint_position.copy()
-        self._frames_stale_since = None
+        self._previous_command, self._frames_stale_since = self.safety.state.command.copy(), None
         self.new_episode(seed)
 
     def new_episode(self, seed: int) -> None:
         """Fresh statistics, request ids and task progress; the robot, the filter and the mode carry on."""
-        self.seed = seed
-        self.stats = EpisodeStats()
+        self.seed, self.stats = seed, EpisodeStats()
         reward, horizon = self.settings.executed_reward, self.settings.executed_horizon
         self._executed = ExecutedScorer(reward, 1.0 / self.period, horizon) if reward is not None else None
         if self._executed is not None:
             self.stats.executed_scores = self._executed.scores  # the same list: filled as windows complete
-        self.step = 0
-        self.progress = 0
-        self._request_id = 0
+        self.step = self.progress = self._request_id = 0
         self._first_request = None
         self.frame_history.clear()  # the scene may have been reset: no frame of the last episode conditions a plan
 

@@ -85,6 +85,10 @@ POLICY_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("topics.privileged_state", PRIVILEGED_STATE_TOPIC, "sim-only oracle state (test instrument)"),
     ParameterSpec("log_path", "~/.ros/eva_runtime/outcomes.db", "SQLite episode outcome log"),
     ParameterSpec("record_dir", "", "directory for one MCAP recording per episode (empty: none)"),
+    ParameterSpec(
+        "held_command_path", "", "last command sent, read by a restarted node to keep a grip (empty: beside log_path)"
+    ),
+    ParameterSpec("held_command_max_age_s", 600.0, "a held command older than this is not used (0: never used)"),
     ParameterSpec("home_pose", EMPTY_DOUBLES, "pose to slide to on activate (unset: hold where the arms are)"),
     ParameterSpec("homing_speed_fraction", 0.3, "homing speed as a fraction of each joint's velocity cap"),
     ParameterSpec("mode_after_homing", "hold", "mode once homed: hold (the operator starts) or autonomous"),

@@ -39,6 +39,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import String, UInt8MultiArray
 
 from eva_runtime.control.episode_runner import AutonomousLoop, episode_counters
+from eva_runtime.control.held_command import seed_grippers
 from eva_runtime.control.modes import Mode
 from eva_runtime.control.modes import Trigger as ModeTrigger
 from eva_runtime.control.planner_process import PlannerProcess
@@ -107,7 +108,7 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
         with self._lock:
             loop = runtime.loop
             if not self._started:
-                loop.start(int(read(self, "episode.seed")), Mode.HOLD)
+                loop.start(int(read(self, "episode.seed")), Mode.HOLD, seed_from=self._held_seed(runtime))
                 self._started = True
             elif loop.modes.mode is not Mode.HOLD:
                 loop.command(ModeTrigger.OPERATOR_HOLD, "activate")
@@ -213,6 +214,8 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
                 return
             if runtime.recording is not None:
                 runtime.recording.tick(tick)
+            if runtime.held is not None:
+                runtime.held.write(tick.result.command)
             self.tick_count += 1
             self._interventions.update(tick.result.interventions.counts())
             if was_homing and not loop.homing and loop.modes.mode is Mode.HOLD:
@@ -226,6 +229,21 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
             self._publish_plan(runtime, tick)
         if time.monotonic() - began > runtime.loop.period:
             self._overruns += 1
+
+    def _held_seed(self, runtime: PolicyRuntime):
+        """The start-up seed rule: the grippers continue the previous node's held command when it is this hold's
+        (control/held_command.py); the decision is logged either way."""
+        if runtime.held is None:
+            return None
+        held, problem = runtime.held.read(float(read(self, "held_command_max_age_s")))
+        limits = runtime.loop.safety.limits
+
+        def seed(measured: np.ndarray) -> np.ndarray:
+            position, why = seed_grippers(measured, held, limits.is_gripper, limits.hard_low, limits.hard_high)
+            self.get_logger().info(f"{why}{f' ({problem})' if problem else ''}")
+            return position
+
+        return seed
 
     def _after_homing(self, loop: AutonomousLoop) -> None:
         if self._active and str(read(self, "mode_after_homing")) == "autonomous":

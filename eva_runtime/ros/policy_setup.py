@@ -20,6 +20,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from eva_runtime.control.episode_runner import AutonomousLoop, LoopSettings
 from eva_runtime.control.gripper_latch import checked_band
+from eva_runtime.control.held_command import HeldCommandFile
 from eva_runtime.control.modes import Mode
 from eva_runtime.control.planner_process import PlannerProcess
 from eva_runtime.records.episode_recording import EpisodeRecording
@@ -52,6 +53,7 @@ class PolicyRuntime:
     model_id: str
     oracle: bool
     recording: EpisodeRecording | None = None  # one MCAP per episode when `record_dir` is set
+    held: HeldCommandFile | None = None  # the last command, for a restarted node's grippers (held_command.py)
     publishers: dict = field(default_factory=dict)
     handles: list = field(default_factory=list)  # (destroy function, handle): services, timers, subscriptions
 
@@ -104,6 +106,8 @@ class PolicySetup:
             loop.robot_timeout = self._robot_timeout(loop)
             session = EpisodeSession(log, embodiment.name, deployment.bundle.hashes(), model_id, __version__)
             runtime = PolicyRuntime(loop, robot, planner, log, session, topics, model_id, oracle)
+            held_path = str(read(self, "held_command_path")).strip() or log_path.with_suffix(".held_command.json")
+            runtime.held = HeldCommandFile(held_path, embodiment.name, embodiment.dof)
             if record_dir:
                 idm = deployment.bundle.manifest.idm
                 runtime.recording = EpisodeRecording(Path(record_dir).expanduser(), robot, idm.image_size, idm.fps)
