@@ -3,6 +3,7 @@ builder, and the episode session over the outcome log."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -161,6 +162,10 @@ def test_diagnostics_levels_follow_what_the_operator_must_do() -> None:
     }
     inputs = {item.key: item.value for item in statuses["policy_node: inputs"].values}
     assert inputs["rejected /puppet/joint_left"] == "2"
+    lost = dataclasses.replace(snapshot, held_command_failures=3, held_command_error="held.json: disk full")
+    loop = next(s for s in build_diagnostics("policy_node", lost).status if s.name.endswith("control loop"))
+    assert loop.level == b"\x01" and "held command not kept 3 times" in loop.message
+    assert {item.key: item.value for item in loop.values}["held_command_error"] == "held.json: disk full"
 
 
 def test_an_episode_session_labels_one_episode_at_a_time_and_aborts_an_open_one_on_close(tmp_path: Path) -> None:

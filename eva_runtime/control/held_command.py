@@ -49,7 +49,7 @@ class HeldCommandFile:
         self.min_interval_s = min_interval_s
         self._last_write = -math.inf
         self._written: np.ndarray | None = None
-        self.failures = 0  # writes that failed (disk full, permissions): counted, never raised into the loop
+        self.failures = 0  # writes that failed (disk full, permissions, a bad command): counted, never raised
         self.last_error = ""
 
     def write(self, command: np.ndarray, now: float | None = None) -> bool:
@@ -61,7 +61,10 @@ class HeldCommandFile:
         if self._written is not None and np.array_equal(command, self._written):
             return False
         if command.shape != (self.dof,) or not np.all(np.isfinite(command)):
-            raise ValueError(f"held command must be {self.dof} finite values, got {command!r}")
+            # Never kept and never raised into the control tick; a successor then seeds from the reading.
+            self.failures += 1
+            self.last_error = f"not kept: a held command must be {self.dof} finite values, got {command!r}"
+            return False
         text = json.dumps(
             {"format": FORMAT, "embodiment": self.embodiment, "wall_time": now, "command": command.tolist()}
         )

@@ -52,6 +52,8 @@ class PolicySnapshot:
     overruns: int
     teleop_unavailable: str | None = None
     episode_id: int | None = None
+    held_command_failures: int = 0  # last commands not kept for a restart (control/held_command.py)
+    held_command_error: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -164,11 +166,12 @@ def _inputs_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
 
 
 def _control_loop_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
-    """Always OK: tick period and overrun count, for the operator to read."""
-    return _status(
-        f"{node_name}: control loop",
-        OK,
-        f"{s.overruns} overruns",
-        s.hardware_id,
-        {"period_p50_s": s.tick_period_p50_s, "period_max_s": s.tick_period_max_s, "overruns": s.overruns},
-    )
+    """Tick period and overrun count, for the operator to read; WARN once the held command could not be kept (a
+    restart would then seed the grippers from their reading and could open a grip)."""
+    values = {"period_p50_s": s.tick_period_p50_s, "period_max_s": s.tick_period_max_s, "overruns": s.overruns}
+    values["held_command_failures"] = s.held_command_failures
+    if s.held_command_failures:
+        values["held_command_error"] = s.held_command_error
+        message = f"{s.overruns} overruns; held command not kept {s.held_command_failures} times"
+        return _status(f"{node_name}: control loop", WARN, message, s.hardware_id, values)
+    return _status(f"{node_name}: control loop", OK, f"{s.overruns} overruns", s.hardware_id, values)

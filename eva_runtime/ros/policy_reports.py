@@ -129,6 +129,8 @@ class PolicyReports:
                 overruns=self._overruns,
                 teleop_unavailable=runtime.topics.leader_unavailable,
                 episode_id=runtime.session.episode_id,
+                held_command_failures=runtime.held.failures if runtime.held is not None else 0,
+                held_command_error=runtime.held.last_error if runtime.held is not None else "",
             )
 
     @staticmethod
