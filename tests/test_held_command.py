@@ -1,8 +1,8 @@
 """The held command: a restarted runtime's grippers continue the last command when it is the same hold.
 
 The file's rules (format, embodiment, age, atomic replacement, write failures counted) and the seed's rules (arms
-always from the reading; grippers from the held command only when the arms did not move and no gripper reads
-narrower than its command; always inside the hard range), then the policy node: it keeps the file while it
+always from the reading; grippers from the held command only when neither the arms nor the grippers moved since,
+reading compared with reading; always inside the hard range), then the policy node: it keeps the file while it
 streams, and a node configured and activated again starts its grippers from it.
 """
 
@@ -28,6 +28,14 @@ from tests.ros_graph import BUNDLE, Graph, domain_id, wait_for
 LIMITS = SafetyLimits.from_embodiment(load_embodiment(BUNDLE / "embodiment.yaml"))
 GRIPPERS = LIMITS.is_gripper
 SQUEEZING = np.where(GRIPPERS, 0.07, START_POSE)  # both grippers commanded shut on an object
+HELD_APART = np.where(GRIPPERS, 0.9, START_POSE + 0.05)  # what they read: the object's width, an arm pressing
+
+
+def _held_json(**fields) -> str:
+    data = {"format": FORMAT, "embodiment": "aloha_sim", "wall_time": 100.0, "command": [0.0] * 14}
+    data["measured"] = [0.0] * 14
+    data.update(fields)
+    return json.dumps({key: value for key, value in data.items() if value is not None})
 
 
 def _seed(measured, held, **tolerances):
@@ -36,13 +44,15 @@ def _seed(measured, held, **tolerances):
 
 def test_the_file_round_trips_and_writes_at_most_every_interval(tmp_path: Path) -> None:
     kept = HeldCommandFile(tmp_path / "held.json", "aloha_sim", 14, min_interval_s=0.1)
-    assert kept.write(START_POSE, now=100.0)
-    assert not kept.write(SQUEEZING, now=100.05)  # too soon
-    assert not kept.write(START_POSE, now=100.5)  # unchanged
-    assert kept.write(SQUEEZING, now=100.5)
+    assert kept.write(START_POSE, START_POSE, now=100.0)
+    assert not kept.write(SQUEEZING, HELD_APART, now=100.05)  # too soon
+    assert not kept.write(START_POSE, START_POSE, now=100.5)  # unchanged
+    assert kept.write(START_POSE, HELD_APART, now=100.6)  # the same command, a new reading
+    assert kept.write(SQUEEZING, HELD_APART, now=100.8)
     held, problem = kept.read(max_age_s=10.0, now=101.0)
     assert problem == "" and held is not None
-    assert np.array_equal(held.command, SQUEEZING) and held.wall_time == 100.5 and held.embodiment == "aloha_sim"
+    assert np.array_equal(held.command, SQUEEZING) and np.array_equal(held.measured, HELD_APART)
+    assert held.wall_time == 100.8 and held.embodiment == "aloha_sim"
     assert [p.name for p in tmp_path.iterdir()] == ["held.json"]  # the temporary file was renamed, not left
 
 
@@ -53,11 +63,13 @@ def test_the_file_round_trips_and_writes_at_most_every_interval(tmp_path: Path) 
         ("{not json", "unreadable held command"),
         (json.dumps({"format": "other"}), "not a eva-runtime/held-command-v1 file"),
         (json.dumps({"format": FORMAT, "embodiment": "aloha_sim", "wall_time": 100.0}), "malformed held command"),
-        (json.dumps({"format": FORMAT, "embodiment": "piper", "wall_time": 100.0, "command": [0.0] * 14}), "'piper'"),
-        (json.dumps({"format": FORMAT, "embodiment": "aloha_sim", "wall_time": 100.0, "command": [0.0] * 7}), "14"),
-        (json.dumps({"format": FORMAT, "embodiment": "aloha_sim", "wall_time": 100.0, "command": [1e999] * 14}), "14"),
-        (json.dumps({"format": FORMAT, "embodiment": "aloha_sim", "wall_time": 10.0, "command": [0.0] * 14}), "old"),
-        (json.dumps({"format": FORMAT, "embodiment": "aloha_sim", "wall_time": 200.0, "command": [0.0] * 14}), "old"),
+        (_held_json(embodiment="piper"), "'piper'"),
+        (_held_json(command=[0.0] * 7), "14"),
+        (_held_json(command=[1e999] * 14), "14"),
+        (_held_json(measured=[0.0] * 13), "14"),
+        (_held_json(measured=None), "malformed held command"),
+        (_held_json(wall_time=10.0), "old"),
+        (_held_json(wall_time=200.0), "old"),
     ],
 )
 def test_a_bad_held_file_is_not_used_and_says_why(tmp_path: Path, content, message) -> None:
@@ -72,31 +84,31 @@ def test_a_failed_write_is_counted_not_raised(tmp_path: Path) -> None:
     blocker = tmp_path / "not_a_directory"
     blocker.write_text("")
     kept = HeldCommandFile(blocker / "held.json", "aloha_sim", 14)
-    assert not kept.write(START_POSE, now=1.0)
+    assert not kept.write(START_POSE, START_POSE, now=1.0)
     assert kept.failures == 1 and "not_a_directory" in kept.last_error
     kept = HeldCommandFile(tmp_path / "held.json", "aloha_sim", 14)
-    assert kept.write(START_POSE, now=1.0)
-    assert not kept.write(np.full(14, np.nan), now=2.0)  # not kept: the file still holds the last good command
+    assert kept.write(START_POSE, START_POSE, now=1.0)
+    assert not kept.write(np.full(14, np.nan), START_POSE, now=2.0)  # not kept: the last good command stays
     assert kept.failures == 1 and "14 finite values" in kept.last_error
     assert np.array_equal(kept.read(max_age_s=10.0, now=3.0)[0].command, START_POSE)
 
 
 def test_the_grippers_continue_a_squeeze_and_the_arms_come_from_the_reading() -> None:
-    reading = np.where(GRIPPERS, 0.9, START_POSE + 0.005)  # the fingers held apart by the object
-    seed, why = _seed(reading, HeldCommand(0.0, SQUEEZING, "aloha_sim"))
+    reading = HELD_APART + 0.005  # as when the command was sent: the arm pressing 0.05 rad off, the fingers apart
+    seed, why = _seed(reading, HeldCommand(0.0, SQUEEZING, "aloha_sim", HELD_APART))
     assert np.allclose(seed[GRIPPERS], 0.07) and np.array_equal(seed[~GRIPPERS], reading[~GRIPPERS])
     assert "continue the held command" in why
 
 
 def test_the_reading_is_used_when_the_held_command_is_not_this_holds() -> None:
-    held = HeldCommand(0.0, SQUEEZING, "aloha_sim")
-    moved = np.where(GRIPPERS, 0.9, START_POSE)
+    held = HeldCommand(0.0, SQUEEZING, "aloha_sim", HELD_APART)
+    moved = HELD_APART.copy()
     moved[2] += 0.1
     seed, why = _seed(moved, held)
-    assert np.array_equal(seed, moved) and "arms stand 0.100 rad" in why
-    closed_since = np.where(GRIPPERS, 0.07, START_POSE)
-    seed, why = _seed(closed_since, HeldCommand(0.0, START_POSE, "aloha_sim"))  # held open, reads shut
-    assert np.array_equal(seed, closed_since) and "narrower" in why
+    assert np.array_equal(seed, moved) and "arms moved 0.100 rad" in why
+    closed_since = np.where(GRIPPERS, 0.07, HELD_APART)  # the fingers shut on nothing since: the object is gone
+    seed, why = _seed(closed_since, held)
+    assert np.array_equal(seed, closed_since) and "a gripper moved 0.830" in why
     seed, why = _seed(moved, None)
     assert np.array_equal(seed, moved) and "no held command" in why
 
@@ -108,15 +120,15 @@ def test_the_reading_is_used_when_the_held_command_is_not_this_holds() -> None:
 )
 def test_a_seed_keeps_the_arms_read_and_the_grippers_in_range(reading, command) -> None:
     reading, command = np.array(reading), np.array(command)
-    command[~GRIPPERS] = reading[~GRIPPERS]  # the same hold's arms: the grippers decide
-    seed, _ = _seed(reading, HeldCommand(0.0, command, "aloha_sim"))
+    then = reading.copy()
+    then[GRIPPERS] = command[GRIPPERS] + 0.5 * (reading[GRIPPERS] - command[GRIPPERS])  # the grippers decide
+    seed, _ = _seed(reading, HeldCommand(0.0, command, "aloha_sim", then))
     assert np.array_equal(seed[~GRIPPERS], reading[~GRIPPERS])
     used = not np.array_equal(seed[GRIPPERS], reading[GRIPPERS])
     if used:
-        assert np.all(seed[GRIPPERS] >= LIMITS.hard_low[GRIPPERS]) and np.all(
-            seed[GRIPPERS] <= LIMITS.hard_high[GRIPPERS]
-        )
-        assert np.all(reading[GRIPPERS] >= command[GRIPPERS] - 0.05)
+        low, high = LIMITS.hard_low[GRIPPERS], LIMITS.hard_high[GRIPPERS]
+        assert np.all(seed[GRIPPERS] >= low) and np.all(seed[GRIPPERS] <= high)
+        assert np.all(np.abs(reading[GRIPPERS] - then[GRIPPERS]) <= 0.05)
 
 
 def test_a_node_configured_again_starts_its_grippers_from_the_held_command(tmp_path: Path) -> None:

@@ -8,12 +8,13 @@ command topic (it was published before the new node subscribed) and the vendor d
 they hold, so the runtime keeps it itself: `HeldCommandFile.write` (rate-limited, atomic replace, JSON) on the
 control path, `read` at start-up.
 
-`seed_grippers` decides whether a read command may seed the grippers, and refuses (the reading is used, with the
-reason logged) unless everything says it is the same hold: the same embodiment and joint count, written recently,
-every arm joint measured within `arm_tolerance` of the held command (the arms did not move since), and every
-gripper measured at least as open as its held command less the tolerance (squeezing or at the command; a gripper
-reading narrower than its held command was closed by someone else). Seeds are clipped into the hard range as
-every seed is (`safety.filter.reset_state`).
+The file keeps the joints' reading beside the command. `seed_grippers` decides whether a read command may seed
+the grippers, and refuses (the reading is used, with the reason logged) unless everything says it is the same
+hold: the same embodiment and joint count, written recently, and the robot reading now as it read then (every arm
+joint within `arm_tolerance`, every gripper within `gripper_tolerance`): nobody moved the arms or the grippers
+since. Reading is compared with reading, not with the command, because an arm pressing on the object or the
+table stands off its command (the chaos soak saw 0.1 rad) and a squeezing gripper reads the object's width.
+Seeds are clipped into the hard range as every seed is (`safety.filter.reset_state`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class HeldCommand:
     wall_time: float  # time.time() when written
     command: np.ndarray  # (dof,) the command last sent, after the safety filter
     embodiment: str
+    measured: np.ndarray  # (dof,) the joints' reading that command was sent from
 
 
 class HeldCommandFile:
@@ -52,21 +54,30 @@ class HeldCommandFile:
         self.failures = 0  # writes that failed (disk full, permissions, a bad command): counted, never raised
         self.last_error = ""
 
-    def write(self, command: np.ndarray, now: float | None = None) -> bool:
-        """Keep `command` unless one was written less than `min_interval_s` ago or it is unchanged; True if kept."""
+    def write(self, command: np.ndarray, measured: np.ndarray, now: float | None = None) -> bool:
+        """Keep `command` and the `measured` joints it was sent from, unless written less than `min_interval_s` ago
+        or both are unchanged; True if kept."""
         now = time.time() if now is None else now
         command = np.asarray(command, dtype=np.float64)
+        measured = np.asarray(measured, dtype=np.float64)
         if now - self._last_write < self.min_interval_s:
             return False
-        if self._written is not None and np.array_equal(command, self._written):
+        both = np.concatenate([command.ravel(), measured.ravel()])
+        if self._written is not None and np.array_equal(both, self._written):
             return False
-        if command.shape != (self.dof,) or not np.all(np.isfinite(command)):
+        if any(a.shape != (self.dof,) or not np.all(np.isfinite(a)) for a in (command, measured)):
             # Never kept and never raised into the control tick; a successor then seeds from the reading.
             self.failures += 1
-            self.last_error = f"not kept: a held command must be {self.dof} finite values, got {command!r}"
+            self.last_error = f"not kept: a held command and its reading must be {self.dof} finite values each"
             return False
         text = json.dumps(
-            {"format": FORMAT, "embodiment": self.embodiment, "wall_time": now, "command": command.tolist()}
+            {
+                "format": FORMAT,
+                "embodiment": self.embodiment,
+                "wall_time": now,
+                "command": command.tolist(),
+                "measured": measured.tolist(),
+            }
         )
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -77,7 +88,7 @@ class HeldCommandFile:
             self.failures += 1
             self.last_error = f"{self.path}: {error}"
             return False
-        self._last_write, self._written = now, command.copy()
+        self._last_write, self._written = now, both
         return True
 
     def read(self, max_age_s: float, now: float | None = None) -> tuple[HeldCommand | None, str]:
@@ -93,18 +104,20 @@ class HeldCommandFile:
             return None, f"{self.path}: not a {FORMAT} file"
         try:
             command = np.asarray(data["command"], dtype=np.float64)
+            measured = np.asarray(data["measured"], dtype=np.float64)
             wall_time = float(data["wall_time"])
             embodiment = str(data["embodiment"])
         except (KeyError, TypeError, ValueError) as error:
             return None, f"{self.path}: malformed held command ({error!r})"
         if embodiment != self.embodiment:
             return None, f"{self.path}: held command of embodiment {embodiment!r}, not {self.embodiment!r}"
-        if command.shape != (self.dof,) or not np.all(np.isfinite(command)) or not math.isfinite(wall_time):
-            return None, f"{self.path}: held command is not {self.dof} finite values"
+        finite = all(a.shape == (self.dof,) and np.all(np.isfinite(a)) for a in (command, measured))
+        if not finite or not math.isfinite(wall_time):
+            return None, f"{self.path}: held command or reading is not {self.dof} finite values"
         age = now - wall_time
         if not 0.0 <= age <= max_age_s:
             return None, f"{self.path}: held command is {age:.1f} s old (at most {max_age_s} s is used)"
-        return HeldCommand(wall_time, command, embodiment), ""
+        return HeldCommand(wall_time, command, embodiment, measured), ""
 
 
 def seed_grippers(
@@ -123,17 +136,17 @@ def seed_grippers(
     if held is None:
         return measured.copy(), "grippers seeded from their reading (no held command)"
     arms = ~is_gripper
-    arm_gap = float(np.max(np.abs(measured[arms] - held.command[arms]))) if arms.any() else 0.0
+    arm_gap = float(np.max(np.abs(measured[arms] - held.measured[arms]))) if arms.any() else 0.0
     if not arm_gap <= arm_tolerance:
         return measured.copy(), (
-            f"grippers seeded from their reading: the arms stand {arm_gap:.3f} rad from the held command "
-            f"(tolerance {arm_tolerance}), so it is not this hold's"
+            f"grippers seeded from their reading: the arms moved {arm_gap:.3f} rad since the held command was "
+            f"sent (tolerance {arm_tolerance}), so it is not this hold's"
         )
-    narrower = measured[is_gripper] < held.command[is_gripper] - gripper_tolerance
-    if narrower.any():
+    gripper_gap = float(np.max(np.abs(measured[is_gripper] - held.measured[is_gripper])))
+    if not gripper_gap <= gripper_tolerance:
         return measured.copy(), (
-            "grippers seeded from their reading: a gripper reads narrower than its held command, so something "
-            "else closed it since"
+            f"grippers seeded from their reading: a gripper moved {gripper_gap:.3f} since the held command was "
+            f"sent (tolerance {gripper_tolerance})"
         )
     seed = measured.copy()
     seed[is_gripper] = np.clip(held.command[is_gripper], hard_low[is_gripper], hard_high[is_gripper])

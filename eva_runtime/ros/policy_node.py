@@ -214,8 +214,8 @@ class PolicyNode(OperatorServices, PolicyReports, PolicySetup, LifecycleNode):
                 return
             if runtime.recording is not None:
                 runtime.recording.tick(tick)
-            if runtime.held is not None:
-                runtime.held.write(tick.result.command)
+            if runtime.held is not None and tick.measured is not None:
+                runtime.held.write(tick.result.command, tick.measured.joint_position)
             self.tick_count += 1
             self._interventions.update(tick.result.interventions.counts())
             if was_homing and not loop.homing and loop.modes.mode is Mode.HOLD:
