@@ -129,6 +129,12 @@ def test_recording_keeps_only_successes_when_asked_and_writes_the_variation(robo
     assert read_episode(kept[0].path).seed == 2  # without the flag a failed episode is written, with its seed
 
 
+def test_a_nominal_recording_of_successes_only_lists_the_seeds_it_left_out(robot, tmp_path) -> None:
+    record_demonstrations(robot, 1, tmp_path, fps=12.5, first_seed=5, max_steps=40, successful_only=True)
+    manifest = json.loads((tmp_path / "variation.json").read_text())
+    assert manifest["failed_seeds"] == [5] and manifest["variation"] == ExpertVariation().as_dict()
+
+
 def test_task_progress_refuses_to_replay_a_varied_recording(robot) -> None:
     from eva_runtime.training.task_progress import TaskProgress
 

@@ -74,9 +74,10 @@ def record_demonstrations(
     variation: ExpertVariation | None = None,
     successful_only: bool = False,
 ) -> list[RecordedEpisode]:
-    """`variation`: varied demonstrations (`sim/expert_variation.py`), written to `variation.json` beside the
-    episodes. `successful_only`: an episode the expert failed is reported to `on_episode` but not written (the
-    files stay numbered without gaps; each carries its seed)."""
+    """`variation`: varied demonstrations (`sim/expert_variation.py`). `successful_only`: an episode the expert
+    failed is reported to `on_episode` but not written (the files stay numbered without gaps; each carries its
+    seed). Either writes `variation.json` beside the episodes: the variation and the seeds left out, so a reader
+    of the directory knows which seeds it holds."""
     from eva_runtime.sim.tasks import task_spec
 
     spec = task_spec(robot.task_name)
@@ -115,7 +116,8 @@ def record_demonstrations(
         recorded.append(item)
         if on_episode is not None:
             on_episode(item)
-    if variation is not None and variation.active:
-        manifest = {"variation": variation.as_dict(), "first_seed": first_seed, "episodes": episodes}
+    if (variation is not None and variation.active) or successful_only:
+        used = variation or ExpertVariation()
+        manifest = {"variation": used.as_dict(), "first_seed": first_seed, "episodes": episodes}
         (out_dir / "variation.json").write_text(json.dumps(manifest | {"failed_seeds": failed}, indent=2) + "\n")
     return recorded
