@@ -116,6 +116,7 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
         ),
         ("rungs:\n  - {name: a, bundle: b, interpolation: cubic}\n", "rungs[0](a).interpolation"),
         ("rungs:\n  - {name: a, bundle: b, execute_fraction: 0}\n", "rungs[0](a).execute_fraction"),
+        ("rungs:\n  - {name: a, bundle: b, track_headroom: 1.5}\n", "rungs[0](a).track_headroom"),
         ("rungs:\n  - {name: a, bundle: b, gripper_latch: [0.7, 0.3]}\n", "rungs[0](a).gripper_latch"),
     ],
 )
@@ -132,11 +133,13 @@ def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_default
     path.write_text(
         "rungs:\n  - {name: plain, bundle: b}\n"
         "  - {name: sync, bundle: b, synchronous: true, execute_fraction: 0.25, retime_headroom: 0}\n"
+        "  - {name: tracked, bundle: b, track_headroom: 0.9}\n"
     )
-    plain, sync = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
+    plain, sync, tracked = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
     assert plain == LoopSettings()
     assert sync.synchronous and sync.execute_fraction == 0.25 and sync.retime_headroom is None
     assert replace(sync, synchronous=False, execute_fraction=1.0, retime_headroom=None) == LoopSettings()
+    assert tracked.track_headroom == 0.9 and replace(tracked, track_headroom=None) == LoopSettings()
 
 
 def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path) -> None:

@@ -247,7 +247,9 @@ def counts_total(counts: Counter, outcome: str) -> int:
 
 def test_nominal_interventions_are_reported_per_model_as_a_share_of_joint_ticks(tmp_path: Path) -> None:
     with OutcomeLog(tmp_path / "log.db") as log:
-        for model, nominal in (("smooth", {"joint_ticks": 5600, "acceleration": 14}), ("jerky", None)):
+        # The cap tracker's changes (tracker_*) are shaping before the filter, not safety interventions.
+        smooth = {"joint_ticks": 5600, "acceleration": 14, "tracker_velocity": 900}
+        for model, nominal in (("smooth", smooth), ("jerky", None)):
             for _ in range(2):
                 episode = log.start_episode("t", "i", "seen", "e", {}, model, "0.1.0")
                 counters = {"safety_interventions": {"acceleration": 100}}

@@ -9,8 +9,7 @@ A tick is a pipeline; each phase is one method, read top to bottom:
    handover ramp; an operator's HOLD with a homing slide: the slide; anything else: hold);
 4. filter: the safety filter makes the command safe, and its verdict (stale joint state, tracking error, the
    robot's own fault) goes back through the mode table;
-5. send the filter's result, and nothing else, to the robot;
-6. account: the episode's statistics.
+5. send the filter's result, and nothing else, to the robot; 6. account: the episode's statistics.
 Every mode change, operator input included (:meth:`AutonomousLoop.command`, :meth:`AutonomousLoop.fail_safe`),
 goes through the mode table and into the episode's record. Stamps come from the robot's clock; waiting for the
 planner is on the injected `clock` (a simulated one in tests): no real time where behaviour is under test.
@@ -112,6 +111,7 @@ class AutonomousLoop:
         self.frame_history = FrameHistory(settings.history_frames or 1, settings.history_fps, settings.cameras)
         self.safety = SafetyFilter.for_embodiment(robot.embodiment)
         self.executor = settings.executor(self.safety.limits)
+        self.tracker = settings.tracker(self.safety.limits)
         self.handover = TeleopHandover(self.safety.limits)
         self.modes = ModeManager(Mode.HOLD)  # until start(): nothing may move before the filter is seeded
         self.stats = EpisodeStats()
@@ -129,8 +129,7 @@ class AutonomousLoop:
 
     # --- episode boundaries and operator input ----------------------------------------------------------------
     def start(self, seed: int, mode: Mode = Mode.AUTONOMOUS, seed_from: SeedRule | None = None) -> None:
-        """Seed the filter from the measured state (`seed_from` may change it: a restarted node's held grippers,
-        control/held_command.py) and begin in `mode`, with fresh statistics."""
+        """Seed the filter from the measured state (`seed_from`: e.g. held grippers) and begin in `mode`."""
         first = self.robot.observe(cameras=False)
         position = first.joint_position if seed_from is None else seed_from(first.joint_position)
         self.safety.reset(first.stamp, position, first.joint_velocity)
@@ -341,6 +340,8 @@ class AutonomousLoop:
             return Command(self._homing_target(), stamps, homing=True)
         if modes.mode is not Mode.AUTONOMOUS or target is None:
             return Command(None, stamps)
+        if self.tracker is not None:  # within a share of the caps, so the filter below is a net (cap_tracker.py)
+            target = self.tracker.follow(now + self.period, target, self.safety.state, self.stats.tracker_changes)
         # A plan older than its timeout is not executed: the filter checks the plan's stamp.
         return Command(target, {**stamps, "plan": self.executor.plan.start_time})
 

@@ -120,6 +120,8 @@ class RunResult:
     mean_score: float | None = None
     # Safety-filter interventions while executing plans in AUTONOMOUS, per joint-tick (a smooth executor: ~0).
     nominal_intervention_share: float | None = None
+    # What the executor's cap tracker changed on those ticks, per joint-tick (cap_tracker.py; None: no tracker).
+    tracker_change_share: float | None = None
     executed_mean_score: float | None = None  # the same reward on executed-command windows (executed_score.py)
     per_episode: tuple[bool, ...] = field(default_factory=tuple)
     # Episodes that reached at least each of the task's stages, in order (simulation; empty where unknown).
@@ -253,10 +255,10 @@ def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, la
         recording.end(session.log, episode_id)
 
 
-def _nominal_share(results: list[EpisodeStats]) -> float | None:
+def _nominal_share(results: list[EpisodeStats], tracker: bool = False) -> float | None:
     joint_ticks = sum(r.nominal_joint_ticks for r in results)
-    interventions = sum(sum(r.nominal_interventions.values()) for r in results)
-    return interventions / joint_ticks if joint_ticks else None
+    counted = sum(sum((r.tracker_changes if tracker else r.nominal_interventions).values()) for r in results)
+    return counted / joint_ticks if joint_ticks else None
 
 
 def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str, stages=()) -> RunResult:
@@ -280,6 +282,7 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         rejected=sum(r.rejected for r in results),
         mean_score=float(np.mean(scores)) if scores else None,
         nominal_intervention_share=_nominal_share(results),
+        tracker_change_share=_nominal_share(results, tracker=True) if settings.track_headroom is not None else None,
         executed_mean_score=float(np.mean(executed)) if executed else None,
         per_episode=tuple(bool(r.success) for r in results),
         stages_reached=stage_funnel(stages, results),

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eva_runtime.records.outcome_fields import TRACKER_PREFIX
+
 __all__ = ["EpisodeStats", "episode_counters"]
 
 
@@ -31,6 +33,8 @@ class EpisodeStats:
     # reshaping nominal motion, which a smooth executor should make rare.
     nominal_interventions: Counter = field(default_factory=Counter)
     nominal_joint_ticks: int = 0
+    # What the executor's cap tracker changed on those ticks, before the filter (cap_tracker.py): shaping, not safety.
+    tracker_changes: Counter = field(default_factory=Counter)
     mode_events: list = field(default_factory=list)
     max_step_change: float = 0.0  # largest |command(t) - command(t-1)| seen, rad
     teleop_interventions: int = 0
@@ -47,7 +51,11 @@ def episode_counters(stats: EpisodeStats, control_period_s: float) -> dict:
     scores = np.array(stats.scores)
     counters: dict = {
         "safety_interventions": dict(stats.interventions),
-        "nominal_interventions": {"joint_ticks": stats.nominal_joint_ticks, **stats.nominal_interventions},
+        "nominal_interventions": {
+            "joint_ticks": stats.nominal_joint_ticks,
+            **stats.nominal_interventions,
+            **{TRACKER_PREFIX + check: count for check, count in stats.tracker_changes.items()},
+        },
         "teleop_interventions": stats.teleop_interventions,
         "teleop_seconds": stats.teleop_ticks * control_period_s,
     }

@@ -1,11 +1,12 @@
 """`LoopSettings`: how the autonomous loop runs (episode length, async or sync planning, the executor's curve,
-retiming, junction and receding horizon, planner timeouts, pacing, the executed-motion reward, the observed-frame
-history of each plan request)."""
+retiming, the cap tracker, junction and receding horizon, planner timeouts, pacing, the executed-motion reward,
+the observed-frame history of each plan request)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eva_runtime.control.cap_tracker import CapTracker
 from eva_runtime.control.executor import PlanExecutor
 from eva_runtime.control.gripper_latch import GripperLatch
 from eva_runtime.reward import RewardConfig
@@ -26,6 +27,9 @@ class LoopSettings:
     # Retime each plan's curve to stay within this share of the joints' velocity and acceleration caps, the path
     # kept (control/retiming.py); None: play plans at the planner's rate and let the safety filter clamp.
     retime_headroom: float | None = None
+    # Follow the executor's curve within this share of the velocity and acceleration caps before the safety filter
+    # (control/cap_tracker.py), so the filter is a net rather than the smoother; None: the filter shapes it.
+    track_headroom: float | None = None
     # The reward that scores executed commands (control/executed_score.py) and its window in IDM frames; None: the
     # executed motion is not scored (run_episodes sets both from the deployment).
     executed_reward: RewardConfig | None = None
@@ -43,6 +47,15 @@ class LoopSettings:
     # oracle, and 1 where no deployment sets it).
     history_frames: int | None = None
     history_fps: float = 12.5
+
+    def __post_init__(self) -> None:
+        headroom = self.track_headroom
+        if headroom is not None and not 0.0 < headroom <= 1.0:
+            raise ValueError(f"track_headroom must be in (0, 1] (or unset), got {headroom!r}")
+
+    def tracker(self, limits: SafetyLimits) -> CapTracker | None:
+        """The tracker between the executor and the safety filter, if these settings ask for one."""
+        return None if self.track_headroom is None else CapTracker(limits, self.track_headroom)
 
     def executor(self, limits: SafetyLimits) -> PlanExecutor:
         """The plan executor these settings describe, retiming against the safety filter's own caps."""

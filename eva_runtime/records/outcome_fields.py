@@ -7,7 +7,15 @@ import json
 import math
 from collections.abc import Mapping
 
-__all__ = ["COUNTERS", "checked_choice", "checked_number", "checked_text", "counter_columns", "json_mapping"]
+__all__ = [
+    "COUNTERS",
+    "TRACKER_PREFIX",
+    "checked_choice",
+    "checked_number",
+    "checked_text",
+    "counter_columns",
+    "json_mapping",
+]
 
 COUNTERS = (
     "teleop_interventions",
@@ -17,6 +25,9 @@ COUNTERS = (
     "executability",
     "nominal_interventions",  # {"joint_ticks": n, check: count}: only while executing a plan in AUTONOMOUS
 )
+# nominal_interventions also holds what the executor's cap tracker changed before the filter, under this prefix
+# (control/cap_tracker.py): shaping, not safety, so readers that add up safety interventions leave them out.
+TRACKER_PREFIX = "tracker_"
 _SUMMARY_KEYS = {
     "planning_latency_ms": ("count", "mean", "p50", "p95", "max"),
     "executability": ("count", "mean", "min", "rejected"),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eva_runtime.records.outcome_fields import TRACKER_PREFIX
 from eva_runtime.records.outcome_log import EpisodeRecord
 from eva_runtime.records.success_rate import wilson_interval
 
@@ -111,7 +112,7 @@ def _nominal(group: str, records: Sequence[EpisodeRecord]) -> NominalRow | None:
     checks: dict[str, int] = {}
     for entry in counted:
         for check, count in entry.items():
-            if check != "joint_ticks":
+            if check != "joint_ticks" and not check.startswith(TRACKER_PREFIX):  # shaping, not safety
                 checks[check] = checks.get(check, 0) + count
     return NominalRow(group, len(counted), sum(e.get("joint_ticks", 0) for e in counted), checks)
 

@@ -154,6 +154,7 @@ class PolicySetup:
             interpolation=str(read(self, "interpolation")),
             blend_s=float(read(self, "blend_s")),
             gripper_latch=checked_band(latch) if (latch := list(read(self, "gripper_latch"))) else None,
+            track_headroom=headroom if (headroom := float(read(self, "track_headroom"))) != 0.0 else None,
             planner_timeout_s=float(read(self, "planner_timeout_s")),
             initial_latency_s=float(read(self, "initial_latency_s")),
             cameras=tuple(bundle.manifest.idm.cameras),  # the IDM's cameras are the ones a plan is made from

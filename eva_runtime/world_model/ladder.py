@@ -44,6 +44,8 @@ class Rung(_Strict):
     synchronous: bool = False
     # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
+    # Follow the curve within this share of the caps before the safety filter (control/cap_tracker.py); None: none.
+    track_headroom: float | None = Field(None, gt=0.0, le=1.0)
     # Open-or-closed grippers with hysteresis (control/gripper_latch.py): [close_below, open_above] of the range.
     gripper_latch: tuple[float, float] | None = None
     # Observed frames per plan request (control/frame_history.py); None: the world model's own.
@@ -150,12 +152,15 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
         score = row.get("mean_score")
         executed = row.get("executed_mean_score")  # absent in rows written before it was measured
         share = row.get("nominal_intervention_share")  # absent in rows written before it was measured
+        tracked = row.get("tracker_change_share")  # present where the rung had a cap tracker
+        tracked_cell = "" if tracked is None else f" (tracker {100 * tracked:.1f} %)"
         lines.append(
             f"| {row['rung']} | {row['successes']}/{row['episodes']} | [{low:.2f}, {high:.2f}] | "
             f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
             f"{'-' if score is None else f'{score:.2f}'} / {'-' if executed is None else f'{executed:.2f}'} | "
             f"{row['plans']} | "
-            f"{'-' if share is None else f'{100 * share:.2f} %'} | {_centimetres(row.get('closest_reach_p50_m'))} | "
+            f"{'-' if share is None else f'{100 * share:.2f} %'}{tracked_cell} | "
+            f"{_centimetres(row.get('closest_reach_p50_m'))} | "
             f"{_funnel(row.get('stages_reached'))} |"
         )
     return "\n".join(lines) + "\n"
@@ -179,6 +184,7 @@ def loop_overrides(rung: Rung) -> dict:
         "execute_fraction": rung.execute_fraction,
         "gripper_latch": rung.gripper_latch,
         "history_frames": rung.history_frames,
+        "track_headroom": rung.track_headroom,
     }
     overrides = {key: value for key, value in fields.items() if value is not None}
     if rung.synchronous:
