@@ -149,7 +149,7 @@ def _swinging_loop(**settings):
 
 
 def test_in_the_loop_the_tracker_takes_the_shaping_and_the_log_keeps_it_apart() -> None:
-    plain, _, plain_clock = _swinging_loop()
+    plain, _, plain_clock = _swinging_loop(track_headroom=None)
     run(plain, plain_clock, 200)
     assert sum(plain.stats.nominal_interventions.values()) > 0 and not plain.stats.tracker_changes
     tracked, robot, clock = _swinging_loop(track_headroom=HEADROOM)

@@ -133,13 +133,13 @@ def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_default
     path.write_text(
         "rungs:\n  - {name: plain, bundle: b}\n"
         "  - {name: sync, bundle: b, synchronous: true, execute_fraction: 0.25, retime_headroom: 0}\n"
-        "  - {name: tracked, bundle: b, track_headroom: 0.9}\n"
+        "  - {name: untracked, bundle: b, track_headroom: 0}\n"
     )
-    plain, sync, tracked = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
+    plain, sync, untracked = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
     assert plain == LoopSettings()
     assert sync.synchronous and sync.execute_fraction == 0.25 and sync.retime_headroom is None
     assert replace(sync, synchronous=False, execute_fraction=1.0, retime_headroom=None) == LoopSettings()
-    assert tracked.track_headroom == 0.9 and replace(tracked, track_headroom=None) == LoopSettings()
+    assert untracked.track_headroom is None and replace(untracked, track_headroom=0.9) == LoopSettings()
 
 
 def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path) -> None:

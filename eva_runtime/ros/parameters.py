@@ -101,7 +101,7 @@ POLICY_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("interpolation", "bspline", "curve through plan actions: bspline (C2, no overshoot) or linear"),
     ParameterSpec("blend_s", 0.5, "junction between plans, seconds"),
     ParameterSpec("gripper_latch", EMPTY_DOUBLES, "[close_below, open_above]: open-or-closed grippers (empty: off)"),
-    ParameterSpec("track_headroom", 0.0, "follow plans within this share of the caps before the filter (0: off)"),
+    ParameterSpec("track_headroom", 0.9, "follow plans within this share of the caps before the filter (0: off)"),
     ParameterSpec("synchronous", False, "plan only when the current plan ran out (robot waits)"),
     ParameterSpec("plan_attempts", 2, "rollouts sampled per request before a rejection"),
     ParameterSpec("plan_threshold", 0.0, "minimum executability reward to execute a plan"),

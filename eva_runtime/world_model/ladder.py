@@ -44,8 +44,9 @@ class Rung(_Strict):
     synchronous: bool = False
     # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
-    # Follow the curve within this share of the caps before the safety filter (control/cap_tracker.py); None: none.
-    track_headroom: float | None = Field(None, gt=0.0, le=1.0)
+    # Follow the curve within this share of the caps before the safety filter (control/cap_tracker.py); None: the
+    # loop's default, 0: no tracker (the filter shapes what exceeds the caps).
+    track_headroom: float | None = Field(None, ge=0.0, le=1.0)
     # Open-or-closed grippers with hysteresis (control/gripper_latch.py): [close_below, open_above] of the range.
     gripper_latch: tuple[float, float] | None = None
     # Observed frames per plan request (control/frame_history.py); None: the world model's own.
@@ -177,18 +178,19 @@ def _centimetres(metres: float | None) -> str:
 
 def loop_overrides(rung: Rung) -> dict:
     """The rung's `LoopSettings` changes (fields it leaves unset keep the loop's defaults); retime_headroom 0
-    switches retiming off."""
+    switches retiming off, track_headroom 0 the cap tracker."""
     fields = {
         "interpolation": rung.interpolation,
         "blend_s": rung.blend_s,
         "execute_fraction": rung.execute_fraction,
         "gripper_latch": rung.gripper_latch,
         "history_frames": rung.history_frames,
-        "track_headroom": rung.track_headroom,
     }
     overrides = {key: value for key, value in fields.items() if value is not None}
     if rung.synchronous:
         overrides["synchronous"] = True
     if rung.retime_headroom is not None:
         overrides["retime_headroom"] = rung.retime_headroom or None
+    if rung.track_headroom is not None:
+        overrides["track_headroom"] = rung.track_headroom or None
     return overrides
