@@ -33,13 +33,19 @@ from eva_runtime.safety import FilterState
 from eva_runtime.safety.filter import FilterRequest, filter_step
 from eva_runtime.safety.limits import SafetyLimits
 
-__all__ = ["CapTracker", "tracker_limits"]
+__all__ = ["CapTracker", "checked_headroom", "tracker_limits"]
+
+
+def checked_headroom(headroom: float, name: str = "the tracker's headroom") -> float:
+    """`headroom` if it is a share of the caps in (0, 1] (NaN is not), else a ValueError naming `name`."""
+    if not 0.0 < headroom <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {headroom!r}")
+    return headroom
 
 
 def tracker_limits(limits: SafetyLimits, headroom: float) -> SafetyLimits:
     """The limits the tracker moves under: `headroom` of the velocity and acceleration caps, the hard range."""
-    if not 0.0 < headroom <= 1.0:
-        raise ValueError(f"the tracker's headroom must be in (0, 1], got {headroom!r}")
+    checked_headroom(headroom)
     return dataclasses.replace(
         limits,
         velocity_max=limits.velocity_max * headroom,

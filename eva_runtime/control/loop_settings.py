@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eva_runtime.control.cap_tracker import CapTracker
+from eva_runtime.control.cap_tracker import CapTracker, checked_headroom
 from eva_runtime.control.executor import PlanExecutor
 from eva_runtime.control.gripper_latch import GripperLatch
 from eva_runtime.reward import RewardConfig
@@ -51,9 +51,8 @@ class LoopSettings:
     history_fps: float = 12.5
 
     def __post_init__(self) -> None:
-        headroom = self.track_headroom
-        if headroom is not None and not 0.0 < headroom <= 1.0:
-            raise ValueError(f"track_headroom must be in (0, 1] (or unset), got {headroom!r}")
+        if self.track_headroom is not None:  # refused here, not first when a loop is built from these settings
+            checked_headroom(self.track_headroom, "track_headroom (None: no tracker)")
 
     def tracker(self, limits: SafetyLimits) -> CapTracker | None:
         """The tracker between the executor and the safety filter, if these settings ask for one."""
