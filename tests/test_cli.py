@@ -102,3 +102,20 @@ def test_scoring_an_aligned_bundle_without_its_adapter_is_refused(tmp_path: Path
     result = runner.invoke(app, arguments)
     assert result.exit_code == 2 and "adapter0" in result.output and "--adapter" in result.output
     assert not (tmp_path / "out.json").exists()
+
+
+def test_track_headroom_zero_runs_the_loop_without_the_tracker(tmp_path: Path) -> None:
+    from eva_runtime.records.outcome_fields import TRACKER_PREFIX
+    from eva_runtime.records.outcome_log import OutcomeLog
+
+    out_of_range = runner.invoke(app, ["run", "--episodes", "1", "--track-headroom", "1.5"])
+    assert out_of_range.exit_code == 2 and "track-headroom" in out_of_range.output
+    log = tmp_path / "run.db"  # paced: the oracle's plans must arrive while the episode runs
+    result = runner.invoke(app, ["run", "--episodes", "1", "--log", str(log), "--track-headroom", "0"])
+    assert result.exit_code == 0, result.output
+    with OutcomeLog(log, read_only=True) as opened:
+        (record,) = opened.episodes()
+    nominal = record.nominal_interventions or {}
+    assert nominal.get("joint_ticks", 0) > 0  # autonomous motion happened
+    # The default tracker (0.9) bends the oracle's curve on ~16 % of joint-ticks; off, nothing is its doing.
+    assert not [key for key in nominal if key.startswith(TRACKER_PREFIX)], nominal

@@ -79,6 +79,15 @@ _InstructionOption = Annotated[str | None, typer.Option(help="The instruction (a
 _RealtimeOption = Annotated[
     bool, typer.Option(help="Ask for SCHED_FIFO on the loop's core; reports when the system does not permit it.")
 ]
+_TrackHeadroomOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Follow the executor's curve within this share of the velocity and acceleration caps before the safety "
+        "filter (control/cap_tracker.py); 0: no tracker, the filter shapes what exceeds the caps. Default: the loop's.",
+    ),
+]
 _LiveOption = Annotated[
     bool, typer.Option(help="Serve the same streams live to Foxglove (WebSocket on 127.0.0.1 only, no ROS).")
 ]
@@ -109,6 +118,7 @@ def run_command(
     live: _LiveOption = False,
     live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
     realtime: _RealtimeOption = False,
+    track_headroom: _TrackHeadroomOption = None,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     if robot not in ("sim", "piper"):
@@ -122,17 +132,25 @@ def run_command(
         console.print(f"scheduler: {request_realtime()}")  # granted, or why not (the loop runs either way)
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
+    loop = _loop_changes(track_headroom)
     sink = _start_live(live_port) if live else None
     try:
         run = (bundle_dir, task, episodes, first_seed, log, split, sync)
         if robot == "piper":
             piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
-            _run_piper(*run, keys, remote, instruction, piper, record, sink)
+            _run_piper(*run, keys, remote, instruction, piper, record, sink, loop)
             return
-        _run_sim(*run, pace, keys, remote, instruction, record, sink)
+        _run_sim(*run, pace, keys, remote, instruction, record, sink, loop)
     finally:
         if sink is not None:
             sink.close()
+
+
+def _loop_changes(track_headroom: float | None) -> dict:
+    """`LoopSettings` fields the options change; the loop's own defaults for the rest."""
+    if track_headroom is None:
+        return {}
+    return {"track_headroom": track_headroom or None}  # 0 turns the tracker off
 
 
 def _check_record(record: Path) -> None:
@@ -193,6 +211,7 @@ def _run_sim(
     instruction: str | None,
     record: Path | None = None,
     view=None,
+    loop: dict | None = None,
 ) -> None:
     """The simulated robot under a live status line, then the run's report and its summary as one JSON line."""
     from rich.live import Live
@@ -226,6 +245,7 @@ def _run_sim(
             instruction=instruction,
             record=record,
             live=view,
+            loop=loop,
         )
     with OutcomeLog(log, read_only=True) as outcomes:
         report = build_report(outcomes.episodes(run_id=result.run_id))
@@ -290,7 +310,20 @@ class PiperOptions:
 
 
 def _run_piper(
-    bundle_dir, task, episodes, first_seed, log, split, sync, keys, remote, instruction, options, record=None, view=None
+    bundle_dir,
+    task,
+    episodes,
+    first_seed,
+    log,
+    split,
+    sync,
+    keys,
+    remote,
+    instruction,
+    options,
+    record=None,
+    view=None,
+    loop=None,
 ) -> None:
     """The same deployment and loop as in simulation, on the arms: Piper over CAN, cameras through OpenCV."""
     import sys
@@ -324,7 +357,8 @@ def _run_piper(
 
         operator = KeyOperator(sys.stdin)
         console.print(HELP)
-    settings = LoopSettings(synchronous=sync, max_steps=round(options.episode_seconds * embodiment.control_rate_hz))
+    steps = round(options.episode_seconds * embodiment.control_rate_hz)
+    settings = LoopSettings(synchronous=sync, max_steps=steps, **(loop or {}))
     with OpenCvCameras(sources) as cameras, PiperRobot(embodiment, config, cameras) as arms:
         planner = deployment.start_planner()
         try:

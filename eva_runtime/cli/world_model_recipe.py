@@ -87,6 +87,9 @@ def train_world_model_sft_run_command(
     clips_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="With --clips: the share of each batch drawn from it.")
     ] = 0.0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seeds batches, noise and timesteps (a warm start wants a new one).")
+    ] = 0,
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -103,6 +106,7 @@ def train_world_model_sft_run_command(
         warmup=warmup,
         foreground_weight=foreground_weight,
         clips_fraction=clips_fraction,
+        seed=seed,
     )
     try:
         train_transformer_run(
