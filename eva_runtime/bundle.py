@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from eva_runtime.atomic_file import write_text_atomically
 from eva_runtime.config_files import parse_yaml, validate
 from eva_runtime.embodiment import Embodiment, EmbodimentError, load_embodiment
 from eva_runtime.file_hash import file_sha256
@@ -276,9 +276,8 @@ def _write_bundle(out_dir: Path, manifest: Manifest, sources: dict[str, Path]) -
         # The hash in the manifest must describe the copy; a source rewritten meanwhile would make it lie.
         if file_sha256(target) != entry.sha256:
             raise BundleError(f"{out_dir}: files: {sources[entry.role]} changed while it was being copied")
-    temporary = out_dir / f".{MANIFEST}.tmp"
-    temporary.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    os.replace(temporary, out_dir / MANIFEST)  # last, atomically: a bundle with a manifest is a complete bundle
+    # Last, atomically: a bundle with a manifest is a complete bundle.
+    write_text_atomically(out_dir / MANIFEST, yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False))
 
 
 def create_bundle(

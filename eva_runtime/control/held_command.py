@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from eva_runtime.atomic_file import write_text_atomically
 
 __all__ = ["FORMAT", "HeldCommand", "HeldCommandFile", "seed_grippers"]
 
@@ -79,11 +80,10 @@ class HeldCommandFile:
                 "measured": measured.tolist(),
             }
         )
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(text)
-            os.replace(temporary, self.path)
+            # Not flushed to the device: the file must outlive a killed process (the page cache does), and an
+            # fsync at up to 10 Hz on the control tick would cost more than a power cut's loss of it.
+            write_text_atomically(self.path, text, sync=False)
         except OSError as error:
             self.failures += 1
             self.last_error = f"{self.path}: {error}"

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.atomic_file import replaced_atomically
 from eva_runtime.control.planner import PlanOutcome, PlanRequest, episode_seed_of
 from eva_runtime.control.planner_port import PlannerPort
 from eva_runtime.file_hash import file_sha256
@@ -115,13 +115,10 @@ class PlanStateCapture:
 
         if not self._rows:
             raise ValueError("no plan request was captured: nothing to save")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {key: np.ascontiguousarray(np.stack([row[key] for row in self._rows])) for key in self._rows[0]}
         metadata = {"format": FORMAT, "camera": self.camera, "image_size": list(self.image_size), **self.metadata}
-        temporary = path.with_name(path.name + ".tmp")
-        save_file(arrays, str(temporary), metadata={"eva": json.dumps(metadata)})
-        os.replace(temporary, path)
+        with replaced_atomically(path) as temporary:
+            save_file(arrays, str(temporary), metadata={"eva": json.dumps(metadata)})
         return file_sha256(path)
 
 

@@ -8,13 +8,13 @@ or corrupted checkpoint is an error, never a silently half-loaded model.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from eva_runtime.atomic_file import replaced_atomically
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.network import InverseDynamicsModel
@@ -63,10 +63,8 @@ def save_checkpoint(
             }
         ),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
+    with replaced_atomically(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     Path(str(path) + ".sha256").write_text(file_sha256(path) + "\n")
     return path
 

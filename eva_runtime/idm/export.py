@@ -8,13 +8,13 @@ difference above the tolerance (1e-4 by default) deletes the file and raises.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from eva_runtime.atomic_file import replaced_atomically
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.checkpoint import load_checkpoint
 
@@ -52,41 +52,39 @@ def export_idm(
         rng = np.random.default_rng(0)
         parity_inputs = rng.uniform(0, 255, size=(4, config.input_channels, height, width)).astype(np.float32)
     example = torch.from_numpy(parity_inputs[:2])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_suffix(".tmp.onnx")
-    torch.onnx.export(
-        model,
-        (example,),
-        str(temporary),
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
-        dynamo=True,
-        external_data=False,
-        optimize=True,
-    )
-    graph = onnx.load(str(temporary))
-    metadata = {
-        "format": FORMAT,
-        "config": config.to_json(),
-        "data_digest": state.data_digest,
-        "checkpoint_sha256": file_sha256(checkpoint),
-        "training_step": str(state.step),
-    }
-    del graph.metadata_props[:]
-    for key, value in metadata.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(graph)
-    onnx.save(graph, str(temporary))
-    session = ort.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        expected = model(torch.from_numpy(parity_inputs)).numpy()
-    (actual,) = session.run([OUTPUT], {INPUT: parity_inputs})
-    difference = float(np.max(np.abs(actual - expected)))
-    if not difference <= tolerance:
-        temporary.unlink(missing_ok=True)
-        raise ParityError(f"ONNX export differs from torch by {difference:.3g} > {tolerance:g}; nothing written")
-    os.replace(temporary, out)
+    # Written beside `out` and renamed over it only once the parity check passes: a failed export leaves no file.
+    with replaced_atomically(out, suffix=".onnx") as temporary:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(temporary),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            dynamo=True,
+            external_data=False,
+            optimize=True,
+        )
+        graph = onnx.load(str(temporary))
+        metadata = {
+            "format": FORMAT,
+            "config": config.to_json(),
+            "data_digest": state.data_digest,
+            "checkpoint_sha256": file_sha256(checkpoint),
+            "training_step": str(state.step),
+        }
+        del graph.metadata_props[:]
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(temporary))
+        session = ort.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            expected = model(torch.from_numpy(parity_inputs)).numpy()
+        (actual,) = session.run([OUTPUT], {INPUT: parity_inputs})
+        difference = float(np.max(np.abs(actual - expected)))
+        if not difference <= tolerance:
+            raise ParityError(f"ONNX export differs from torch by {difference:.3g} > {tolerance:g}; nothing written")
     return ExportReport(out, file_sha256(out), difference, len(parity_inputs), session.get_providers()[0])
 
 

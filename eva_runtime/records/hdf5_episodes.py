@@ -39,15 +39,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from eva_runtime.atomic_file import replaced_atomically
 
 __all__ = [
     "FORMAT",
@@ -212,32 +212,13 @@ def write_episode(path: Path | str, episode: Episode, compression: str | None = 
         raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
     arrays = _stored_arrays(episode)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target so os.replace stays a same-filesystem (atomic) rename.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.require_group(IMAGES)  # present even without cameras: readers treat its absence as corruption
-            for camera, frames in episode.images.items():
-                f.create_dataset(
-                    f"{IMAGES}/{camera}", data=frames, chunks=(1, *frames.shape[1:]), compression=compression
-                )
-            for name, key in _FIELD_KEYS.items():
-                f.create_dataset(key, data=arrays[name], compression=compression)
-            _write_attrs(f, episode)
-        # Flush to the device before the rename: otherwise a power cut can leave the new name on empty data.
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; a data file gets the permissions a plain open() would have given it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as tmp, h5py.File(tmp, "w") as f:
+        f.require_group(IMAGES)  # present even without cameras: readers treat its absence as corruption
+        for camera, frames in episode.images.items():
+            f.create_dataset(f"{IMAGES}/{camera}", data=frames, chunks=(1, *frames.shape[1:]), compression=compression)
+        for name, key in _FIELD_KEYS.items():
+            f.create_dataset(key, data=arrays[name], compression=compression)
+        _write_attrs(f, episode)
     return path
 
 

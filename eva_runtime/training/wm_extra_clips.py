@@ -11,10 +11,10 @@ The foreground loss weights are computed for the clips the same way (each clip's
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+from eva_runtime.atomic_file import replaced_atomically
 from eva_runtime.training.dagger_labels import ClipSet
 from eva_runtime.training.wm_loss_weights import clip_weights
 
@@ -62,9 +62,8 @@ def clip_latents(out: Path, vae, clips: ClipSet, run, vae_sha: str, candidate, c
         factors = (candidate.spatial_factor, candidate.temporal_factor)
         weights = clip_weights(list(clips.frames), pairs, clip, *factors, run.foreground_weight)
         tensors["clip_weights"] = torch.from_numpy(weights).to(device)
-    temporary = out / "clip_latents.safetensors.tmp"
-    save_file({k: v.cpu().half() for k, v in tensors.items()}, str(temporary), metadata={"key": key})
-    os.replace(temporary, path)
+    with replaced_atomically(path) as temporary:
+        save_file({k: v.cpu().half() for k, v in tensors.items()}, str(temporary), metadata={"key": key})
     log(f"encoded {len(clips)} extra clips in {time.perf_counter() - began:.0f} s")
     tensors = {k: v.half().float() for k, v in tensors.items()}  # what a resumed run reads back
     return _with_text(tensors, clips, cache, device)

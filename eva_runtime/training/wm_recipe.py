@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.atomic_file import write_text_atomically
 from eva_runtime.training.vae_candidates import (
     VaeCandidate,
     VaeTraining,
@@ -295,9 +296,7 @@ def _sft_loop(training: SftTraining, settings: RecipeSettings, sft: dict, out: P
 
 
 def _write_report(out: Path, report: dict) -> None:
-    temporary = out / "recipe.json.tmp"
-    temporary.write_text(json.dumps(report, indent=2, default=str))
-    temporary.replace(out / "recipe.json")
+    write_text_atomically(out / "recipe.json", json.dumps(report, indent=2, default=str))
 
 
 def run_recipe(cache_path: Path, out: Path, settings: RecipeSettings, log=print) -> dict:

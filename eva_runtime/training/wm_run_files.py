@@ -6,10 +6,10 @@ weights (hash- and shape-checked)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eva_runtime.atomic_file import replaced_atomically, write_text_atomically
 from eva_runtime.file_hash import file_sha256
 
 if TYPE_CHECKING:
@@ -51,10 +51,8 @@ def save_state(path: Path, model, ema, optimizer, generator, step: int, curve: l
         "optimizer_groups": json.dumps(saved["param_groups"]),
         "curve": json.dumps(curve),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
+    with replaced_atomically(path) as temporary:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
     Path(str(path) + ".sha256").write_text(file_sha256(path) + "\n")
 
 
@@ -83,9 +81,7 @@ def load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[
 
 
 def write_json(path: Path, value: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(value, indent=2, default=str))
 
 
 def load_initial_weights(model, config, init: Path, expected_sha: str) -> None:

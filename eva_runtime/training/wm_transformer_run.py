@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.atomic_file import replaced_atomically
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.training.dagger_labels import load_clip_set
 from eva_runtime.training.video_cache import VideoCache, load_video_cache
@@ -168,11 +168,10 @@ def load_or_encode_latents(out: Path, vae, cache: VideoCache, run: TransformerRu
         "held_latents": held_latents.contiguous(),
         "held_text": torch.tensor([index[held[e].instruction] for e in held_episodes]),
     }
-    temporary = out / "latents.safetensors.tmp"
     # float16 on disk halves a file of ~1 GB per 100 episodes; training reads it back as float32.
     on_disk = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in tensors.items()}
-    save_file(on_disk, str(temporary), metadata={"key": key})
-    os.replace(temporary, path)
+    with replaced_atomically(path) as temporary:
+        save_file(on_disk, str(temporary), metadata={"key": key})
     log(f"encoded {len(latents)} training clips in {time.perf_counter() - began:.0f} s")
     return {k: (v.half().float() if v.is_floating_point() else v).to(device) for k, v in tensors.items()}
 
@@ -181,9 +180,9 @@ def save_transformer(model, config, path: Path, extra: dict) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(state, str(temporary), metadata={"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)})
-    os.replace(temporary, path)
+    metadata = {"config": json.dumps(config.as_dict()), "extra": json.dumps(extra)}
+    with replaced_atomically(path) as temporary:
+        save_file(state, str(temporary), metadata=metadata)
 
 
 @dataclass
