@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -42,6 +43,7 @@ def _steps(expert) -> tuple[list[int], list[int]]:
         ({"timing": -0.1}, "timing must be in"),
         ({"miss_m": 0.2}, "miss_m must be in"),
         ({"miss_share": 1.5}, "miss_share must be in"),
+        ({"regrasp_share": -0.5}, "regrasp_share must be in"),
     ],
 )
 def test_variation_refuses_out_of_range_fields(fields, message) -> None:
@@ -89,6 +91,33 @@ def test_a_missed_grasp_arrives_off_the_cube_then_moves_onto_it(robot) -> None:
     assert np.allclose(onto_position, robot.sim.body_pose("box")[:3])  # the corrected target is the cube itself
     assert miss.step < onto.step < close.step == 150  # the closing keeps its nominal step
     assert miss.gripper == onto.gripper > close.gripper  # open while missing and correcting, then close
+
+
+def test_a_regrasp_closes_on_the_miss_opens_and_then_closes_on_the_cube_on_schedule(robot) -> None:
+    robot.reset_episode(3)
+    regrasping = ExpertVariation(miss_m=0.025, miss_share=1.0, regrasp_share=1.0)
+    expert = make_expert("transfer_cube", robot.sim, variation=regrasping, seed=5)
+    miss, closed, reopened, onto, close = expert.right.waypoints[1:6]
+    assert miss.step < closed.step < reopened.step < onto.step < close.step == 150
+    assert closed.target is None and reopened.target is None  # the hand stays where it missed meanwhile
+    assert miss.gripper == reopened.gripper == onto.gripper > closed.gripper == close.gripper
+    assert np.allclose(onto.target(robot.sim)[0], robot.sim.body_pose("box")[:3])
+    # The regrasp is drawn after the miss: the same seed misses by the same offset with or without regrasps.
+    without = dataclasses.replace(regrasping, regrasp_share=0.0)
+    plain = make_expert("transfer_cube", robot.sim, variation=without, seed=5)
+    assert np.array_equal(plain.right.waypoints[1].target(robot.sim)[0], miss.target(robot.sim)[0])
+    assert len(plain.right.waypoints) == len(expert.right.waypoints) - 2
+
+
+def test_a_regrasping_expert_closes_twice_and_still_completes_the_task(robot) -> None:
+    regrasping = ExpertVariation(miss_m=0.025, miss_share=1.0, regrasp_share=1.0)
+    applied: list[np.ndarray] = []
+    result = run_episode(
+        robot, ExpertPolicy(regrasping), 4, 400, on_step=lambda _s, _o, a: applied.append(a), frames_every=10**6
+    )
+    closed = np.array(applied)[:, 13] < 0.5  # the right gripper's command
+    closings = int(np.count_nonzero(closed[1:] & ~closed[:-1]))
+    assert result.success and closings == 2
 
 
 def test_missed_grasps_are_defined_only_where_the_script_has_them(robot) -> None:

@@ -18,13 +18,17 @@ VaryMissOption = Annotated[
     float, typer.Option(min=0.0, max=0.05, help="Varied expert: grasps first arrive up to this far off (m).")
 ]
 VaryMissShareOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Varied expert: share of grasps missed.")]
+VaryRegraspOption = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Varied expert: share of missed grasps that close on the miss, then reopen."),
+]
 
 
-def _variation(timing: float, miss: float, share: float):
+def _variation(timing: float, miss: float, share: float, regrasp: float):
     """The expert variation of `eva sim record|eval` (sim/expert_variation.py); None when nothing varies."""
     from eva_runtime.sim.expert_variation import ExpertVariation
 
-    variation = ExpertVariation(timing=timing, miss_m=miss, miss_share=share)
+    variation = ExpertVariation(timing=timing, miss_m=miss, miss_share=share, regrasp_share=regrasp)
     return variation if variation.active else None
 
 
@@ -43,6 +47,7 @@ def sim_record(
     vary_timing: VaryTimingOption = 0.0,
     vary_miss: VaryMissOption = 0.0,
     vary_miss_share: VaryMissShareOption = 0.5,
+    vary_regrasp: VaryRegraspOption = 0.0,
     successful_only: Annotated[
         bool, typer.Option(help="Write only the episodes the expert completed (the others are counted).")
     ] = False,
@@ -52,7 +57,7 @@ def sim_record(
 
     from eva_runtime.sim.demonstrations import record_demonstrations
 
-    variation = _variation(vary_timing, vary_miss, vary_miss_share)
+    variation = _variation(vary_timing, vary_miss, vary_miss_share, vary_regrasp)
     robot = sim_robot(task, embodiment)
     wins = 0
     with Progress(console=console) as progress:
@@ -85,6 +90,7 @@ def sim_eval(
     vary_timing: VaryTimingOption = 0.0,
     vary_miss: VaryMissOption = 0.0,
     vary_miss_share: VaryMissShareOption = 0.5,
+    vary_regrasp: VaryRegraspOption = 0.0,
 ) -> None:
     """Closed-loop evaluation: N seeded episodes through the safety filter; a table and a JSON summary."""
     from rich.progress import Progress
@@ -100,7 +106,7 @@ def sim_eval(
         bar = progress.add_task(f"{task} with {policy}", total=episodes)
         results = evaluate(
             robot,
-            ExpertPolicy(_variation(vary_timing, vary_miss, vary_miss_share)),
+            ExpertPolicy(_variation(vary_timing, vary_miss, vary_miss_share, vary_regrasp)),
             range(first_seed, first_seed + episodes),
             task_spec(task).episode_steps,
             on_episode=lambda _: progress.update(bar, advance=1),
