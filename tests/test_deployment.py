@@ -29,14 +29,14 @@ ORACLE = REPO / "models" / "bundle_transfer_cube"
 LEARNED = REPO / "models" / "bundle_transfer_cube_wan"
 
 
-def robot_and_planner() -> tuple[FakeRobot, InProcessPlanner, Clock]:
+def robot_and_planner(step_rad: float = 0.002) -> tuple[FakeRobot, InProcessPlanner, Clock]:
     clock = Clock()
     probe = FakeRobot(clock, np.zeros(14))
     limits = SafetyLimits.from_embodiment(probe.embodiment)
     robot = FakeRobot(clock, (limits.soft_low + limits.soft_high) / 2, advance_on_send=True)
 
     def plan(request: PlanRequest) -> PlanOutcome:
-        actions = robot.position + np.arange(37)[:, None] * 0.002
+        actions = robot.position + np.arange(37)[:, None] * step_rad
         return PlanOutcome(Plan(request.time, 12.5, actions, "ramp", 1.0), (1.0,), 0.2)
 
     return robot, InProcessPlanner(plan, clock, 0.2), clock
@@ -134,3 +134,25 @@ def test_the_stage_funnel_never_grows_along_the_task(reached: list[int]) -> None
     funnel = list(stage_funnel(stages, [EpisodeStats(stage=s) for s in reached]).values())
     assert funnel == sorted(funnel, reverse=True)
     assert funnel[0] == sum(s > 0 for s in reached) and funnel[-1] == reached.count(4)
+
+
+@pytest.mark.parametrize("track_headroom", [0.5, None])
+def test_the_run_shares_are_the_logged_counts_over_the_nominal_joint_ticks(tmp_path: Path, track_headroom) -> None:
+    from eva_runtime.records.outcome_fields import TRACKER_PREFIX
+
+    robot, planner, clock = robot_and_planner(step_rad=0.1)  # 1.25 rad/s per joint, from rest: beyond the caps
+    deployment = Deployment.from_bundle(LEARNED, "transfer_cube")
+    settings = LoopSettings(max_steps=60, pace=False, track_headroom=track_headroom)
+    log = tmp_path / "log.db"
+    result = run_episodes(deployment, robot, planner, 2, 0, log, settings, clock=clock, instruction="transfer")
+    with OutcomeLog(log, read_only=True) as opened:
+        counts = [r.nominal_interventions or {} for r in opened.episodes(run_id=result.run_id)]
+    joint_ticks = sum(c.get("joint_ticks", 0) for c in counts)
+    assert joint_ticks > 0
+    tracker = sum(n for c in counts for key, n in c.items() if key.startswith(TRACKER_PREFIX))
+    safety = sum(n for c in counts for key, n in c.items() if key != "joint_ticks") - tracker
+    assert result.nominal_intervention_share == pytest.approx(safety / joint_ticks)
+    if track_headroom is None:  # the filter shapes what exceeds the caps
+        assert result.tracker_change_share is None and tracker == 0 and safety > 0
+    else:  # the tracker does, and the filter finds nothing left to change
+        assert result.tracker_change_share == pytest.approx(tracker / joint_ticks) and tracker > 0

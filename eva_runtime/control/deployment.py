@@ -11,6 +11,7 @@ operator's label, and an episode cut short is ended as aborted, never lost. `eva
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -255,10 +256,12 @@ def _end(session: EpisodeSession, robot: RobotInterface, stats: EpisodeStats, la
         recording.end(session.log, episode_id)
 
 
-def _nominal_share(results: list[EpisodeStats], tracker: bool = False) -> float | None:
+def _share_of_nominal_joint_ticks(
+    results: list[EpisodeStats], counts: Callable[[EpisodeStats], Counter]
+) -> float | None:
+    """What `counts` counts per episode, over all episodes' joint-ticks of nominal autonomous motion."""
     joint_ticks = sum(r.nominal_joint_ticks for r in results)
-    counted = sum(sum((r.tracker_changes if tracker else r.nominal_interventions).values()) for r in results)
-    return counted / joint_ticks if joint_ticks else None
+    return sum(sum(counts(r).values()) for r in results) / joint_ticks if joint_ticks else None
 
 
 def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str, stages=()) -> RunResult:
@@ -281,8 +284,12 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         plans=sum(r.plans for r in results),
         rejected=sum(r.rejected for r in results),
         mean_score=float(np.mean(scores)) if scores else None,
-        nominal_intervention_share=_nominal_share(results),
-        tracker_change_share=_nominal_share(results, tracker=True) if settings.track_headroom is not None else None,
+        nominal_intervention_share=_share_of_nominal_joint_ticks(results, lambda r: r.nominal_interventions),
+        tracker_change_share=(
+            _share_of_nominal_joint_ticks(results, lambda r: r.tracker_changes)
+            if settings.track_headroom is not None
+            else None
+        ),
         executed_mean_score=float(np.mean(executed)) if executed else None,
         per_episode=tuple(bool(r.success) for r in results),
         stages_reached=stage_funnel(stages, results),
