@@ -1,4 +1,5 @@
-"""`eva eval ladder`: the closed-loop ladder from the oracle to the learned world model (one YAML of rungs)."""
+"""`eva eval ladder`: the closed-loop ladder from the oracle to the learned world model (one YAML of rungs);
+`eva eval paired`: two of its rungs compared seed by seed."""
 
 from __future__ import annotations
 
@@ -38,3 +39,22 @@ def eval_ladder_command(
     root = config.resolve().parent.parent
     run_ladder(loaded, root, out, episodes, only, episode_steps, log=console.print)
     console.print((out / "ladder.md").read_text())
+
+
+@eval_app.command("paired")
+def eval_paired_command(
+    ladder: Annotated[Path, typer.Option(help="A ladder.json (`eva eval ladder --out DIR` writes DIR/ladder.json).")],
+    a: Annotated[str, typer.Option(help="The rung to compare against (e.g. the earlier model).")],
+    b: Annotated[str, typer.Option(help="The rung compared.")],
+    ladder_b: Annotated[Path | None, typer.Option(help="B's ladder.json, when it ran in another run.")] = None,
+) -> None:
+    """Rung B against rung A seed by seed: both / A only / B only / neither, McNemar's exact p on the discordant
+    seeds, and the mean per-seed change in furthest stage and closest reach (95 %); a Markdown table."""
+    from eva_runtime.world_model.ladder_paired import compare_rungs, find_rung, render_paired
+
+    try:
+        comparison = compare_rungs(find_rung(ladder, a), find_rung(ladder_b or ladder, b))
+    except (OSError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    typer.echo(render_paired(comparison))

@@ -129,6 +129,7 @@ def run_ladder(
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
         row["episode_steps"] = steps
+        row["first_seed"] = config.first_seed  # the seeds are first_seed + i: what `eva eval paired` pairs by
         row["per_episode"] = list(result.per_episode)
         row["per_episode_stage"] = list(result.per_episode_stage)
         row["per_episode_reach_m"] = list(result.per_episode_reach_m)
