@@ -35,6 +35,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from eva_runtime.ros.spinning import BackgroundSpin
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "models" / "bundle_transfer_cube"
 
@@ -203,9 +205,9 @@ class Graph:
                 else SingleThreadedExecutor(context=self.context)
             )
             executor.add_node(node)
-            self.executors.append((executor, threading.Thread(target=executor.spin, daemon=True)))
-        for _, thread in self.executors:
-            thread.start()
+            self.executors.append(BackgroundSpin(executor))
+        for spin in self.executors:
+            spin.start()
 
     def activate(self) -> None:
         assert self.probe.transition("policy_node", Transition.TRANSITION_CONFIGURE)
@@ -213,9 +215,8 @@ class Graph:
         wait_for(lambda: self.probe.status.get("active") and not self.probe.status.get("homing"), 20.0, "homing")
 
     def close(self) -> None:
-        for executor, thread in getattr(self, "executors", ()):
-            executor.shutdown(timeout_sec=5.0)
-            thread.join(10.0)
+        for spin in getattr(self, "executors", ()):
+            spin.stop()  # joined before the nodes are destroyed (eva_runtime/ros/spinning.py says why)
         for node in reversed(self.nodes):
             if hasattr(node, "release_runtime"):
                 node.release_runtime()

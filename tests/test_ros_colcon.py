@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -79,6 +78,7 @@ def test_the_installed_executables_run_the_graph_as_the_launch_file_starts_it(tm
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
+    from eva_runtime.ros.spinning import BackgroundSpin
     from tests.ros_graph import BUNDLE, Probe, domain_id, wait_for
 
     prefix = build_workspace(tmp_path)
@@ -104,7 +104,7 @@ def test_the_installed_executables_run_the_graph_as_the_launch_file_starts_it(tm
     probe = Probe(context, ["/master/joint_left"])
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spin = BackgroundSpin(executor).start()
     codes: list[int | str] = []
     try:
         assert probe.transition("policy_node", Transition.TRANSITION_CONFIGURE)
@@ -122,7 +122,7 @@ def test_the_installed_executables_run_the_graph_as_the_launch_file_starts_it(tm
             except subprocess.TimeoutExpired:
                 process.kill()
                 codes.append("killed")
-        executor.shutdown(timeout_sec=5.0)
+        spin.stop()
         probe.destroy_node()
         rclpy.try_shutdown(context=context)
     assert codes == [0, 0]

@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.records.hdf5_episodes import list_episodes, read_episode
 from eva_runtime.ros.messages import rgb_to_image, vector_to_joint_state
+from eva_runtime.ros.spinning import BackgroundSpin
 from eva_runtime.sim.bimanual_sim import START_POSE
 from tests.ros_graph import BUNDLE, Probe, domain_id, wait_for
 
@@ -69,9 +70,8 @@ class RecordGraph:
         for node in self.nodes:
             executor = SingleThreadedExecutor(context=self.context)
             executor.add_node(node)
-            self.executors.append(executor)
-        self._threads = [threading.Thread(target=executor.spin, daemon=True) for executor in self.executors]
-        self._threads.append(threading.Thread(target=self._leader_arms, daemon=True))
+            self.executors.append(BackgroundSpin(executor).start())
+        self._threads = [threading.Thread(target=self._leader_arms, daemon=True)]
         for thread in self._threads:
             thread.start()
 
@@ -98,10 +98,10 @@ class RecordGraph:
 
     def close(self) -> None:
         self._stop.set()
-        for executor in getattr(self, "executors", ()):
-            executor.shutdown(timeout_sec=5.0)
         for thread in getattr(self, "_threads", ()):
             thread.join(10.0)
+        for spin in getattr(self, "executors", ()):
+            spin.stop()  # joined before the nodes are destroyed (eva_runtime/ros/spinning.py says why)
         for node in reversed(self.nodes):
             if hasattr(node, "close"):
                 node.close()
