@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eva_runtime.atomic_file import write_text_atomically
 from eva_runtime.records.hdf5_episodes import Episode, episode_path, write_episode
 from eva_runtime.robots.interface import Observation
 from eva_runtime.robots.mujoco_robot import MujocoRobot
@@ -119,5 +120,7 @@ def record_demonstrations(
     if (variation is not None and variation.active) or successful_only:
         used = variation or ExpertVariation()
         manifest = {"variation": used.as_dict(), "first_seed": first_seed, "episodes": episodes}
-        (out_dir / "variation.json").write_text(json.dumps(manifest | {"failed_seeds": failed}, indent=2) + "\n")
+        write_text_atomically(
+            out_dir / "variation.json", json.dumps(manifest | {"failed_seeds": failed}, indent=2) + "\n"
+        )
     return recorded
