@@ -90,6 +90,12 @@ def train_world_model_sft_run_command(
     seed: Annotated[
         int, typer.Option(min=0, help="Seeds batches, noise and timesteps (a warm start wants a new one).")
     ] = 0,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.9999, help="EMA of the weights (what is saved); its memory is about 1/(1 - decay) steps."
+        ),
+    ] = 0.999,
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -107,6 +113,7 @@ def train_world_model_sft_run_command(
         foreground_weight=foreground_weight,
         clips_fraction=clips_fraction,
         seed=seed,
+        ema_decay=ema_decay,
     )
     try:
         train_transformer_run(
