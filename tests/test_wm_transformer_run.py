@@ -106,6 +106,10 @@ def test_resuming_with_other_settings_or_files_is_refused_naming_what_differs(fi
         train_transformer_run(files["cache"], files["vae"], out, _run(lr=1e-3), resume=True, **quiet)
     with pytest.raises(ValueError, match="'foreground_weight'"):
         train_transformer_run(files["cache"], files["vae"], out, _run(foreground_weight=4.0), resume=True, **quiet)
+    with pytest.raises(ValueError, match="'seed'"):  # another seed draws other batches, noise and timesteps
+        train_transformer_run(files["cache"], files["vae"], out, _run(seed=1), resume=True, **quiet)
+    with pytest.raises(ValueError, match="'ema_decay'"):  # the saved weights would average differently
+        train_transformer_run(files["cache"], files["vae"], out, _run(ema_decay=0.99), resume=True, **quiet)
     with pytest.raises(ValueError, match="vae_sha256"):
         train_transformer_run(files["cache"], files["other_vae"], out, _run(), resume=True, **quiet)
     with pytest.raises(ValueError, match="holds a run already"):
