@@ -161,3 +161,60 @@ def test_conditions_carry_the_models_history_padded_at_the_episode_start() -> No
     assert [int(f[0, 0, 0]) for f in later.frames] == [4, 5, 6, 7, 8]  # the newest observed frame last
     assert int(later.truth[0, 0, 0, 0]) == 8 and len(later.truth) == 9
     assert (later.origin.seed, later.origin.step) == (7, 32)
+
+
+def test_a_resumed_run_with_other_settings_is_refused_naming_the_field(tmp_path: Path) -> None:
+    config = _config(tmp_path, iterations=1, guard={"eval_every": 1, "eval_conditions": 1})
+    out = tmp_path / "run"
+    finished = _eva("train", "align", "--config", str(config), "--out", str(out))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["settings"]["learning_rate"] == pytest.approx(1e-4)
+
+    changed = _config(tmp_path, iterations=2, learning_rate=3e-4, guard={"eval_every": 1, "eval_conditions": 1})
+    refused = _eva("train", "align", "--config", str(changed), "--out", str(out), "--resume")
+    assert refused.returncode == 2
+    assert "'learning_rate' is 0.0003, the run used 0.0001" in refused.stdout, refused.stdout + refused.stderr
+    assert len((out / "telemetry.jsonl").read_text().splitlines()) == 1  # nothing trained, nothing overwritten
+
+    # Another SFT model under the same path: its hashes differ, and that is refused too.
+    longer = _config(tmp_path, iterations=2, guard={"eval_every": 1, "eval_conditions": 1})
+    save_tiny_base(tmp_path / "base", seed=1)  # after _config, which writes the seed-0 base
+    refused = _eva("train", "align", "--config", str(longer), "--out", str(out), "--resume")
+    assert refused.returncode == 2 and "'base eva_hashes.json' is" in refused.stdout, refused.stdout
+
+
+def test_closed_loop_conditions_are_played_from_their_captured_states(tmp_path: Path) -> None:
+    from eva_runtime.control.plan_states import load_captured_states
+    from eva_runtime.embodiment import load_embodiment
+    from tests.plan_state_helpers import capture_hold_states
+
+    embodiment = load_embodiment(REPOSITORY / "calibration" / "aloha_sim.yaml")
+    states = tmp_path / "states.safetensors"
+    capture_hold_states(embodiment, states, seed=11, ticks=120, history_frames=1, image_size=(32, 32))
+    assert len(load_captured_states(states)) >= 2
+    data = record_expert_episodes(tmp_path / "sim", 3)
+    common = {"data": str(data), "iterations": 1, "held_out": 1, "task_reward": {"task": "transfer_cube"}}
+    closed_loop = {"states": str(states), "fraction": 1.0}
+    config = _config(tmp_path, closed_loop=closed_loop, **common)
+    finished = _eva("train", "align", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "telemetry.jsonl").read_text().splitlines()[0])
+    # Every condition came from the capture (fraction 1): the progress was played from captured states, which no
+    # replay could produce (seed 11 is in no recording).
+    assert 0.0 <= record["task_progress"] <= 5.0 and record["task_closest_reach_m"] > 0
+    assert (tmp_path / "run" / "samples" / "iter_00001.gif").stat().st_size > 0  # no truth: the held frame instead
+
+    # A capture that does not fit the model (5 observed frames against the run's 1) is refused, naming why.
+    wide = tmp_path / "wide.safetensors"
+    capture_hold_states(embodiment, wide, seed=11, ticks=60, history_frames=5, image_size=(32, 32))
+    closed_loop = {"states": str(wide), "fraction": 0.5}
+    config = _config(tmp_path, closed_loop=closed_loop, **common)
+    refused = _eva("train", "align", "--config", str(config), "--out", str(tmp_path / "run2"))
+    assert refused.returncode == 2 and "observed frames 5, the run needs 1" in refused.stdout, refused.stdout
+
+
+def test_closed_loop_conditions_need_the_task_reward(tmp_path: Path) -> None:
+    path = tmp_path / "align.yaml"
+    path.write_text(yaml.safe_dump({"base": "b", "bundle": "x", "data": "d", "closed_loop": {"states": "s"}}))
+    with pytest.raises(AlignConfigError, match="closed_loop needs task_reward"):
+        load_align_config(path)

@@ -12,16 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from eva_runtime.control.autonomous_loop import AutonomousLoop, LoopSettings
 from eva_runtime.control.plan_states import PlanStateCapture, load_captured_states
-from eva_runtime.control.planner import Plan, PlanOutcome, PlanRequest
-from eva_runtime.control.planner_port import InProcessPlanner
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
 from eva_runtime.sim.experts import join_step
 from eva_runtime.training.dagger_labels import label_states, load_clip_set, merge_clip_sets, save_clip_set
 from eva_runtime.training.wm_extra_clips import training_batch
+from tests.plan_state_helpers import capture_hold_states
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SEED = 5
@@ -36,27 +34,9 @@ def embodiment():
 def captured(embodiment, tmp_path_factory):
     """A capture of 200 ticks of the real loop on the simulated robot, with a planner that holds the arms, and
     every privileged state the planner was sent."""
-    robot = MujocoRobot(embodiment, "transfer_cube")
-    robot.connect()
-    robot.reset_episode(SEED)
     sent: list[object] = []
-
-    def hold(request: PlanRequest) -> PlanOutcome:
-        sent.append(request.privileged_state)
-        here = np.repeat(robot.sim.joint_positions()[None], 37, axis=0)
-        return PlanOutcome(Plan(request.time, 12.5, here, "hold", 1.0), (1.0,), 0.1)
-
-    meta = {"task": "transfer_cube", "instruction": robot.instruction, "fps": 12.5}
-    capture = PlanStateCapture("cam_high", (64, 64), meta)
-    planner = capture.wrap(InProcessPlanner(hold, robot.now, 0.1))
-    settings = LoopSettings(pace=False, history_frames=5)
-    loop = AutonomousLoop(robot, planner, settings, privileged=capture.source(robot), clock=robot.now)
-    loop.start(SEED)
-    for _ in range(200):
-        loop.tick()
-    robot.disconnect()
     path = tmp_path_factory.mktemp("dagger") / "states.safetensors"
-    capture.save(path)
+    capture_hold_states(embodiment, path, seed=SEED, sent=sent)
     return load_captured_states(path), sent, path
 
 

@@ -126,5 +126,9 @@ def train_align_command(
     except AlignConfigError as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    summary = train_align(settings, out, resume=resume, log=console.print)
+    try:
+        summary = train_align(settings, out, resume=resume, log=console.print)
+    except ValueError as error:  # a mismatched resumption, a capture that does not fit the model, bad episodes
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"alignment finished: {summary['iterations']} iterations; best held-out check {summary['best']}")

@@ -30,7 +30,7 @@ import numpy as np
 from eva_runtime.training.align_config import AlignConfig
 from eva_runtime.training.align_data import AlignData, load_align_data
 from eva_runtime.training.align_plots import plot_curves, write_samples
-from eva_runtime.training.align_state import load_state, save_state
+from eva_runtime.training.align_state import claim_run, load_state, save_state
 
 __all__ = ["train_align"]
 
@@ -88,6 +88,8 @@ def train_align(config: AlignConfig, out: Path, resume: bool = False, log: Calla
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if main:
+        claim_run(out, config, resume)  # before the expensive loading: a mismatched resumption fails at once
     data = load_align_data(config)
     adapter, state = _prepare_adapter(accelerator, data.pipeline.transformer, config, out, resume, log)
     telemetry_path = out / "telemetry.jsonl"
@@ -242,7 +244,7 @@ def _grpo_update(
     from eva_runtime.training.flow_grpo import grpo_iteration
 
     rng = np.random.default_rng([config.seed, iteration, accelerator.process_index])
-    chosen = [data.train_conditions[i] for i in rng.choice(len(data.train_conditions), config.conditions_per_iteration)]
+    chosen = _choose_conditions(data, config, rng)
     condition_latents, texts, keys, conditioned = _batch(
         chosen, config.group_size, data.pipeline.vae, data.embeds, data.latent_count
     )
@@ -267,6 +269,18 @@ def _grpo_update(
         adapter.parameters,
     )
     return telemetry, chosen
+
+
+def _choose_conditions(data: AlignData, config: AlignConfig, rng: np.random.Generator) -> list:
+    """This iteration's conditions: `closed_loop.fraction` of them (rounded, at least one) from the captured
+    closed-loop states when configured, the rest from the recorded episodes."""
+    count = config.conditions_per_iteration
+    captured = 0
+    if config.closed_loop is not None and data.closed_loop_conditions:
+        captured = min(count, max(1, round(config.closed_loop.fraction * count)))
+    recorded = [data.train_conditions[i] for i in rng.choice(len(data.train_conditions), count - captured)]
+    pool = data.closed_loop_conditions
+    return [pool[i] for i in rng.choice(len(pool), captured)] + recorded if captured else recorded
 
 
 def _fast_window(config: AlignConfig, rng: np.random.Generator) -> set[int] | None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eva_runtime.config_files import ConfigFileError, load_model
 
-__all__ = ["AlignConfig", "AlignConfigError", "load_align_config"]
+__all__ = ["RESUMABLE_CHANGES", "AlignConfig", "AlignConfigError", "ClosedLoopSection", "load_align_config"]
 
 
 class _Strict(BaseModel):
@@ -50,6 +50,15 @@ class TaskRewardSection(_Strict):
     hold_ticks: int = Field(5, ge=1)  # a stage counts once held this many control ticks
 
 
+class ClosedLoopSection(_Strict):
+    """Training conditions from a learned model's own closed-loop plan requests (`eva train dagger-collect`): the
+    frames it was sent, each rollout played from the captured simulator and filter state (no replay). The states
+    the demonstrations never show, where the closed loop loses the task (docs/world_model.md)."""
+
+    states: str  # the plan-state capture (.safetensors)
+    fraction: float = Field(0.5, gt=0.0, le=1.0)  # of each iteration's conditions; the rest from `data`
+
+
 class AlignConfig(_Strict):
     base: str  # the SFT model directory (diffusers pipeline with eva_hashes.json)
     bundle: str  # deployment bundle whose frozen IDM and reward score the rollouts
@@ -67,6 +76,7 @@ class AlignConfig(_Strict):
     fast: FastSection = FastSection()
     guard: GuardSection = GuardSection()
     task_reward: TaskRewardSection | None = None  # None: the executability reward alone (the EVA paper's)
+    closed_loop: ClosedLoopSection | None = None  # needs task_reward: its states are what the progress is played from
     learning_rate: float = Field(1e-4, gt=0)
     inner_epochs: int = Field(1, ge=1)
     clip_range: float = Field(1e-4, gt=0)
@@ -80,6 +90,16 @@ class AlignConfig(_Strict):
     sample_every: int = Field(20, ge=1)
     checkpoint_every: int = Field(10, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _closed_loop_needs_the_task_reward(self) -> AlignConfig:
+        if self.closed_loop is not None and self.task_reward is None:
+            raise ValueError("closed_loop needs task_reward: its conditions are scored by where their plans go")
+        return self
+
+
+# What a resumed run may change: how long it runs and how often it reports. Everything else is its identity.
+RESUMABLE_CHANGES = frozenset({"iterations", "sample_every", "checkpoint_every"})
 
 
 class AlignConfigError(ConfigFileError):

@@ -6,7 +6,7 @@ instruction + recorded future + where in which simulated episode they were recor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class AlignData:
     heldout: list
     embeds: dict
     latent_count: int
+    closed_loop_conditions: list = field(default_factory=list)  # from a model's own plan requests (config.closed_loop)
 
 
 def load_align_data(config: AlignConfig) -> AlignData:
@@ -55,14 +56,15 @@ def load_align_data(config: AlignConfig) -> AlignData:
     _check_replay(reward_fn, train_conditions)
     picks = np.linspace(0, len(heldout) - 1, min(config.guard.eval_conditions, len(heldout))).round().astype(int)
     heldout = [heldout[i] for i in picks]
+    closed_loop = _closed_loop_conditions(config, described) if config.closed_loop else []
     temporal = int(pipeline.vae.config.scale_factor_temporal)
     latent_count = latent_frames(config.history_frames - 1 + config.horizon, temporal)
     with torch.no_grad():
         embeds = {
             text: pipeline.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
-            for text in sorted({c.instruction for c in train_conditions + heldout})
+            for text in sorted({c.instruction for c in train_conditions + heldout + closed_loop})
         }
-    return AlignData(pipeline, fps, reward_fn, train_conditions, heldout, embeds, latent_count)
+    return AlignData(pipeline, fps, reward_fn, train_conditions, heldout, embeds, latent_count, closed_loop)
 
 
 def _reward(config: AlignConfig, vae, fps: float):
@@ -128,3 +130,33 @@ def _conditions(videos, starts, horizon: int, history: int, steps_per_frame: int
     if not found:
         raise ValueError("no condition with a full future: check condition_starts, horizon and the episodes")
     return found
+
+
+def _closed_loop_conditions(config: AlignConfig, described: dict) -> list:
+    """One condition per captured plan request: the frames the model was sent, its start the captured state itself.
+    Refused when the capture does not fit the model (camera, frame size, observed frames) or the reward's task."""
+    from eva_runtime.control.plan_states import load_captured_states
+    from eva_runtime.training.flow_grpo import Condition
+    from eva_runtime.training.task_progress import StartState
+
+    assert config.closed_loop is not None and config.task_reward is not None
+    path = Path(config.closed_loop.states)
+    states = load_captured_states(path)
+    meta = states.metadata
+    size = tuple(described["config"]["image_size"])
+    found = {
+        "task": (meta.get("task"), config.task_reward.task),
+        "camera": (meta.get("camera"), described["camera"]),
+        "image_size": (tuple(meta.get("image_size", ())), size),
+        "observed frames": (states.frames.shape[1], config.history_frames),
+        "fps": (meta.get("fps"), float(described["fps"])),
+    }
+    for name, (captured, wanted) in found.items():
+        if captured != wanted:
+            raise ValueError(f"{path}: closed-loop states captured with {name} {captured!r}, the run needs {wanted!r}")
+    conditions = []
+    for i in range(len(states)):
+        state = states.oracle_state(i)
+        start = StartState(state.snapshot, state.filter_state, state.step)
+        conditions.append(Condition(states.frames[i], str(meta["instruction"]), None, start))
+    return conditions

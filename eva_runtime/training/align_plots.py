@@ -41,7 +41,8 @@ def plot_curves(records: list[dict], checks: list[dict], path: Path) -> None:
 
 
 def write_samples(reward_fn, condition, out: Path, iteration: int, fps: float) -> None:
-    """GIF: truth | two samples of the first condition; PNG: their decoded joint trajectories."""
+    """GIF: truth | two samples of the first condition (a captured closed-loop condition has no truth: its
+    newest observed frame held in its place); PNG: their decoded joint trajectories."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +51,10 @@ def write_samples(reward_fn, condition, out: Path, iteration: int, fps: float) -
     from eva_runtime.training.wm_samples import side_by_side, write_gif
 
     frames, actions = reward_fn.last_frames, reward_fn.last_actions
-    write_gif(out / f"iter_{iteration:05d}.gif", side_by_side(condition.truth, frames[0], frames[1]), fps)
+    truth = condition.truth
+    if truth is None:
+        truth = np.repeat(condition.frames[-1:], len(frames[0]), axis=0)
+    write_gif(out / f"iter_{iteration:05d}.gif", side_by_side(truth, frames[0], frames[1]), fps)
     figure, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
     for axis, sample in zip(axes, actions[:2], strict=False):
         axis.plot(np.arange(len(sample)) / fps, sample)

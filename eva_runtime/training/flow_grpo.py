@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,9 @@ class Condition:
     frames: np.ndarray  # (K, H, W, 3) uint8 observed frames, oldest first
     instruction: str
     truth: np.ndarray | None = None  # (horizon, H, W, 3) the recorded future, for the held-out guard
-    origin: ConditionOrigin | None = None  # None: not from a simulated recording (no task-progress reward)
+    # None: not from a simulated recording (no task-progress reward). A task_progress.StartState for a condition
+    # captured in closed loop (align_data.py): played from that state, not replayed.
+    origin: ConditionOrigin | Any | None = None
 
     @property
     def key(self) -> str:
