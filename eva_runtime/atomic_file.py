@@ -13,6 +13,11 @@ from pathlib import Path
 
 __all__ = ["replaced_atomically", "write_text_atomically"]
 
+# The mode a plain open() gives a new file: 0666 less the process's umask (read once; umask has no getter).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextmanager
 def replaced_atomically(path: Path | str, *, sync: bool = True, suffix: str = ".tmp") -> Iterator[Path]:
@@ -30,6 +35,9 @@ def replaced_atomically(path: Path | str, *, sync: bool = True, suffix: str = ".
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
     try:
         yield temporary
+        # Some writers create private files (safetensors' writes 0600); a checkpoint or model another user of the
+        # machine (a robot's service account) cannot read is a failure waiting for deployment day.
+        os.chmod(temporary, _FILE_MODE)
         if sync:
             _flush(temporary)
         os.replace(temporary, path)

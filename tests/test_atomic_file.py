@@ -54,11 +54,29 @@ def test_the_suffix_ends_the_temporary_name_and_writers_do_not_share_one(tmp_pat
     assert path.read_text() == "first"  # the outer block ended last: its content is the file's
 
 
+def test_a_privately_written_file_gets_the_mode_a_plain_open_would_give(tmp_path: Path) -> None:
+    import os
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "weights.safetensors"
+    with replaced_atomically(path) as temporary:
+        save_file({"w": np.zeros(3)}, str(temporary))
+        os.chmod(temporary, 0o600)  # as safetensors' own writer leaves it on some versions
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 @settings(max_examples=30, deadline=None)
 @given(contents=st.lists(st.text(max_size=200), min_size=1, max_size=5), sync=st.booleans())
 def test_after_any_sequence_of_writes_the_file_holds_the_last(tmp_path_factory, contents: list[str], sync) -> None:
     path = tmp_path_factory.mktemp("writes") / "held_command.json"
     for text in contents:
         write_text_atomically(path, text, sync=sync)
-    assert path.read_text(encoding="utf-8") == contents[-1]
+    assert path.read_bytes().decode("utf-8") == contents[-1]  # read_text would turn a "\r" into "\n"
     assert [p.name for p in path.parent.iterdir()] == [path.name]
