@@ -1,11 +1,12 @@
 """Where a grasp is lost: a per-episode timeline of the right gripper around the cube, closed loop, transfer cube.
 
 For each episode of `eva run` (the full runtime, real time) it records every tick's right-gripper opening (measured),
-whether the right fingers touch the cube, the cube's height and the distance from the fingers to the cube
-(`TaskSpec.reach_distance`, ~4 cm for a centred grasp), and prints one JSON object: per episode the furthest
-stage, the closest approach, and each time the gripper starts to close (its opening falls through
-`--closing-below`) with the distance at that moment. A policy that closes on schedule but short of the cube shows
-as closings at 7-12 cm; the oracle closes at about 4 cm.
+whether the right fingers touch the cube, the cube's height, the distance from the fingers to the cube
+(`TaskSpec.reach_distance`, ~4 cm for a centred grasp), the task stage and the left gripper's opening, and prints
+one JSON object: per episode the furthest stage, the closest approach, each time the gripper starts to close (its
+opening falls through `--closing-below`) with the distance at that moment, and each change of the stage held 5
+ticks (so a cube handed over and then lost shows when, and with which gripper open). A policy that closes on
+schedule but short of the cube shows as closings at 7-12 cm; the oracle closes at about 4 cm.
 
     MUJOCO_GL=egl .venv/bin/python bench/grasp_trace.py --bundle models/bundle_transfer_cube --episodes 5
 """
@@ -22,7 +23,22 @@ import numpy as np
 from eva_runtime.control.sim_session import run_sim_episodes
 from eva_runtime.sim.tasks import RIGHT_FINGERS, task_spec
 
-RIGHT_GRIPPER = 13
+LEFT_GRIPPER, RIGHT_GRIPPER = 6, 13
+
+
+def _stage_changes(trace: np.ndarray, hold_ticks: int = 5) -> list[dict]:
+    """Each change of the task stage held for `hold_ticks` ticks: when, to which stage, both grippers' openings."""
+    changes, current = [], 0.0
+    stage = trace[:, 5]
+    for i in range(len(trace) - hold_ticks + 1):
+        window = stage[i : i + hold_ticks]
+        if window.min() == window.max() and window[0] != current:
+            current = window[0]
+            changes.append(
+                {"time_s": round(float(trace[i, 0]), 2), "stage": int(current),
+                 "right_opening": round(float(trace[i, 1]), 2), "left_opening": round(float(trace[i, 6]), 2)}
+            )  # fmt: skip
+    return changes
 
 
 def _closings(trace: np.ndarray, below: float) -> list[dict]:
@@ -56,7 +72,9 @@ def main() -> None:
         contacts = sim.contacts()
         touching = any(("red_box", finger) in contacts for finger in RIGHT_FINGERS)
         opening = float(sim.joint_positions()[RIGHT_GRIPPER])
-        traces[-1].append([sim.time, opening, float(touching), sim.body_pose("box")[2], spec.reach_distance(sim)])
+        left = float(sim.joint_positions()[LEFT_GRIPPER])
+        row = [sim.time, opening, float(touching), sim.body_pose("box")[2], spec.reach_distance(sim)]
+        traces[-1].append([*row, float(spec.stage(sim)), left])
 
     loop = {"gripper_latch": tuple(args.gripper_latch)} if args.gripper_latch else None
     with tempfile.TemporaryDirectory() as scratch:
@@ -82,6 +100,7 @@ def main() -> None:
                 "touch_ticks": int(trace[:, 2].sum()),
                 "max_cube_height_m": round(float(trace[:, 3].max()), 3),
                 "closings": _closings(trace, args.closing_below),
+                "stage_changes": _stage_changes(trace),
             }
         )
     print(json.dumps({"bundle": str(args.bundle), "stages_reached": result.stages_reached, "episodes": episodes}))
