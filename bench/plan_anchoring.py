@@ -26,7 +26,7 @@ from eva_runtime.cli.options import set_torch_threads
 from eva_runtime.cli.world_model_eval import idm_and_reward
 from eva_runtime.idm.smoothing import moving_average
 from eva_runtime.idm.windows import resize_video
-from eva_runtime.training.task_progress import StartState, TaskProgress
+from eva_runtime.training.task_progress import TaskProgress
 from eva_runtime.world_model.protocol import RolloutRequest
 
 VARIANTS = ("raw", "anchor", "anchor_decay")
@@ -112,8 +112,7 @@ def main() -> None:
         states, clips = load_captured_states(args.states), load_clip_set(args.clips)
         history, rows = clips.history_frames, []
         for i in range(len(clips)):
-            state = states.oracle_state(i)
-            origin = StartState(state.snapshot, state.filter_state, state.step)
+            origin = states.oracle_state(i)
             horizon = clips.frames.shape[1] - (history - 1)
             frames = clips.frames[i, :history]
             rows.append(

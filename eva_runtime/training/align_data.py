@@ -137,7 +137,6 @@ def _closed_loop_conditions(config: AlignConfig, described: dict) -> list:
     Refused when the capture does not fit the model (camera, frame size, observed frames) or the reward's task."""
     from eva_runtime.control.plan_states import load_captured_states
     from eva_runtime.training.flow_grpo import Condition
-    from eva_runtime.training.task_progress import StartState
 
     assert config.closed_loop is not None and config.task_reward is not None
     path = Path(config.closed_loop.states)
@@ -156,7 +155,5 @@ def _closed_loop_conditions(config: AlignConfig, described: dict) -> list:
             raise ValueError(f"{path}: closed-loop states captured with {name} {captured!r}, the run needs {wanted!r}")
     conditions = []
     for i in range(len(states)):
-        state = states.oracle_state(i)
-        start = StartState(state.snapshot, state.filter_state, state.step)
-        conditions.append(Condition(states.frames[i], str(meta["instruction"]), None, start))
+        conditions.append(Condition(states.frames[i], str(meta["instruction"]), None, states.oracle_state(i)))
     return conditions

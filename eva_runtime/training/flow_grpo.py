@@ -48,7 +48,7 @@ class Condition:
     frames: np.ndarray  # (K, H, W, 3) uint8 observed frames, oldest first
     instruction: str
     truth: np.ndarray | None = None  # (horizon, H, W, 3) the recorded future, for the held-out guard
-    # None: not from a simulated recording (no task-progress reward). A task_progress.StartState for a condition
+    # None: not from a simulated recording (no task-progress reward). An oracle.OracleState for a condition
     # captured in closed loop (align_data.py): played from that state, not replayed.
     origin: ConditionOrigin | Any | None = None
 

@@ -30,10 +30,11 @@ import numpy as np
 from eva_runtime.control.executor import Plan, PlanExecutor
 from eva_runtime.embodiment import Embodiment
 from eva_runtime.robots.interface import check_command
-from eva_runtime.safety import FilterState, SafetyFilter
-from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim, SimSnapshot
+from eva_runtime.safety import SafetyFilter
+from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim
+from eva_runtime.world_model.oracle import OracleState
 
-__all__ = ["PlayedPlan", "StartState", "TaskProgress", "reach_bonus"]
+__all__ = ["PlayedPlan", "TaskProgress", "reach_bonus"]
 
 GRASP_REACH_M, FAR_REACH_M = 0.04, 0.12
 
@@ -41,15 +42,6 @@ GRASP_REACH_M, FAR_REACH_M = 0.04, 0.12
 def reach_bonus(closest_m: float) -> float:
     """1 at a centred grasp's reading (4 cm), 0 from 12 cm on, linear between."""
     return float(np.clip((FAR_REACH_M - closest_m) / (FAR_REACH_M - GRASP_REACH_M), 0.0, 1.0))
-
-
-@dataclass(frozen=True)
-class StartState:
-    """The simulation and the safety filter at the instant a recorded frame was taken."""
-
-    snapshot: SimSnapshot
-    filter_state: FilterState
-    step: int
 
 
 @dataclass(frozen=True)
@@ -83,9 +75,9 @@ class TaskProgress:
         self.task, self.embodiment, self.hold_ticks, self.tolerance = task, embodiment, hold_ticks, tolerance
         self.spec = task_spec(task)
         self.sim = BimanualSim(task, embodiment.control_rate_hz)
-        self._starts: dict[tuple[int, int], StartState] = {}
+        self._starts: dict[tuple[int, int], OracleState] = {}
 
-    def start_state(self, seed: int, step: int, recorded_command: np.ndarray | None = None) -> StartState:
+    def start_state(self, seed: int, step: int, recorded_command: np.ndarray | None = None) -> OracleState:
         """The state before the command of control step `step` of the expert episode `seed` (cached).
 
         `recorded_command`: the command the recording applied at `step`; the replay must reproduce it."""
@@ -94,7 +86,7 @@ class TaskProgress:
             self._starts[key] = self._replay(seed, step, recorded_command)
         return self._starts[key]
 
-    def _replay(self, seed: int, step: int, recorded_command: np.ndarray | None) -> StartState:
+    def _replay(self, seed: int, step: int, recorded_command: np.ndarray | None) -> OracleState:
         from eva_runtime.sim.experts import make_expert
 
         sim = self.sim
@@ -102,10 +94,10 @@ class TaskProgress:
         safety = SafetyFilter.for_embodiment(self.embodiment)
         safety.reset(sim.time, sim.joint_positions(), sim.joint_velocities())
         expert = make_expert(self.task, sim)
-        start: StartState | None = None
+        start: OracleState | None = None
         for tick in range(step + 1):
             if tick == step:
-                start = StartState(sim.snapshot(), safety.state, step)
+                start = OracleState(snapshot=sim.snapshot(), step=step, filter_state=safety.state)
             result = safety.step(sim.time + sim.control_period_s, expert(sim, tick), measured=sim.joint_positions())
             command = check_command(self.embodiment, result)
             if tick == step:
@@ -121,7 +113,7 @@ class TaskProgress:
         assert start is not None
         return start
 
-    def play(self, start: StartState, actions: np.ndarray, fps: float) -> PlayedPlan:
+    def play(self, start: OracleState, actions: np.ndarray, fps: float) -> PlayedPlan:
         """Play `actions` (H, dof; action 0 at the start frame) from `start` as the runtime plays a plan."""
         sim = self.sim
         sim.restore(start.snapshot)

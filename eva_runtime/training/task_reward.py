@@ -18,7 +18,8 @@ import torch
 
 from eva_runtime.training.flow_grpo import Condition
 from eva_runtime.training.idm_reward import IdmReward
-from eva_runtime.training.task_progress import StartState, TaskProgress
+from eva_runtime.training.task_progress import TaskProgress
+from eva_runtime.world_model.oracle import OracleState
 
 __all__ = ["TaskAwareReward"]
 
@@ -62,7 +63,7 @@ class TaskAwareReward:
         origin = condition.origin
         if origin is None or not np.all(np.isfinite(actions)):
             return None
-        if isinstance(origin, StartState):  # captured in closed loop: the state itself, nothing to replay
+        if isinstance(origin, OracleState):  # captured in closed loop: the state itself, nothing to replay
             return self.progress.play(origin, actions, self.fps)
         start = self.progress.start_state(origin.seed, origin.step, origin.command)
         return self.progress.play(start, actions, self.fps)

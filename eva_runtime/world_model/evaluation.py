@@ -175,16 +175,13 @@ def evaluate_on_states(model, decoder, reward: RewardConfig, clips, states, prog
     labels (`training/dagger_labels.py`): the frames the model was given, the labelled future as the truth, and
     every decoded plan played from the captured state itself (no replay). Open loop on the states where the task
     is lost, not on the expert's."""
-    from eva_runtime.training.task_progress import StartState
-
     if not (np.array_equal(clips.seeds, states.seed) and np.array_equal(clips.steps, states.step)):
         raise ValueError("the clip set is not the labels of these states (seeds or steps differ, or their order)")
     camera, history = model.cameras[0], clips.history_frames
     horizon = clips.frames.shape[1] - (history - 1)
     results = []
     for i in range(len(clips)):
-        state = states.oracle_state(i)
-        origin = StartState(state.snapshot, state.filter_state, state.step)
+        origin = states.oracle_state(i)  # the captured state itself: nothing to replay
         request = RolloutRequest({camera: clips.frames[i, :history]}, clips.instruction, horizon, seed=seed + i)
         rollout = model.rollout(request)
         truth = clips.frames[i, history - 1 :]
