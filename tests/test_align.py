@@ -195,14 +195,16 @@ def test_closed_loop_conditions_are_played_from_their_captured_states(tmp_path: 
     assert len(load_captured_states(states)) >= 2
     data = record_expert_episodes(tmp_path / "sim", 3)
     common = {"data": str(data), "iterations": 1, "held_out": 1, "task_reward": {"task": "transfer_cube"}}
-    closed_loop = {"states": str(states), "fraction": 1.0}
-    config = _config(tmp_path, closed_loop=closed_loop, **common)
+    closed_loop = {"states": str(states), "fraction": 0.5}
+    config = _config(tmp_path, closed_loop=closed_loop, conditions_per_iteration=2, **common)
     finished = _eva("train", "align", "--config", str(config), "--out", str(tmp_path / "run"))
     assert finished.returncode == 0, finished.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "telemetry.jsonl").read_text().splitlines()[0])
-    # Every condition came from the capture (fraction 1): the progress was played from captured states, which no
-    # replay could produce (seed 11 is in no recording).
+    # One condition of two came from the capture: its progress was played from captured states, which no replay
+    # could produce (seed 11 is in no recording); the telemetry keeps the two sources apart.
     assert 0.0 <= record["task_progress"] <= 5.0 and record["task_closest_reach_m"] > 0
+    halves = (record["task_progress_closed_loop"] + record["task_progress_recorded"]) / 2
+    assert halves == pytest.approx(record["task_progress"], abs=1e-6)  # equal shares: the mean is their mean
     assert (tmp_path / "run" / "samples" / "iter_00001.gif").stat().st_size > 0  # no truth: the held frame instead
 
     # A capture that does not fit the model (5 observed frames against the run's 1) is refused, naming why.

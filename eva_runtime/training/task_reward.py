@@ -55,6 +55,11 @@ class TaskAwareReward:
             played = [self._play(conditions[index // group], plan) for index, plan in enumerate(actions)]
             progress = torch.tensor([p.progress if p else 0.0 for p in played], dtype=rewards.dtype)
             stats.update(_progress_stats([p for p in played if p is not None], progress, group))
+            captured = np.repeat([isinstance(c.origin, OracleState) for c in conditions], group)
+            if captured.any():  # the two sources apart: the closed loop's states are where the task is lost
+                stats["task_progress_closed_loop"] = float(progress[torch.from_numpy(captured)].mean())
+                if not captured.all():
+                    stats["task_progress_recorded"] = float(progress[torch.from_numpy(~captured)].mean())
             return rewards + self.weight * progress, stats
 
         return reward
