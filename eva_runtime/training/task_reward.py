@@ -55,11 +55,11 @@ class TaskAwareReward:
             played = [self._play(conditions[index // group], plan) for index, plan in enumerate(actions)]
             progress = torch.tensor([p.progress if p else 0.0 for p in played], dtype=rewards.dtype)
             stats.update(_progress_stats([p for p in played if p is not None], progress, group))
-            captured = np.repeat([isinstance(c.origin, OracleState) for c in conditions], group)
+            captured = torch.tensor([isinstance(c.origin, OracleState) for c in conditions]).repeat_interleave(group)
             if captured.any():  # the two sources apart: the closed loop's states are where the task is lost
-                stats["task_progress_closed_loop"] = float(progress[torch.from_numpy(captured)].mean())
+                stats["task_progress_closed_loop"] = float(progress[captured].mean())
                 if not captured.all():
-                    stats["task_progress_recorded"] = float(progress[torch.from_numpy(~captured)].mean())
+                    stats["task_progress_recorded"] = float(progress[~captured].mean())
             return rewards + self.weight * progress, stats
 
         return reward
@@ -69,8 +69,9 @@ class TaskAwareReward:
         if origin is None or not np.all(np.isfinite(actions)):
             return None
         if isinstance(origin, OracleState):  # captured in closed loop: the state itself, nothing to replay
-            return self.progress.play(origin, actions, self.fps)
-        start = self.progress.start_state(origin.seed, origin.step, origin.command)
+            start = origin
+        else:
+            start = self.progress.start_state(origin.seed, origin.step, origin.command)
         return self.progress.play(start, actions, self.fps)
 
 
