@@ -229,3 +229,44 @@ def test_a_clip_set_that_does_not_fit_the_run_is_refused(files, tmp_path: Path) 
         train_transformer_run(files["cache"], files["vae"], tmp_path / "b", mixed, clips=clips, **quiet)
     with pytest.raises(ValueError, match="clips_fraction"):
         train_transformer_run(files["cache"], files["vae"], tmp_path / "c", mixed, **quiet)
+
+
+def test_an_assembled_world_model_warm_starts_a_run_and_a_tampered_one_is_refused(files, tmp_path: Path) -> None:
+    import json
+
+    from eva_runtime.file_hash import file_sha256
+    from eva_runtime.training.wm_assemble import assemble_world_model
+    from eva_runtime.training.wm_transformer_run import train_transformer_run
+
+    quiet = {"log": lambda _: None}
+    train_transformer_run(files["cache"], files["vae"], tmp_path / "first", _run(steps=2), **quiet)
+    model = tmp_path / "model"
+    assemble_world_model(tmp_path / "first", files["cache"], model)
+    frozen = tmp_path / "frozen"  # learning rate 0: it saves exactly the assembled model's transformer
+    train_transformer_run(files["cache"], files["vae"], frozen, _run(steps=2, lr=0.0), init=model, **quiet)
+    a = _weights(model / "transformer" / "diffusion_pytorch_model.safetensors")
+    b = _weights(frozen / "transformer.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    settings = json.loads((frozen / "run.json").read_text())["settings"]
+    assert settings["init_sha256"] == file_sha256(model / "eva_hashes.json")
+    weights = model / "transformer" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        train_transformer_run(files["cache"], files["vae"], tmp_path / "bad", _run(steps=2), init=model, **quiet)
+
+
+def test_end_padding_adds_clips_that_start_past_the_end_of_the_task(files) -> None:
+    from eva_runtime.training.video_cache import load_video_cache
+    from eva_runtime.training.wm_run_samples import padded_clips
+
+    videos = load_video_cache(files["cache"]).videos
+    run = _run()
+    clip = run.history_frames - 1 + run.horizon
+    for end_padding in (2, 12):
+        padded, pairs = padded_clips(videos, run.history_frames, end_padding, clip, 1)
+        last_now = max(start for _, start in pairs)  # the clip's newest observed frame, in episode frames
+        assert last_now == len(videos[0].frames) + end_padding - run.horizon
+        tail = padded[0][-end_padding:]
+        assert np.array_equal(tail, np.repeat(videos[0].frames[-1:], end_padding, 0))  # the resting final pose

@@ -74,7 +74,11 @@ def train_world_model_sft_run_command(
     ] = False,
     threads: PositiveIntOption = 2,
     init: Annotated[
-        Path | None, typer.Option(help="Warm start from a saved transformer of the same shape (fresh optimizer).")
+        Path | None,
+        typer.Option(
+            help="Warm start (fresh optimizer) from a saved transformer of the same shape, or from an assembled"
+            " world-model directory (hash-verified; its transformer)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, or cuda on a GPU machine.")] = "cpu",
     warmup: Annotated[int, typer.Option(min=1, help="Learning-rate warm-up steps.")] = 300,
@@ -90,6 +94,14 @@ def train_world_model_sft_run_command(
     seed: Annotated[
         int, typer.Option(min=0, help="Seeds batches, noise and timesteps (a warm start wants a new one).")
     ] = 0,
+    end_padding: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Frames of the final (resting) pose appended to each episode: clips then start from states up to"
+            " end + padding - horizon, so the model learns what follows the end of the task (holding still).",
+        ),
+    ] = 16,
     ema_decay: Annotated[
         float,
         typer.Option(
@@ -114,6 +126,7 @@ def train_world_model_sft_run_command(
         clips_fraction=clips_fraction,
         seed=seed,
         ema_decay=ema_decay,
+        end_padding=end_padding,
     )
     try:
         train_transformer_run(

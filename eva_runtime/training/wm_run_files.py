@@ -15,7 +15,16 @@ from eva_runtime.file_hash import file_sha256
 if TYPE_CHECKING:
     from eva_runtime.training.wm_transformer_run import TransformerRun
 
-__all__ = ["FORMAT", "check_resume", "file_sha256", "load_initial_weights", "load_state", "save_state", "write_json"]
+__all__ = [
+    "FORMAT",
+    "check_resume",
+    "file_sha256",
+    "initial_weights_sha256",
+    "load_initial_weights",
+    "load_state",
+    "save_state",
+    "write_json",
+]
 
 FORMAT = "eva-runtime/wm-transformer-run-v1"
 
@@ -84,18 +93,33 @@ def write_json(path: Path, value: dict) -> None:
     write_text_atomically(path, json.dumps(value, indent=2, default=str))
 
 
+def initial_weights_sha256(init: Path) -> str:
+    """What identifies a warm start: a saved transformer's file hash, or an assembled world model's eva_hashes.json
+    hash (which pins every file under it)."""
+    return file_sha256(init / "eva_hashes.json") if init.is_dir() else file_sha256(init)
+
+
 def load_initial_weights(model, config, init: Path, expected_sha: str) -> None:
-    """Load a saved transformer into `model`; refused when its hash or its architecture differs."""
+    """Load a saved transformer, or the transformer of an assembled (hash-verified) world-model directory, into
+    `model`; refused when a hash or the architecture differs."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    sidecar = Path(str(init) + ".sha256")
-    if sidecar.is_file() and sidecar.read_text().split()[0] != expected_sha:
-        raise ValueError(f"{init}: SHA-256 does not match {sidecar.name}; refusing a corrupted initialisation")
-    with safe_open(str(init), framework="pt") as handle:
-        saved = json.loads((handle.metadata() or {}).get("config", "{}"))
+    if init.is_dir():
+        from eva_runtime.world_model.wan.model_files import verify_hashes
+
+        verify_hashes(init)
+        saved = json.loads((init / "eva_world_model.json").read_text()).get("config", {})
+        weights = init / "transformer" / "diffusion_pytorch_model.safetensors"
+    else:
+        sidecar = Path(str(init) + ".sha256")
+        if sidecar.is_file() and sidecar.read_text().split()[0] != expected_sha:
+            raise ValueError(f"{init}: SHA-256 does not match {sidecar.name}; refusing a corrupted initialisation")
+        with safe_open(str(init), framework="pt") as handle:
+            saved = json.loads((handle.metadata() or {}).get("config", "{}"))
+        weights = init
     wanted = json.loads(json.dumps(config.as_dict()))
     differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k != "vocabulary")
     if differing:
         raise ValueError(f"{init}: a transformer of another shape ({', '.join(differing)} differ)")
-    model.load_state_dict(load_file(str(init)), strict=True)
+    model.load_state_dict(load_file(str(weights)), strict=True)

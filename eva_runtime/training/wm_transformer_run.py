@@ -38,6 +38,7 @@ from eva_runtime.training.wm_loss_weights import training_weights
 from eva_runtime.training.wm_run_files import (
     FORMAT,
     check_resume,
+    initial_weights_sha256,
     load_initial_weights,
     load_state,
     save_state,
@@ -228,7 +229,7 @@ def train_transformer_run(
     its `.sha256` sidecar when there is one) with a fresh optimizer: a warm start, part of the run's identity.
     `clips`: a clip set (`dagger_labels.py`) that `run.clips_fraction` of every batch comes from."""
     if init is not None:
-        run = dataclasses.replace(run, init_sha256=file_sha256(Path(init)))
+        run = dataclasses.replace(run, init_sha256=initial_weights_sha256(Path(init)))
     if (clips is None) != (run.clips_fraction == 0):
         raise ValueError("a clip set needs clips_fraction in (0, 1), and clips_fraction needs a clip set")
     if clips is not None:
