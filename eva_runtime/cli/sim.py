@@ -51,6 +51,14 @@ def sim_record(
     successful_only: Annotated[
         bool, typer.Option(help="Write only the episodes the expert completed (the others are counted).")
     ] = False,
+    episode_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Control ticks per episode (default: the task's; longer ones record the expert holding its final"
+            " pose, as a closed-loop episode that runs past the task's end sees it).",
+        ),
+    ] = None,
 ) -> None:
     """Record scripted-expert demonstrations (vendor HDF5 layout, three cameras, qpos, action)."""
     from rich.progress import Progress
@@ -70,7 +78,7 @@ def sim_record(
 
         recorded = record_demonstrations(
             robot, episodes, out, fps=fps, first_seed=first_seed, on_episode=advance,
-            variation=variation, successful_only=successful_only,
+            variation=variation, successful_only=successful_only, max_steps=episode_steps,
         )  # fmt: skip
     robot.disconnect()
     if not recorded:
