@@ -109,6 +109,8 @@ def load_initial_weights(model, config, init: Path, expected_sha: str) -> None:
         from eva_runtime.world_model.wan.model_files import verify_hashes
 
         verify_hashes(init)
+        if initial_weights_sha256(init) != expected_sha:  # changed since the run's identity was taken
+            raise ValueError(f"{init}: eva_hashes.json is not the one this run started from; refusing it")
         saved = json.loads((init / "eva_world_model.json").read_text()).get("config", {})
         weights = init / "transformer" / "diffusion_pytorch_model.safetensors"
     else:
