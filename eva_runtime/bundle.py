@@ -11,6 +11,7 @@ the field. No torch is imported here: this runs on the robot.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 from collections.abc import Mapping
@@ -30,7 +31,16 @@ from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.config import IdmConfig
 from eva_runtime.idm.decoder import FORMAT as IDM_FORMAT
 
-__all__ = ["FORMAT", "MANIFEST", "Bundle", "BundleError", "Manifest", "create_bundle", "load_bundle"]
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "Bundle",
+    "BundleError",
+    "Manifest",
+    "bundle_content_sha256",
+    "create_bundle",
+    "load_bundle",
+]
 
 FORMAT = "eva-runtime/bundle-v1"
 MANIFEST = "manifest.yaml"
@@ -352,3 +362,20 @@ def load_bundle(path: Path, embodiment: Embodiment | None = None) -> Bundle:
         if actual != stated_value:
             raise BundleError(f"{path}: idm.{field}: the manifest says {stated_value!r}, the ONNX file says {actual!r}")
     return Bundle(path, manifest, MappingProxyType(files), robot, hashlib.sha256(data).hexdigest())
+
+
+def bundle_content_sha256(path: Path) -> str:
+    """What a bundle deploys, as one hash: its manifest without the creation time, in a canonical form. The manifest
+    pins every file by its SHA-256, so two bundles built from the same files and settings share this hash however
+    long apart they were built, and any change to a file or a setting changes it. (The manifest file's own hash,
+    `Bundle.manifest_sha256`, also changes with the time of building.)"""
+    manifest = Path(path) / MANIFEST
+    try:
+        fields = yaml.safe_load(manifest.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise BundleError(f"{manifest}: cannot read the manifest ({error})") from None
+    if not isinstance(fields, dict):
+        raise BundleError(f"{manifest}: not a mapping")
+    fields.pop("created", None)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

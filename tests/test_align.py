@@ -221,3 +221,27 @@ def test_closed_loop_conditions_need_the_task_reward(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"base": "b", "bundle": "x", "data": "d", "closed_loop": {"states": "s"}}))
     with pytest.raises(AlignConfigError, match="closed_loop needs task_reward"):
         load_align_config(path)
+
+
+def test_a_resumption_accepts_a_rebuilt_bundle_and_refuses_a_changed_one(tmp_path: Path) -> None:
+    import shutil
+
+    from eva_runtime.training.align_config import load_align_config
+    from eva_runtime.training.align_state import claim_run
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle)
+    config = load_align_config(_config(tmp_path, bundle=str(bundle)))
+    out = tmp_path / "run"
+    claim_run(out, config, resume=False)
+    (out / "last").mkdir()
+    (out / "last" / "state.json").write_text("{}")  # a checkpoint exists: the next claim is a resumption
+    manifest = bundle / "manifest.yaml"
+    data = yaml.safe_load(manifest.read_text())
+    data["created"] = "2031-01-01T00:00:00Z"  # rebuilt later from the same files
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    claim_run(out, config, resume=True)
+    data["reward"]["p0"] = data["reward"]["p0"] * 2  # another calibration: another bundle
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ValueError, match="'bundle content'"):
+        claim_run(out, config, resume=True)

@@ -256,3 +256,20 @@ def test_cli_verify_refuses_a_tampered_bundle_and_a_wrong_robot(bundle_dir: Path
     assert result.exit_code == 1
     assert "error:" in result.output and f"idm.onnx has SHA-256 {sha256(target)}" in result.output
     assert "OK" not in result.output
+
+
+def test_the_content_hash_ignores_the_build_time_and_sees_every_setting(
+    bundle_dir: Path, idm_onnx: Path, tmp_path: Path
+) -> None:
+    from eva_runtime.bundle import bundle_content_sha256
+
+    first = bundle_content_sha256(bundle_dir)
+    again = tmp_path / "again"
+    create_bundle(again, idm_onnx, ALOHA, WORLD_MODEL, REWARD)
+    edit_manifest(again, lambda data: data.__setitem__("created", "2020-01-01T00:00:00Z"))
+    assert load_bundle(again).manifest_sha256 != load_bundle(bundle_dir).manifest_sha256
+    assert bundle_content_sha256(again) == first  # the same files and settings, built at another time
+    edit_manifest(again, lambda data: data["world_model"].__setitem__("horizon", data["world_model"]["horizon"] + 4))
+    assert bundle_content_sha256(again) != first
+    with pytest.raises(BundleError, match="manifest"):
+        bundle_content_sha256(tmp_path / "no_bundle")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from eva_runtime.atomic_file import write_text_atomically
+from eva_runtime.bundle import bundle_content_sha256
 from eva_runtime.file_hash import file_sha256
 
 __all__ = ["claim_run", "load_state", "save_state"]
@@ -23,11 +24,12 @@ def claim_run(out: Path, config, resume: bool) -> dict:
 
     settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
     files = {"base eva_hashes.json": Path(config.base) / "eva_hashes.json"}
-    files["bundle manifest.yaml"] = Path(config.bundle) / "manifest.yaml"
     if config.closed_loop is not None:
         files["closed_loop states"] = Path(config.closed_loop.states)
     identity = {"format": RUN_FORMAT, "settings": settings}
     identity["sha256"] = {name: file_sha256(path) for name, path in files.items() if path.is_file()}
+    # The bundle by what it deploys, not by when it was built: a bundle rebuilt from the same files may resume.
+    identity["sha256"]["bundle content"] = bundle_content_sha256(Path(config.bundle))
     path = out / "run.json"
     if resume and (out / "last" / "state.json").is_file():
         if not path.is_file():
