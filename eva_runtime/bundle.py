@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eva_runtime.atomic_file import write_text_atomically
-from eva_runtime.config_files import parse_yaml, validate
+from eva_runtime.config_files import load_yaml, parse_yaml, validate
 from eva_runtime.embodiment import Embodiment, EmbodimentError, load_embodiment
 from eva_runtime.file_hash import file_sha256
 from eva_runtime.idm.config import IdmConfig
@@ -369,13 +369,7 @@ def bundle_content_sha256(path: Path) -> str:
     pins every file by its SHA-256, so two bundles built from the same files and settings share this hash however
     long apart they were built, and any change to a file or a setting changes it. (The manifest file's own hash,
     `Bundle.manifest_sha256`, also changes with the time of building.)"""
-    manifest = Path(path) / MANIFEST
-    try:
-        fields = yaml.safe_load(manifest.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise BundleError(f"{manifest}: cannot read the manifest ({error})") from None
-    if not isinstance(fields, dict):
-        raise BundleError(f"{manifest}: not a mapping")
+    fields = load_yaml(Path(path) / MANIFEST, what="the bundle manifest", error=BundleError)
     fields.pop("created", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -226,7 +226,8 @@ def train_transformer_run(
     """Train (or continue) into `out`; returns the recipe-layout report. `stop_after` ends this call after that
     many steps (a test's stand-in for a killed job: the checkpoint is whatever was last saved). `init`: start
     from a saved transformer of the same shape (an earlier run's `transformer.safetensors`, hash-checked against
-    its `.sha256` sidecar when there is one) with a fresh optimizer: a warm start, part of the run's identity.
+    its `.sha256` sidecar when there is one, or an assembled world-model directory, checked against its
+    eva_hashes.json) with a fresh optimizer: a warm start, part of the run's identity.
     `clips`: a clip set (`dagger_labels.py`) that `run.clips_fraction` of every batch comes from."""
     if init is not None:
         run = dataclasses.replace(run, init_sha256=initial_weights_sha256(Path(init)))
