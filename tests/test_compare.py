@@ -124,3 +124,64 @@ def test_the_shipped_wan_bundle_verifies_and_imagines_the_configured_horizon() -
     instruction = task_spec("transfer_cube").instruction
     rollout = model.rollout(RolloutRequest({"cam_high": frame}, instruction, entry.horizon, seed=0, samples=2))
     assert rollout.frames["cam_high"].shape == (2, entry.horizon, 64, 64, 3)
+
+
+def test_best_of_n_open_loop_keeps_the_rollout_the_gate_would_execute(wan_bundle: Path, tmp_path: Path) -> None:
+    from eva_runtime.control.sim_runtime import world_model_spec
+    from eva_runtime.idm.decoder import IdmDecoder
+    from eva_runtime.training.wm_data import load_videos
+    from eva_runtime.world_model.comparison import reward_config_of
+    from eva_runtime.world_model.evaluation import evaluate_world_model
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    deployed = load_bundle(wan_bundle)
+    model = load_wan_world_model(world_model_spec(deployed, task="", threads=1))
+    decoder = IdmDecoder(deployed.idm_path, deployed.hashes()["idm"])
+    videos = load_videos(write_square_episodes(tmp_path / "data", count=2, frames=40), "cam_high", 12.5, (64, 64))
+    reward = reward_config_of(deployed)
+    runs = {
+        best_of: evaluate_world_model(model, decoder, reward, videos, [0, 4], 9, samples=3, best_of=best_of)
+        for best_of in (False, True)
+    }
+    for mean, best in zip(runs[False], runs[True], strict=True):
+        assert (mean.episode, mean.start) == (best.episode, best.start)  # the same three rollouts, seeded alike
+        assert best.model["reward"] >= mean.model["reward"] - 1e-9  # the best of three is never below their mean
+        assert best.truth == mean.truth
+    assert any(b.model["reward"] > m.model["reward"] + 1e-6 for m, b in zip(runs[False], runs[True], strict=True))
+
+
+def test_the_ladder_measures_each_rung_open_loop_as_it_runs(wan_bundle: Path, tmp_path: Path) -> None:
+    data = write_square_episodes(tmp_path / "data", count=2, frames=40)
+    config = tmp_path / "configs" / "ladder.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "rungs:\n"
+        f"  - {{name: oracle, bundle: {ORACLE}}}\n"
+        f"  - {{name: oracle slowed, bundle: {ORACLE}, degrade: {{motion_scale: 0.5}}}}\n"
+        f"  - {{name: tiny best of 2, bundle: {wan_bundle}, samples: 2}}\n"
+    )
+    out = tmp_path / "ladder"
+    arguments = ["eval", "ladder", "--config", str(config), "--out", str(out), "--episodes", "1"]
+    arguments += ["--episode-steps", "20", "--open-loop-data", str(data), "--open-loop-episodes", "2"]
+    arguments += ["--starts", "0,4", "--horizon", "9"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    rows = {row["rung"]: row for row in json.loads((out / "ladder.json").read_text())}
+    assert rows["oracle"]["open_loop"]["psnr_db"] is None  # the recorded future itself
+    assert "open_loop" not in rows["oracle slowed"]  # an instrument on the oracle's frames: closed loop only
+    tiny = rows["tiny best of 2"]["open_loop"]
+    assert tiny["conditions"] == 4 and tiny["samples"] == 2
+    mean, low, high = tiny["reward"]
+    assert low <= mean <= high and 0.0 <= tiny["plausible"][0] <= 1.0 and tiny["psnr_db"][0] > 0.0
+    assert all(row["episodes"] == 1 for row in rows.values())  # and each rung still ran closed loop
+    table = (out / "ladder.md").read_text()
+    assert "Open loop, 4 held-out conditions" in table
+    assert "| oracle | exact |" in table and "| tiny best of 2 |" in table and "| oracle slowed | exact" not in table
+
+
+def test_a_bad_open_loop_start_list_is_refused(tmp_path: Path) -> None:
+    arguments = ["eval", "ladder", "--config", str(REPOSITORY / "configs" / "ladder_transfer_cube.yaml")]
+    arguments += ["--out", str(tmp_path / "ladder"), "--open-loop-data", str(tmp_path), "--starts", "0,x"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2 and "--starts" in result.output
+    assert not (tmp_path / "ladder" / "ladder.json").exists()

@@ -21,9 +21,17 @@ def eval_ladder_command(
     episode_steps: Annotated[
         int | None, typer.Option(min=1, help="Control ticks per episode (default: the YAML's, 400 = 8 s).")
     ] = None,
+    open_loop_data: Annotated[
+        Path | None,
+        typer.Option(help="Also measure each rung open loop on these held-out recordings (PSNR, reward, motion)."),
+    ] = None,
+    open_loop_episodes: Annotated[int, typer.Option(min=1, help="Held-out recordings used open loop.")] = 10,
+    starts: Annotated[str, typer.Option(help="Open-loop start frames (model fps), comma-separated.")] = "0,16,32,48",
+    horizon: Annotated[int, typer.Option(min=2, help="Open-loop imagined frames.")] = 37,
 ) -> None:
     """Closed loop on the same seeds for every rung: oracle, oracle degraded (VAE, motion, blur, jitter), learned
-    models and best-of-N; each rung's result is merged into OUT/ladder.json as it finishes (re-run replaces it)."""
+    models and best-of-N; each rung's result is merged into OUT/ladder.json as it finishes (re-run replaces it).
+    With --open-loop-data each rung is first measured open loop as it runs (its history, best-of-N)."""
     from eva_runtime.world_model.ladder import LadderConfigError, load_ladder, run_ladder
 
     try:
@@ -37,8 +45,23 @@ def eval_ladder_command(
         console.print(f"[red]error:[/red] unknown rungs {unknown}; the config has {[r.name for r in loaded.rungs]}")
         raise typer.Exit(2)
     root = config.resolve().parent.parent
-    run_ladder(loaded, root, out, episodes, only, episode_steps, log=console.print)
+    measure = None
+    if open_loop_data is not None:
+        from eva_runtime.world_model.ladder_open_loop import OpenLoopConditions, RungOpenLoop
+
+        conditions = OpenLoopConditions(open_loop_data, open_loop_episodes, _frames(starts), horizon)
+        first = next(r for r in loaded.rungs if not only or r.name in only)
+        measure = RungOpenLoop(conditions, root / first.bundle)
+    run_ladder(loaded, root, out, episodes, only, episode_steps, log=console.print, open_loop=measure)
     console.print((out / "ladder.md").read_text())
+
+
+def _frames(starts: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in starts.split(","))
+    except ValueError:
+        console.print(f"[red]error:[/red] --starts takes comma-separated frame numbers, got {starts!r}")
+        raise typer.Exit(2) from None
 
 
 @eval_app.command("paired")

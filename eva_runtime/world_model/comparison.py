@@ -41,11 +41,21 @@ def reward_config_of(bundle):
 
 
 def open_loop(
-    bundle, videos, starts, horizon: int, seed: int = 0, threads: int | None = None, reward_config=None
+    bundle,
+    videos,
+    starts,
+    horizon: int,
+    seed: int = 0,
+    threads: int | None = None,
+    reward_config=None,
+    samples: int = 1,
+    history_frames: int | None = None,
 ) -> dict:
     """Summary of `evaluate_world_model` for a Wan bundle, or of the recorded futures for the oracle.
 
     `reward_config`: score with these constants instead of the bundle's (rows of one table must share one P0).
+    `samples` > 1: best-of-N, the row of the rollout the gate executes. The model sees as many observed frames as
+    on the robot (its bundle's history, or `history_frames`).
     """
     from eva_runtime.control.sim_runtime import world_model_spec
     from eva_runtime.idm.decoder import IdmDecoder
@@ -66,8 +76,12 @@ def open_loop(
         return {"conditions": len(rows), "psnr_db": None, "model": summary}
     from eva_runtime.world_model.wan.backend import load_wan_world_model
 
-    model = load_wan_world_model(world_model_spec(bundle, task="", threads=threads))
-    results = evaluate_world_model(model, decoder, config, videos, starts, horizon, seed=seed)
+    spec = world_model_spec(bundle, task="", threads=threads)
+    model = load_wan_world_model(spec | ({} if history_frames is None else {"history_frames": history_frames}))
+    history = model.settings.history_frames
+    results = evaluate_world_model(
+        model, decoder, config, videos, starts, horizon, samples, seed, history_frames=history, best_of=samples > 1
+    )
     summary = summarise(results)
     return {"conditions": summary["conditions"], "psnr_db": summary["psnr_db"], "model": summary["model"]}
 

@@ -103,6 +103,7 @@ def evaluate_world_model(
     samples: int = 1,
     seed: int = 0,
     history_frames: int = 1,
+    best_of: bool = False,
     smooth: int = 3,
     keep_actions: list | None = None,
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -113,7 +114,7 @@ def evaluate_world_model(
     `reference(truth)`: another video of the same future (e.g. the recording through the model's VAE), scored the
     same way, so a model's errors can be set beside what its VAE alone costs. `progress` (a TaskProgress): every
     decoded plan of a seeded episode is also played from the replayed start (control step = frame x
-    `steps_per_frame`)."""
+    `steps_per_frame`). `best_of`: keep only the rollout the planner's gate executes, else the samples' mean."""
     camera = model.cameras[0]
     results = []
     for index, video in enumerate(videos):
@@ -134,11 +135,12 @@ def evaluate_world_model(
             future = slice(start, start + horizon)
             play = _player(progress, video, start, steps_per_frame, model.fps)
             scored = _Scorer(decoder, reward, smooth, camera, video.frames[future], video.actions[future], play)
-            model_rows, model_actions = scored.decoded(rollout.frames[camera])
+            imagined = rollout.frames[camera]
+            model_rows, model_actions, imagined = _chosen(*scored.decoded(imagined), imagined, best_of)
             if keep_actions is not None:
                 keep_actions.extend(model_actions)
             other = None if reference is None else _mean_rows(scored.decoded(reference(scored.truth)[None])[0])
-            per_frame = scored.psnr_by_frame(rollout.frames[camera])
+            per_frame = scored.psnr_by_frame(imagined)
             results.append(
                 ConditionResult(
                     video.name,
@@ -152,6 +154,16 @@ def evaluate_world_model(
                 )
             )
     return results
+
+
+def _chosen(rows: list[dict], actions: list[np.ndarray], frames: np.ndarray, best_of: bool):
+    """The rows, actions and (G, T, H, W, 3) frames that count for a condition: all samples, or the gate's pick
+    (the highest reward; a NaN reward never wins)."""
+    if not best_of or len(rows) == 1:
+        return rows, actions, frames
+    rewards = np.array([row["reward"] for row in rows])
+    best = int(np.argmax(np.where(np.isfinite(rewards), rewards, -np.inf)))
+    return [rows[best]], [actions[best]], frames[best : best + 1]
 
 
 def _player(progress, video, start: int, steps_per_frame: int, fps: float):

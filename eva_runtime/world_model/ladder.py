@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from eva_runtime.config_files import ConfigFileError, load_model
 from eva_runtime.control.gripper_latch import checked_band
 from eva_runtime.records.success_rate import wilson_interval
+from eva_runtime.world_model.ladder_open_loop import render_open_loop
 
 __all__ = ["LadderConfig", "LadderConfigError", "load_ladder", "render_ladder", "run_ladder"]
 
@@ -100,8 +101,11 @@ def run_ladder(
     only: tuple[str, ...] = (),
     episode_steps: int | None = None,
     log: Callable[[str], None] = print,
+    open_loop: Callable[[Path, int, int | None, bool], dict | None] | None = None,
 ) -> list[dict]:
-    """Run every rung (or those named in `only`), appending each result to OUT/ladder.json as it finishes."""
+    """Run every rung (or those named in `only`), appending each result to OUT/ladder.json as it finishes.
+    `open_loop(bundle, samples, history_frames, degraded)`: each rung's open-loop cells, measured before its closed
+    loop (never beside it: both want the cores), e.g. `ladder_open_loop.RungOpenLoop`."""
     from eva_runtime.control.sim_session import run_sim_episodes
 
     out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +119,10 @@ def run_ladder(
         degrade = dict(rung.degrade)
         if "vae" in degrade:
             degrade["vae"] = _resolve(root, degrade["vae"])
+        bundle = Path(_resolve(root, rung.bundle))
+        imagined = None if open_loop is None else open_loop(bundle, rung.samples, rung.history_frames, bool(degrade))
         result = run_sim_episodes(
-            Path(_resolve(root, rung.bundle)),
+            bundle,
             config.task,
             count,
             config.first_seed,
@@ -133,6 +139,8 @@ def run_ladder(
         row["per_episode"] = list(result.per_episode)
         row["per_episode_stage"] = list(result.per_episode_stage)
         row["per_episode_reach_m"] = list(result.per_episode_reach_m)
+        if imagined is not None:
+            row["open_loop"] = imagined
         results = [r for r in results if r["rung"] != rung.name] + [row]
         results_path.write_text(json.dumps(results, indent=2))
         log(f"{rung.name}: {result.successes}/{result.episodes} [{low:.2f}, {high:.2f}]")
@@ -148,7 +156,8 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
         "| nominal interventions / joint-tick | closest reach p50 | episodes reaching each stage |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for row in sorted(results, key=lambda r: order.get(r["rung"], len(order))):
+    ordered = sorted(results, key=lambda r: order.get(r["rung"], len(order)))
+    for row in ordered:
         low, high = row["wilson95"]
         latency = row.get("planning_latency_p50_s")
         score = row.get("mean_score")
@@ -165,7 +174,7 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
             f"{_centimetres(row.get('closest_reach_p50_m'))} | "
             f"{_funnel(row.get('stages_reached'))} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + render_open_loop(ordered)) + "\n"
 
 
 def _funnel(stages_reached: dict[str, int] | None) -> str:
