@@ -216,7 +216,14 @@ def eval_compare_command(
 ) -> None:
     """Oracle / SFT / aligned side by side: open-loop executability and PSNR, closed-loop success (Wilson 95 %)."""
     from eva_runtime.bundle import load_bundle
-    from eva_runtime.world_model.comparison import closed_loop, open_loop, plot, render_table, reward_config_of
+    from eva_runtime.world_model.comparison import (
+        closed_loop,
+        held_out_videos,
+        open_loop,
+        plot,
+        render_table,
+        reward_config_of,
+    )
 
     set_torch_threads(threads)
     pairs = _name_directory_pairs(bundles)
@@ -230,7 +237,7 @@ def eval_compare_command(
     console.print(f"every row scored with the reward of {scorer!r} (P0 {reward_config.p0:g})")
     for name, directory in pairs:
         deployed = loaded[name]
-        videos = _held_out_videos(deployed, data, episodes, videos_cache)
+        videos = held_out_videos(deployed, data, episodes, videos_cache)
         console.print(f"[bold]{name}[/bold]: open loop on {len(videos)} held-out episodes")
         summary = open_loop(deployed, videos, start_frames, horizon, reward_config=reward_config)
         rows[name] = {"bundle": directory, "reward_from": scorer, "open_loop": summary}
@@ -266,16 +273,3 @@ def _scoring_bundle(loaded: dict[str, Bundle], reward_from: str | None, first: s
         console.print(f"[red]error:[/red] --reward-from {scorer!r} is not one of {', '.join(loaded)}")
         raise typer.Exit(2)
     return scorer
-
-
-def _held_out_videos(deployed: Bundle, data: Path, episodes: int, cache: dict) -> list[Any]:
-    """DATA's first EPISODES videos as the bundle's IDM sees them; bundles reading alike share one load via CACHE."""
-    from eva_runtime.training.wm_data import load_videos
-
-    fps = deployed.manifest.world_model.fps
-    size = tuple(deployed.manifest.idm.image_size)
-    camera = deployed.manifest.idm.cameras[0]
-    key = (camera, fps, size)
-    if key not in cache:
-        cache[key] = load_videos(data, camera, fps, size)[:episodes]
-    return cache[key]

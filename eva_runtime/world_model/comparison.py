@@ -17,7 +17,7 @@ import numpy as np
 
 from eva_runtime.records.success_rate import wilson_interval
 
-__all__ = ["ClosedLoop", "closed_loop", "open_loop", "render_table", "reward_config_of"]
+__all__ = ["ClosedLoop", "closed_loop", "held_out_videos", "open_loop", "render_table", "reward_config_of"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ def reward_config_of(bundle):
     stated = bundle.manifest.reward
     fps = bundle.manifest.idm.fps
     return RewardConfig.from_embodiment(bundle.embodiment, fps, p0=stated.p0, form=stated.form, gamma=stated.gamma)
+
+
+def held_out_videos(bundle, data: Path, episodes: int, cache: dict) -> list:
+    """DATA's first EPISODES videos as the bundle's IDM sees them; bundles reading alike share one load via CACHE."""
+    from eva_runtime.training.wm_data import load_videos
+
+    key = (bundle.manifest.idm.cameras[0], bundle.manifest.world_model.fps, tuple(bundle.manifest.idm.image_size))
+    if key not in cache:
+        cache[key] = load_videos(data, *key)[:episodes]
+    return cache[key]
 
 
 def open_loop(

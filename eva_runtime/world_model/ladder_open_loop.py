@@ -38,14 +38,14 @@ class RungOpenLoop:
 
     conditions: OpenLoopConditions
     reward_bundle: Path  # whose reward constants score every row
-    _videos: dict = field(default_factory=dict)
-    _reward: object | None = None
+    _videos: dict = field(default_factory=dict, init=False)
+    _reward: object | None = field(default=None, init=False)
 
     def __call__(self, bundle_dir: Path, samples: int, history_frames: int | None, degraded: bool) -> dict | None:
         if degraded:
             return None
         from eva_runtime.bundle import load_bundle
-        from eva_runtime.world_model.comparison import open_loop, reward_config_of
+        from eva_runtime.world_model.comparison import held_out_videos, open_loop, reward_config_of
 
         if self._reward is None:
             self._reward = reward_config_of(load_bundle(self.reward_bundle))
@@ -53,7 +53,7 @@ class RungOpenLoop:
         c = self.conditions
         summary = open_loop(
             bundle,
-            self._held_out(bundle),
+            held_out_videos(bundle, c.data, c.episodes, self._videos),
             list(c.starts),
             c.horizon,
             threads=c.threads,
@@ -62,15 +62,6 @@ class RungOpenLoop:
             history_frames=history_frames,
         )
         return open_loop_cells(summary, samples)
-
-    def _held_out(self, bundle) -> list:
-        from eva_runtime.training.wm_data import load_videos
-
-        manifest = bundle.manifest
-        key = (manifest.idm.cameras[0], manifest.world_model.fps, tuple(manifest.idm.image_size))
-        if key not in self._videos:
-            self._videos[key] = load_videos(self.conditions.data, *key)[: self.conditions.episodes]
-        return self._videos[key]
 
 
 def open_loop_cells(summary: dict, samples: int) -> dict:
