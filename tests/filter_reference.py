@@ -70,6 +70,10 @@ class Intervention:
     applied: float
 
 
+# Contract change of 2026-12-07: a shorter interval is refused as a clock fault (subnormal ones made NaN commands).
+MIN_TICK_INTERVAL_S = 1e-6
+
+
 @dataclass(frozen=True, slots=True)
 class FilterState:
     """What the filter remembers between ticks. Arrays are never mutated after construction."""
@@ -177,7 +181,7 @@ def _tick_interval(
 ) -> float | None:
     """The interval the rates use (capped at the longest tick); ``None`` when time did not advance."""
     interval = request.time - state.time
-    if not interval > 0.0:  # also catches NaN: time must advance for a rate to mean anything
+    if not interval >= MIN_TICK_INTERVAL_S:  # also catches NaN: time must advance for a rate to mean anything
         report.append(Intervention(Check.CLOCK, "*", float(interval), 0.0))
         return None
     dt = min(interval, limits.max_tick_interval_s)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from eva_runtime.safety import Check, FilterRequest, FilterState, SafetyFilter, SafetyLimits, filter_step, reset_state
+from eva_runtime.safety.filter import MIN_TICK_INTERVAL_S
 
 TOL = 1e-9
 
@@ -282,6 +283,29 @@ def test_time_that_does_not_advance_repeats_the_last_command(limits: SafetyLimit
     for time in (state.time, state.time - 1.0, float("nan")):
         result = filter_step(limits, state, FilterRequest(time=time, target=state.command + 1.0))
         assert result.state is state and Check.CLOCK in checks(result)
+
+
+def test_an_interval_too_short_for_a_rate_is_a_clock_fault_not_a_nan(limits: SafetyLimits) -> None:
+    # Subnormal intervals once overflowed the rates to inf and the command to NaN.
+    state = moving_state(limits)
+    for interval in (5e-324, 1e-300, 1e-12, 0.999 * MIN_TICK_INTERVAL_S):
+        result = filter_step(limits, state, FilterRequest(time=state.time + interval, target=state.command + 1.0))
+        assert result.state is state and Check.CLOCK in checks(result)
+    result = filter_step(limits, state, FilterRequest(time=state.time + MIN_TICK_INTERVAL_S, target=state.command))
+    assert result.state is not state and np.all(np.isfinite(result.command))
+    assert np.all(np.isfinite(result.state.velocity))
+
+
+def test_strided_and_read_only_inputs_filter_like_fresh_arrays(limits: SafetyLimits) -> None:
+    # The compiled kernel takes any 1-D float64 layout; a view of a larger array must not read its neighbours.
+    state = state_at(limits, mid_pose(limits))
+    target = mid_pose(limits) + 0.01
+    strided = np.repeat(target, 2)[::2]
+    frozen = target.copy()
+    frozen.setflags(write=False)
+    expected = step(limits, state, target.copy()).command
+    for variant in (strided, frozen, target.tolist()):
+        assert np.array_equal(step(limits, state, variant).command, expected)
 
 
 def test_late_tick_is_not_a_license_for_a_big_step(limits: SafetyLimits) -> None:

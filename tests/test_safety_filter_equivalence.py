@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,12 +24,6 @@ from eva_runtime.safety.interventions import intervention
 
 from . import filter_reference as reference
 from .conftest import CALIBRATION
-
-# A subnormal tick interval overflows the rates to inf and then NaN in both filters alike (the command goes NaN:
-# a limit of the contract, not of the optimisation); the test holds them to the same bits there too.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
-)
 
 LIMITS = {
     name: SafetyLimits.from_embodiment(load_embodiment(CALIBRATION / f"{name}.yaml"))

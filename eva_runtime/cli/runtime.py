@@ -79,6 +79,14 @@ _InstructionOption = Annotated[str | None, typer.Option(help="The instruction (a
 _RealtimeOption = Annotated[
     bool, typer.Option(help="Ask for SCHED_FIFO on the loop's core; reports when the system does not permit it.")
 ]
+_CameraThreadOption = Annotated[
+    bool,
+    typer.Option(
+        "--camera-thread",
+        help="sim: render the cameras on a thread of their own at their fps (as a real robot's arrive), not inside "
+        "the tick that asks (needed for 200 Hz here: a render is longer than the period).",
+    ),
+]
 _TrackHeadroomOption = Annotated[
     float | None,
     typer.Option(
@@ -119,6 +127,7 @@ def run_command(
     live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
     realtime: _RealtimeOption = False,
     track_headroom: _TrackHeadroomOption = None,
+    camera_thread: _CameraThreadOption = False,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     if robot not in ("sim", "piper"):
@@ -132,7 +141,7 @@ def run_command(
         console.print(f"scheduler: {request_realtime()}")  # granted, or why not (the loop runs either way)
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
-    loop = _loop_changes(track_headroom)
+    loop = _loop_changes(track_headroom) | ({"stream_cameras": True} if camera_thread else {})
     sink = _start_live(live_port) if live else None
     try:
         run = (bundle_dir, task, episodes, first_seed, log, split, sync)

@@ -40,6 +40,10 @@ class LoopSettings:
     initial_latency_s: float = 0.8  # first guess of observation-to-plan time, then a running estimate
     pace: bool = True  # real-time pacing; off only for tests of logic, never for timing claims
     cameras: tuple[str, ...] = ("cam_high",)
+    # The simulated robot renders `cameras` on a thread of its own at their fps, as a real robot's cameras arrive
+    # (robots/sim_cameras.py), instead of inside the tick that asks: a render (5-14 ms here) is longer than a
+    # 200 Hz period. Off by default: every success rate in the README was measured with renders in the tick.
+    stream_cameras: bool = False
     pause_gc: bool = True  # no garbage collection inside a paced episode (control/realtime.py)
     # Grippers open or closed with hysteresis (control/gripper_latch.py): (close_below, open_above) as fractions
     # of each gripper's range; None: the decoded openings as they are.
@@ -53,6 +57,8 @@ class LoopSettings:
     def __post_init__(self) -> None:
         if self.track_headroom is not None:  # refused here, not first when a loop is built from these settings
             checked_headroom(self.track_headroom, "track_headroom (None: no tracker)")
+        if self.stream_cameras and not self.pace:  # unpaced, simulated time outruns a camera thread's renders
+            raise ValueError("stream_cameras needs real-time pacing (pace=True)")
 
     def tracker(self, limits: SafetyLimits) -> CapTracker | None:
         """The tracker between the executor and the safety filter, if these settings ask for one."""

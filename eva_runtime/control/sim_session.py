@@ -60,7 +60,8 @@ def run_sim_episodes(
     if max_steps is not None:  # the task's script needs ~330 of 400 ticks: a slow planner needs slack to finish
         settings = dataclasses.replace(settings, max_steps=max_steps)
     settings = dataclasses.replace(settings, **(loop or {}))
-    sim = MujocoRobot(load_embodiment(deployment.bundle.files["embodiment"]), task)
+    streamed = settings.cameras if settings.stream_cameras else ()
+    sim = MujocoRobot(load_embodiment(deployment.bundle.files["embodiment"]), task, streamed_cameras=streamed)
     sim.connect()
     try:
         process = deployment.start_planner()

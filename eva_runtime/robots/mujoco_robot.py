@@ -21,9 +21,18 @@ __all__ = ["MujocoRobot"]
 
 
 class MujocoRobot(RobotInterface):
-    def __init__(self, embodiment: Embodiment, task: str) -> None:
+    def __init__(self, embodiment: Embodiment, task: str, streamed_cameras: Sequence[str] = ()) -> None:
+        """`streamed_cameras`: cameras rendered on a thread of their own at their fps, as a real robot's arrive
+        (robots/sim_cameras.py; for real-time runs whose period is shorter than a render); the others render
+        when observed, inside the caller's tick."""
         self.embodiment = embodiment
         self.task_name = task
+        known = {camera.name: camera for camera in embodiment.cameras}
+        unknown = [name for name in streamed_cameras if name not in known]
+        if unknown:
+            raise RobotError(f"unknown camera(s) {unknown} to stream; this robot has {list(known)}")
+        self._streamed = tuple(known[name] for name in dict.fromkeys(streamed_cameras))
+        self._cameras = None  # StreamingCameras, while connected
         self._sim = None
         self._task = None
         self._furthest = 0
@@ -41,6 +50,10 @@ class MujocoRobot(RobotInterface):
                 f"embodiment {self.embodiment.name!r} runs at {self.embodiment.control_rate_hz} Hz but the simulation "
                 f"steps {1 / period:g} Hz"
             )
+        if self._streamed:
+            from eva_runtime.robots.sim_cameras import StreamingCameras
+
+            self._cameras = StreamingCameras(self._sim, self._streamed)
 
     @property
     def sim(self):
@@ -59,6 +72,8 @@ class MujocoRobot(RobotInterface):
         self.sim.reset(START_POSE if pose is None else pose, self._task.sample_objects(seed))
         self._furthest = 0
         self._closest = float("inf")
+        if self._cameras is not None:
+            self._cameras.restart()
 
     def success(self) -> bool:
         return self._task.success(self.sim)
@@ -84,8 +99,10 @@ class MujocoRobot(RobotInterface):
         unknown = [name for name in wanted if name not in known]
         if unknown:
             raise RobotError(f"unknown camera(s) {unknown}; this robot has {list(known)}")
-        frames = {}
+        frames = self._cameras.latest(wanted) if self._cameras is not None else {}
         for name in wanted:
+            if name in frames or name in self._cameras_streamed():
+                continue
             spec = known[name]
             frames[name] = CameraFrame(sim.render((name,), spec.height, spec.width)[name], stamp)
         return Observation(
@@ -95,11 +112,19 @@ class MujocoRobot(RobotInterface):
     def send(self, result: FilterResult) -> np.ndarray:
         command = check_command(self.embodiment, result)
         self.sim.apply(command)
+        if self._cameras is not None:
+            self._cameras.after_step(self.sim.time)
         self._furthest = max(self._furthest, self._task.stage(self.sim))
         self._closest = min(self._closest, self._task.reach_distance(self.sim))
         return command.copy()
 
+    def _cameras_streamed(self) -> tuple[str, ...]:
+        return self._cameras.names if self._cameras is not None else ()
+
     def disconnect(self) -> None:
+        if self._cameras is not None:
+            self._cameras.close()
+            self._cameras = None
         if self._sim is not None:
             self._sim.close()
         self._sim = None

@@ -24,8 +24,9 @@ bimanual vector (contract in docs/references.md §4):
 Jerk is not clamped here: a jerk-limited position filter overshoots a target that jumps, and an overshoot is
 worse than jerk in a safety component. Smoothness is the executor's and the reward's job.
 
-The arithmetic of steps 3-6 is in :mod:`eva_runtime.safety.motion`, arranged for speed (a tick costs numpy calls,
-not flops); tests/filter_reference.py keeps the straightforward version it must match bit for bit.
+The per-joint arithmetic of steps 1, 3-6 and 8 is one compiled loop (:mod:`eva_runtime.safety.kernel`): here
+are the types, shapes, time, staleness and the report. tests/filter_reference.py keeps the straightforward numpy
+version it must match bit for bit.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ from eva_runtime.safety.interventions import (
     intervention,
     report_joints,
 )
+from eva_runtime.safety.kernel import ACTED, ASKED_APPLIED, PREVIOUS, Mask, Row, filter_kernel
 from eva_runtime.safety.limits import SafetyLimits
-from eva_runtime.safety.motion import move
 
 __all__ = [
+    "MIN_TICK_INTERVAL_S",
     "Check",
     "FilterRequest",
     "FilterResult",
@@ -56,6 +58,10 @@ __all__ = [
     "filter_step",
     "reset_state",
 ]
+
+# A shorter interval is a clock fault, not a tick: rates over it would overflow to inf and then NaN (a subnormal
+# interval did, and the command went NaN). The tick is refused like one where time did not advance.
+MIN_TICK_INTERVAL_S = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,20 +168,76 @@ def filter_step(limits: SafetyLimits, state: FilterState, request: FilterRequest
     previous = state.command
     stale = _stale_inputs(limits, request, report) if request.input_stamps else ()
     hold_all = state.fault is not None or request.target is None or bool(stale)
-    measured = None if "joint_state" in stale else request.measured
-    measured_bad, fault = _check_measured(k, previous, measured, state.fault, report)
-    if hold_all or measured_bad:
-        target, hold = previous, k.all_joints
-    else:  # non-finite values are looked for with the clamp (move), which finds them for free
-        target, hold = _vector(previous, request.target, "target"), None
-    command, velocity, target, hold = move(k, previous, state.velocity, state.target, target, hold, dt, report)
-    return _result(float(request.time), command, velocity, target, fault, report, _held_arms(k, hold))
+    # Shapes are checked before the kernel, which indexes without bounds checks.
+    target = previous if hold_all else _vector(previous, request.target, "target")
+    measured = None if "joint_state" in stale or request.measured is None else request.measured
+    if measured is not None:
+        measured = _vector(previous, measured, "measured position")
+    work, masks = np.empty((_ROWS, k.dof)), np.empty((_MASKS, k.dof), dtype=bool)
+    acted = filter_kernel(
+        previous,
+        state.velocity,
+        state.target,
+        target,
+        previous if measured is None else measured,
+        measured is not None,
+        hold_all,
+        dt,
+        k.table,
+        k.arm_of_joint,
+        k.group_of_joint,
+        work,
+        masks,
+    )
+    fault = state.fault
+    if acted & _REPORTED:
+        fault = _report_rows(k, previous, work, masks, acted, report, fault)
+    held = () if not acted & _HOLD else _held_arms(k, masks[Mask.HOLD], hold_all or bool(acted & _MEASURED_BAD))
+    return _result(float(request.time), work[0], work[1], work[2], fault, report, held)
+
+
+_ROWS, _MASKS = len(Row), len(Mask)
+_HOLD = ACTED[Mask.HOLD]
+_MEASURED_BAD = ACTED[Mask.NON_FINITE_MEASURED] | ACTED[Mask.TRACKING_ERROR]
+_REPORTED = sum(ACTED[: len(ASKED_APPLIED)])
+_CHECKS = (
+    Check.NON_FINITE_MEASURED,
+    Check.TRACKING_ERROR,
+    Check.NON_FINITE_TARGET,
+    Check.POSITION_LIMIT,
+    Check.VELOCITY,
+    Check.ACCELERATION,
+    Check.BRAKING,
+    Check.HARD_LIMIT,
+)
+assert len(_CHECKS) == len(ASKED_APPLIED) and Row.COMMAND == 0 and Row.VELOCITY == 1 and Row.TARGET == 2
+
+
+def _report_rows(
+    k: FilterConstants,
+    previous: np.ndarray,
+    work: np.ndarray,
+    masks: np.ndarray,
+    acted: int,
+    report: Report,
+    fault: str | None,
+) -> str | None:
+    """Report each check the kernel found acting, in the checks' order; the (possibly newly latched) fault."""
+    for row, check in enumerate(_CHECKS):
+        if acted & ACTED[row]:
+            asked, applied = ASKED_APPLIED[row]
+            applied_values = previous if applied == PREVIOUS else work[applied]
+            report_joints(report, k.joint_names, check, masks[row], work[asked], applied_values)
+    if acted & ACTED[Mask.TRACKING_ERROR] and fault is None:
+        off = masks[Mask.TRACKING_ERROR].nonzero()[0].tolist()
+        fault = "tracking_error: " + ", ".join(k.joint_names[i] for i in off)
+    return fault
 
 
 def _tick_interval(limits: SafetyLimits, state: FilterState, request: FilterRequest, report: Report) -> float | None:
     """The interval the rates use (capped at the longest tick); ``None`` when time did not advance."""
     interval = request.time - state.time
-    if not interval > 0.0:  # also catches NaN: time must advance for a rate to mean anything
+    if not interval >= MIN_TICK_INTERVAL_S:  # also catches NaN: time must advance for a rate to mean anything
         report.append(intervention(Check.CLOCK, "*", float(interval), 0.0))
         return None
     dt = min(interval, limits.max_tick_interval_s)
@@ -203,49 +265,8 @@ def _vector(previous: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
     return values
 
 
-def _checked_vector(
-    k: FilterConstants,
-    previous: np.ndarray,
-    values: np.ndarray,
-    what: str,
-    check: Check,
-    report: Report,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``values`` as float64 and its non-finite mask (None if all finite), reported under ``check``."""
-    values = _vector(previous, values, what)
-    finite = np.isfinite(values)
-    if finite.tobytes() == k.all_bytes:
-        return values, None
-    bad = ~finite
-    report_joints(report, k.joint_names, check, bad, values.copy(), previous)  # the caller's array may change
-    return values, bad
-
-
-def _check_measured(
-    k: FilterConstants,
-    previous: np.ndarray,
-    measured: np.ndarray | None,
-    fault: str | None,
-    report: Report,
-) -> tuple[bool, str | None]:
-    """Steps 1 and 8 on the measurement: whether every arm must hold, and the (possibly newly latched) fault."""
-    if measured is None:
-        return False, fault
-    measured, bad = _checked_vector(k, previous, measured, "measured position", Check.NON_FINITE_MEASURED, report)
-    if bad is not None:
-        return True, fault
-    off = np.abs(measured - previous) > k.tracking_error_max
-    if off.tobytes() != k.no_bytes:
-        report_joints(report, k.joint_names, Check.TRACKING_ERROR, off, measured.copy(), previous)
-        fault = fault or "tracking_error: " + ", ".join(k.joint_names[i] for i in off.nonzero()[0].tolist())
-        return True, fault
-    return False, fault
-
-
-def _held_arms(k: FilterConstants, hold: np.ndarray | None) -> tuple[str, ...]:
-    """Names of the arms with at least one held joint."""
-    if hold is None:
-        return ()
-    if hold is k.all_joints:
+def _held_arms(k: FilterConstants, hold: np.ndarray, every_arm: bool) -> tuple[str, ...]:
+    """Names of the arms with at least one held joint (``hold`` has at least one)."""
+    if every_arm:
         return k.arm_names
     return tuple(name for i, name in enumerate(k.arm_names) if hold[k.arm_of_joint == i].any())

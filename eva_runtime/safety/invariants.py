@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eva_runtime.safety.filter import FilterState
+from eva_runtime.safety.filter import MIN_TICK_INTERVAL_S, FilterState
 from eva_runtime.safety.limits import SafetyLimits
 
 __all__ = ["transition_violations"]
@@ -24,7 +24,7 @@ def transition_violations(
     """Return a description of every bound the transition breaks (empty when it is safe)."""
     problems: list[str] = []
     interval = request_time - before.time
-    if not interval > 0.0:
+    if not interval >= MIN_TICK_INTERVAL_S:
         if after is not before and not (
             np.array_equal(after.command, before.command) and np.array_equal(after.velocity, before.velocity)
         ):
