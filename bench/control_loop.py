@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +27,12 @@ import numpy as np
 from eva_runtime.bundle import load_bundle
 from eva_runtime.control.deployment import Deployment
 from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
-from eva_runtime.control.realtime import request_realtime
+from eva_runtime.control.realtime import realtime_loop
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 
 ROOT = Path(__file__).resolve().parents[1]
 STALL_MS = 10.0  # the issue's bound: no period more than this late
-
-
-@contextmanager
-def realtime_scheduling(report: dict[str, str]):
-    """This process under SCHED_FIFO inside the block (what was granted goes into `report`), default after."""
-    report["scheduler"] = request_realtime()
-    affinity = os.sched_getaffinity(0)
-    try:
-        yield
-    finally:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        os.sched_setaffinity(0, affinity)
 
 
 def measure(
@@ -120,10 +106,9 @@ def main() -> None:
             streamed = measure(bundle, embodiment_file, False, args.episodes, stream=True)
             results[f"{rate}hz_async_camera_thread"] = streamed
             for name, stream in (("async_realtime", False), ("async_camera_thread_realtime", True)):
-                granted: dict[str, str] = {}
-                with realtime_scheduling(granted):
+                with realtime_loop() as granted:
                     results[f"{rate}hz_{name}"] = measure(bundle, embodiment_file, False, args.episodes, stream=stream)
-                results[f"{rate}hz_{name}"].update(granted)
+                results[f"{rate}hz_{name}"]["scheduler"] = granted
     results["idle_share_async_over_sync"] = {
         f"{rate}hz": round(results[f"{rate}hz_async"]["idle_share"] / results[f"{rate}hz_sync"]["idle_share"], 2)
         for rate in rates

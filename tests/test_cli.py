@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,12 @@ def test_track_headroom_zero_runs_the_loop_without_the_tracker(tmp_path: Path) -
     out_of_range = runner.invoke(app, ["run", "--episodes", "1", "--track-headroom", "1.5"])
     assert out_of_range.exit_code == 2 and "track-headroom" in out_of_range.output
     log = tmp_path / "run.db"  # paced: the oracle's plans must arrive while the episode runs
+    policy = os.sched_getscheduler(0)
     result = runner.invoke(app, ["run", "--episodes", "1", "--log", str(log), "--track-headroom", "0"])
     assert result.exit_code == 0, result.output
+    # Paced runs ask for real-time scheduling, say what they got, and give it back when they end.
+    assert "scheduler: SCHED_FIFO" in result.output or "not permitted" in result.output
+    assert os.sched_getscheduler(0) == policy
     with OutcomeLog(log, read_only=True) as opened:
         (record,) = opened.episodes()
     nominal = record.nominal_interventions or {}

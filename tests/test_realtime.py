@@ -77,7 +77,8 @@ def test_real_time_scheduling_is_granted_or_its_refusal_reported() -> None:
         import json, os
         from eva_runtime.control.realtime import request_realtime
         answer = request_realtime(10)
-        policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+        flag = getattr(os, "SCHED_RESET_ON_FORK", 0)
+        policy = os.sched_getscheduler(0) & ~flag if hasattr(os, "sched_getscheduler") else None
         fifo = getattr(os, "SCHED_FIFO", -1)
         print(json.dumps({"answer": answer, "fifo": policy == fifo}))
         """
@@ -86,3 +87,26 @@ def test_real_time_scheduling_is_granted_or_its_refusal_reported() -> None:
         assert result["answer"].startswith("SCHED_FIFO priority 10")
     else:
         assert "not permitted" in result["answer"] or "not available" in result["answer"]
+
+
+def test_a_real_time_run_restores_the_scheduler_after_it() -> None:
+    result = run_python(
+        """
+        import json, os, subprocess, sys
+        from eva_runtime.control.realtime import realtime_loop
+        before = (os.sched_getscheduler(0), sorted(os.sched_getaffinity(0)))
+        with realtime_loop(10) as granted:
+            inside = os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+            child = subprocess.run([sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+        after = (os.sched_getscheduler(0), sorted(os.sched_getaffinity(0)))
+        print(json.dumps({"granted": granted, "inside": inside, "fifo": os.SCHED_FIFO, "child": int(child),
+                          "other": os.SCHED_OTHER, "before": before, "after": after}))
+        """
+    )
+    assert result["after"] == result["before"]
+    assert result["child"] == result["other"]  # a process started from the loop (the planner) is never real-time
+    if result["granted"].startswith("SCHED_FIFO"):
+        assert result["inside"] == result["fifo"] != result["before"][0]
+    else:
+        assert "not permitted" in result["granted"] or "not available" in result["granted"]

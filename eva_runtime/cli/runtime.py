@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,11 @@ _RecordOption = Annotated[
 ]
 _InstructionOption = Annotated[str | None, typer.Option(help="The instruction (a real robot has no task of its own).")]
 _RealtimeOption = Annotated[
-    bool, typer.Option(help="Ask for SCHED_FIFO on the loop's core; reports when the system does not permit it.")
+    bool,
+    typer.Option(
+        help="Paced runs: SCHED_FIFO for the loop (on its own core where there are 4+), restored after the run; "
+        "prints what was granted or why not."
+    ),
 ]
 _CameraThreadOption = Annotated[
     bool,
@@ -125,7 +130,7 @@ def run_command(
     record: _RecordOption = None,
     live: _LiveOption = False,
     live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
-    realtime: _RealtimeOption = False,
+    realtime: _RealtimeOption = True,
     track_headroom: _TrackHeadroomOption = None,
     camera_thread: _CameraThreadOption = False,
 ) -> None:
@@ -135,24 +140,31 @@ def run_command(
         raise typer.Exit(2)
     if record is not None:
         _check_record(record)
-    if realtime:
-        from eva_runtime.control.realtime import request_realtime
-
-        console.print(f"scheduler: {request_realtime()}")  # granted, or why not (the loop runs either way)
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
     loop = _loop_changes(track_headroom) | ({"stream_cameras": True} if camera_thread else {})
     sink = _start_live(live_port) if live else None
     try:
-        run = (bundle_dir, task, episodes, first_seed, log, split, sync)
-        if robot == "piper":
-            piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
-            _run_piper(*run, keys, remote, instruction, piper, record, sink, loop)
-            return
-        _run_sim(*run, pace, keys, remote, instruction, record, sink, loop)
+        with _scheduler(realtime and (pace or robot == "piper")) as granted:
+            console.print(f"scheduler: {granted}")  # granted, or why not (the loop runs either way)
+            run = (bundle_dir, task, episodes, first_seed, log, split, sync)
+            if robot == "piper":
+                piper = PiperOptions(embodiment, can_left, can_right, can_interface, camera or [], episode_seconds)
+                _run_piper(*run, keys, remote, instruction, piper, record, sink, loop)
+                return
+            _run_sim(*run, pace, keys, remote, instruction, record, sink, loop)
     finally:
         if sink is not None:
             sink.close()
+
+
+def _scheduler(realtime: bool):
+    """SCHED_FIFO for the run (`control/realtime.py`), or a note that it was not asked for."""
+    if realtime:
+        from eva_runtime.control.realtime import realtime_loop
+
+        return realtime_loop()
+    return contextlib.nullcontext("default (real-time scheduling not requested: --no-realtime or --no-pace)")
 
 
 def _loop_changes(track_headroom: float | None) -> dict:

@@ -42,8 +42,8 @@ class PlannerSpec:
     idm_sha256: str | None = None
     reward: Mapping[str, Any] = field(default_factory=dict)  # RewardConfig.from_embodiment keywords
     # Niced (and off the loop's core on 4+ cores): the loop over the planner. Off by default: a niced planner also
-    # loses to every other busy process (drivers, a training job) and its plans come late; `--realtime` raises
-    # the loop instead (control/realtime.py).
+    # loses to every other busy process (drivers, a training job) and its plans come late; `eva run` raises the
+    # loop to SCHED_FIFO instead (control/realtime.py). The planner itself is never real-time.
     low_priority: bool = False
 
     def to_json(self) -> str:
@@ -106,6 +106,9 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
 
     exit_with_parent(parent_pid)  # first: building the world model can take minutes
     spec = PlannerSpec.from_json(spec_json)
+    from eva_runtime.control.realtime import leave_realtime
+
+    leave_realtime()  # never real-time, whatever started it: it computes flat out
     if spec.low_priority:
         from eva_runtime.control.realtime import planner_cpu_placement
 
