@@ -1,5 +1,6 @@
 """`eva eval ladder`: the closed-loop ladder from the oracle to the learned world model (one YAML of rungs);
-`eva eval paired`: two of its rungs compared seed by seed."""
+`eva eval paired`: two of its rungs compared seed by seed; `eva eval ladder-plot`: rungs of several runs in one
+figure."""
 
 from __future__ import annotations
 
@@ -81,3 +82,24 @@ def eval_paired_command(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     typer.echo(render_paired(comparison))
+
+
+@eval_app.command("ladder-plot")
+def eval_ladder_plot_command(
+    rung: Annotated[
+        list[str], typer.Option(help="LABEL=LADDER_JSON:RUNG_NAME, repeated; drawn top to bottom in this order.")
+    ],
+    out: Annotated[Path, typer.Option(help="The PNG to write.")],
+    title: Annotated[str, typer.Option(help="A title over the figure.")] = "",
+    target: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="A success rate to mark (e.g. 0.3).")] = None,
+) -> None:
+    """Rungs of one or more ladder runs in one figure: success (Wilson 95 %) and the furthest task stage reached."""
+    from eva_runtime.world_model.ladder_plot import load_rungs, plot_rungs
+
+    try:
+        rungs = load_rungs(rung)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    plot_rungs(rungs, out, title, target)
+    console.print(f"wrote {out}")
