@@ -124,3 +124,8 @@ def test_track_headroom_zero_runs_the_loop_without_the_tracker(tmp_path: Path) -
     assert nominal.get("joint_ticks", 0) > 0  # autonomous motion happened
     # The default tracker (0.9) bends the oracle's curve on ~16 % of joint-ticks; off, nothing is its doing.
     assert not [key for key in nominal if key.startswith(TRACKER_PREFIX)], nominal
+
+
+def test_the_camera_thread_is_refused_without_pacing() -> None:
+    result = runner.invoke(app, ["run", "--episodes", "1", "--no-pace", "--camera-thread"])
+    assert result.exit_code == 2 and "needs real-time pacing" in " ".join(result.output.split())

@@ -120,11 +120,16 @@ def test_a_renderer_that_fails_stops_the_stream_with_an_error(embodiment: Embodi
         robot.disconnect()
 
 
-def test_streaming_needs_real_time_pacing() -> None:
+def test_streaming_needs_real_time_pacing_and_is_the_default_above_50_hz() -> None:
     from eva_runtime.control.loop_settings import LoopSettings
 
     with pytest.raises(ValueError, match="stream_cameras needs real-time pacing"):
         LoopSettings(stream_cameras=True, pace=False)
+    default = LoopSettings()
+    assert not default.streams_cameras(50.0) and default.streams_cameras(200.0)
+    assert not LoopSettings(pace=False).streams_cameras(200.0)  # unpaced: renders in the tick, at any rate
+    assert LoopSettings(stream_cameras=True).streams_cameras(50.0)
+    assert not LoopSettings(stream_cameras=False).streams_cameras(200.0)
 
 
 def test_a_paced_session_plans_from_streamed_frames(tmp_path: Path) -> None:

@@ -85,11 +85,11 @@ _RealtimeOption = Annotated[
     ),
 ]
 _CameraThreadOption = Annotated[
-    bool,
+    bool | None,
     typer.Option(
-        "--camera-thread",
+        "--camera-thread/--no-camera-thread",
         help="sim: render the cameras on a thread of their own at their fps (as a real robot's arrive), not inside "
-        "the tick that asks (needed for 200 Hz here: a render is longer than the period).",
+        "the tick that asks; default: on for paced runs above 50 Hz (a render here is longer than their period).",
     ),
 ]
 _TrackHeadroomOption = Annotated[
@@ -132,7 +132,7 @@ def run_command(
     live_port: Annotated[int, typer.Option(min=0, max=65535, help="--live: the port (0: any free one).")] = 8766,
     realtime: _RealtimeOption = True,
     track_headroom: _TrackHeadroomOption = None,
-    camera_thread: _CameraThreadOption = False,
+    camera_thread: _CameraThreadOption = None,
 ) -> None:
     """Run autonomous episodes end to end: world model -> IDM -> executability gate -> executor -> safety filter."""
     if robot not in ("sim", "piper"):
@@ -140,9 +140,12 @@ def run_command(
         raise typer.Exit(2)
     if record is not None:
         _check_record(record)
+    if camera_thread and not pace:
+        console.print("[red]error:[/red] --camera-thread needs real-time pacing (unpaced, the renders fall behind)")
+        raise typer.Exit(2)
     bundle_dir = _bundle_dir(task, bundle, world_model)
     remote = {"kind": "remote", "url": world_model_url} if world_model_url else None
-    loop = _loop_changes(track_headroom) | ({"stream_cameras": True} if camera_thread else {})
+    loop = _loop_changes(track_headroom) | ({} if camera_thread is None else {"stream_cameras": camera_thread})
     sink = _start_live(live_port) if live else None
     try:
         with _scheduler(realtime and (pace or robot == "piper")) as granted:

@@ -12,7 +12,9 @@ from eva_runtime.control.gripper_latch import GripperLatch
 from eva_runtime.reward import RewardConfig
 from eva_runtime.safety.limits import SafetyLimits
 
-__all__ = ["LoopSettings"]
+__all__ = ["STREAM_ABOVE_HZ", "LoopSettings"]
+
+STREAM_ABOVE_HZ = 50.0  # above this control rate a render no longer fits in a tick here (robots/sim_cameras.py)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,9 @@ class LoopSettings:
     cameras: tuple[str, ...] = ("cam_high",)
     # The simulated robot renders `cameras` on a thread of its own at their fps, as a real robot's cameras arrive
     # (robots/sim_cameras.py), instead of inside the tick that asks: a render (5-14 ms here) is longer than a
-    # 200 Hz period. Off by default: every success rate in the README was measured with renders in the tick.
-    stream_cameras: bool = False
+    # 200 Hz period. None: on for paced runs above 50 Hz only (`streams_cameras`), since every success rate in the
+    # README was measured at 50 Hz with renders in the tick.
+    stream_cameras: bool | None = None
     pause_gc: bool = True  # no garbage collection inside a paced episode (control/realtime.py)
     # Grippers open or closed with hysteresis (control/gripper_latch.py): (close_below, open_above) as fractions
     # of each gripper's range; None: the decoded openings as they are.
@@ -59,6 +62,12 @@ class LoopSettings:
             checked_headroom(self.track_headroom, "track_headroom (None: no tracker)")
         if self.stream_cameras and not self.pace:  # unpaced, simulated time outruns a camera thread's renders
             raise ValueError("stream_cameras needs real-time pacing (pace=True)")
+
+    def streams_cameras(self, control_rate_hz: float) -> bool:
+        """Whether the simulated cameras render on their own thread at this control rate."""
+        if self.stream_cameras is None:
+            return self.pace and control_rate_hz > STREAM_ABOVE_HZ
+        return self.stream_cameras
 
     def tracker(self, limits: SafetyLimits) -> CapTracker | None:
         """The tracker between the executor and the safety filter, if these settings ask for one."""

@@ -60,8 +60,9 @@ def run_sim_episodes(
     if max_steps is not None:  # the task's script needs ~330 of 400 ticks: a slow planner needs slack to finish
         settings = dataclasses.replace(settings, max_steps=max_steps)
     settings = dataclasses.replace(settings, **(loop or {}))
-    streamed = settings.cameras if settings.stream_cameras else ()
-    sim = MujocoRobot(load_embodiment(deployment.bundle.files["embodiment"]), task, streamed_cameras=streamed)
+    embodiment = load_embodiment(deployment.bundle.files["embodiment"])
+    streamed = settings.cameras if settings.streams_cameras(embodiment.control_rate_hz) else ()
+    sim = MujocoRobot(embodiment, task, streamed_cameras=streamed)
     sim.connect()
     try:
         process = deployment.start_planner()
