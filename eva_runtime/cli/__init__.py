@@ -8,6 +8,7 @@ from eva_runtime.cli import (  # noqa: F401  (registers commands)
     dagger,
     ladder,
     models,
+    report,
     runtime,
     serve,
     sim,
