@@ -97,7 +97,9 @@ def limits_table(
     return table
 
 
-_FAST = {"cache": True, "error_model": "numpy", "nogil": True}
+# The GIL is kept: releasing it around a microsecond of work would invite another thread (a camera thread) to take
+# it, and the control loop would then wait up to Python's switch interval to get it back.
+_FAST = {"cache": True, "error_model": "numpy"}
 
 
 @njit(**_FAST)
