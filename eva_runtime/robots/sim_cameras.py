@@ -68,7 +68,7 @@ class StreamingCameras:
         """Called by the physics thread after each step: hand a snapshot to the thread when a frame is due."""
         if now + 1e-9 < self._next_due:
             return
-        self._next_due += self._period * max(1, int((now - self._next_due) / self._period) + 1)
+        self._next_due += self._period * (int((now - self._next_due) / self._period) + 1)  # the next grid time
         snapshot = self._sim.snapshot()
         with self._condition:
             self._pending = (self._episode, snapshot)  # a render still running misses this one: like a camera

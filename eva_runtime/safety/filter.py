@@ -200,16 +200,8 @@ _ROWS, _MASKS = len(Row), len(Mask)
 _HOLD = ACTED[Mask.HOLD]
 _MEASURED_BAD = ACTED[Mask.NON_FINITE_MEASURED] | ACTED[Mask.TRACKING_ERROR]
 _REPORTED = sum(ACTED[: len(ASKED_APPLIED)])
-_CHECKS = (
-    Check.NON_FINITE_MEASURED,
-    Check.TRACKING_ERROR,
-    Check.NON_FINITE_TARGET,
-    Check.POSITION_LIMIT,
-    Check.VELOCITY,
-    Check.ACCELERATION,
-    Check.BRAKING,
-    Check.HARD_LIMIT,
-)
+# The kernel's report rows are named after the checks they report, in the same order.
+_CHECKS = tuple(Check[mask.name] for mask in Mask if mask is not Mask.HOLD)
 assert len(_CHECKS) == len(ASKED_APPLIED) and Row.COMMAND == 0 and Row.VELOCITY == 1 and Row.TARGET == 2
 
 
