@@ -90,6 +90,76 @@ def dagger_label_command(
     typer.echo(json.dumps({**clips.summary(), "sha256": sha, "out": str(out)}))
 
 
+@train_app.command("executed-label")
+def executed_label_command(
+    states: Annotated[Path, typer.Option(help="Plan states from `eva train dagger-collect`.")],
+    model: WorldModelDirOption,
+    bundle: ScoringBundleOption,
+    out: Annotated[Path, typer.Option(help="Clip set to write (.npz), for `world-model-sft-run --clips`.")],
+    adapter: AdapterDirsOption = None,
+    samples: Annotated[int, typer.Option(min=1, help="Rollouts per state; the furthest-reaching is the label.")] = 4,
+    horizon: Annotated[int, typer.Option(min=2, help="Future frames per clip (the model's horizon).")] = 37,
+    steps: Annotated[int, typer.Option(min=1, help="Sampling steps.")] = 5,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+    include: Annotated[list[Path] | None, typer.Option(help="Earlier clip sets to add to these labels.")] = None,
+) -> None:
+    """Label every captured state with the model's own best plan from it, executed in simulation and rendered; keep
+    the clips whose plan advanced the task (training/executed_labels.py). OUT gets the clips, OUT.json every
+    state's outcome."""
+    from rich.progress import Progress
+
+    from eva_runtime.bundle import load_bundle
+    from eva_runtime.cli.options import set_torch_threads
+    from eva_runtime.cli.world_model_eval import idm_and_reward
+    from eva_runtime.control.plan_states import load_captured_states
+    from eva_runtime.file_hash import file_sha256
+    from eva_runtime.training.dagger_labels import load_clip_set, merge_clip_sets, save_clip_set
+    from eva_runtime.training.executed_labels import label_with_own_plans
+    from eva_runtime.training.task_progress import TaskProgress
+    from eva_runtime.world_model.wan.backend import load_wan_world_model
+
+    set_torch_threads(threads)
+    earlier = [load_clip_set(path) for path in include or []]  # read first: a bad file fails before the labelling
+    decoder, config, _ = idm_and_reward(bundle)
+    captured = load_captured_states(states)
+    adapters = [{"name": f"adapter{i}", "path": str(p)} for i, p in enumerate(adapter or [])]
+    spec = {"base": str(model), "adapters": adapters, "steps": steps, "model_id": model.name}
+    world_model = load_wan_world_model(spec | {"history_frames": captured.frames.shape[1]})
+    progress = TaskProgress(captured.metadata["task"], load_bundle(bundle).embodiment)
+    try:
+        with Progress(console=console, transient=True) as bar:
+            job = bar.add_task("labelling", total=len(captured))
+            clips, outcomes = label_with_own_plans(
+                captured, world_model, decoder, config, progress, horizon, samples, seed,
+                report=lambda done, total: bar.update(job, completed=done),
+            )  # fmt: skip
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    finally:
+        progress.close()
+    report = {"states_sha256": file_sha256(states), "model_dir": str(model), "samples": samples, "seed": seed}
+    report |= {"states": len(outcomes), "kept": sum(o.kept for o in outcomes)}
+    rows = [o.row() for o in outcomes]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"summary": report, "states": rows}, indent=1))
+    sets = [c for c in (clips, *earlier) if c is not None]
+    if not sets:
+        console.print(
+            f"[red]error:[/red] no state gave a plan worth keeping; nothing written (see {out.with_suffix('.json')})"
+        )
+        raise typer.Exit(1)
+    try:
+        merged = merge_clip_sets(sets)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] --include: {error}")
+        raise typer.Exit(2) from None
+    report |= {**merged.summary(), "sha256": save_clip_set(out, merged)}
+    out.with_suffix(".json").write_text(json.dumps({"summary": report, "states": rows}, indent=1))
+    typer.echo(json.dumps(report))
+
+
 @eval_app.command("world-model-states")
 def eval_world_model_states_command(
     model: WorldModelDirOption,

@@ -86,7 +86,7 @@ def train_world_model_sft_run_command(
         float, typer.Option(min=0.0, help="Extra loss weight of latent cells showing the cube or a moving arm.")
     ] = 0.0,
     clips: Annotated[
-        Path | None, typer.Option(help="A clip set (`eva train dagger-label`) mixed into every batch.")
+        Path | None, typer.Option(help="A clip set (`eva train dagger-label`, `executed-label`) mixed into batches.")
     ] = None,
     clips_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="With --clips: the share of each batch drawn from it.")

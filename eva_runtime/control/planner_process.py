@@ -123,7 +123,7 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
             message = unpack(connection.recv_bytes())
             while connection.poll(0):  # only the newest request matters; older ones are stale
                 message = unpack(connection.recv_bytes())
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # the runtime closed the pipe: its run is over, not a fault
             return
         request = PlanRequest(
             time=message["time"],

@@ -23,6 +23,7 @@ same start matter to GRPO, so what the start state has already achieved cancels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,9 @@ from eva_runtime.safety import SafetyFilter
 from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim
 from eva_runtime.world_model.oracle import OracleState
 
-__all__ = ["PlayedPlan", "TaskProgress", "reach_bonus"]
+__all__ = ["FrameCallback", "PlayedPlan", "TaskProgress", "reach_bonus"]
+
+FrameCallback = Callable[[BimanualSim, np.ndarray], None]
 
 GRASP_REACH_M, FAR_REACH_M = 0.04, 0.12
 
@@ -113,8 +116,13 @@ class TaskProgress:
         assert start is not None
         return start
 
-    def play(self, start: OracleState, actions: np.ndarray, fps: float) -> PlayedPlan:
-        """Play `actions` (H, dof; action 0 at the start frame) from `start` as the runtime plays a plan."""
+    def play(
+        self, start: OracleState, actions: np.ndarray, fps: float, on_frame: FrameCallback | None = None
+    ) -> PlayedPlan:
+        """Play `actions` (H, dof; action 0 at the start frame) from `start` as the runtime plays a plan.
+
+        `on_frame(sim, command)` is called at every frame time of the plan (the start included), with the command
+        in force then: what a recording of the played plan would keep."""
         sim = self.sim
         sim.restore(start.snapshot)
         safety = SafetyFilter.for_embodiment(self.embodiment)
@@ -122,13 +130,18 @@ class TaskProgress:
         plan = Plan(sim.time, fps, np.asarray(actions, dtype=np.float64))
         executor = PlanExecutor()
         executor.install(plan, sim.time, start.filter_state.command)
-        ticks = int(np.floor((plan.end_time - plan.start_time) / sim.control_period_s + 1e-9))
+        # Simulated time is a running float sum: late in an episode the plan's span is a few ulps short of a
+        # whole number of ticks, and a 1e-9 tolerance dropped the plan's last tick (and its last frame).
+        ticks = int(np.floor((plan.end_time - plan.start_time) / sim.control_period_s + 1e-6))
         levels = np.arange(len(self.spec.stages) + 1)
         held = np.zeros(len(levels), dtype=np.int64)  # consecutive ticks at or above each stage
         furthest, stage, closest = 0, self.spec.stage(sim), self.spec.reach_distance(sim)
-        for _ in range(ticks):
+        stride = self._frame_stride(fps) if on_frame is not None else 0
+        if on_frame is not None:
+            on_frame(sim, safety.state.command)
+        for tick in range(ticks):
             due = sim.time + sim.control_period_s
-            target = executor.target(due)
+            target = executor.target(min(due, plan.end_time))
             if target is None:
                 break
             result = safety.step(due, target, measured=sim.joint_positions())
@@ -139,7 +152,15 @@ class TaskProgress:
             reached = levels[(held >= self.hold_ticks) & (levels > 0)]
             if len(reached):
                 furthest = max(furthest, int(reached.max()))
+            if on_frame is not None and (tick + 1) % stride == 0:
+                on_frame(sim, safety.state.command)
         return PlayedPlan(furthest, stage, closest)
+
+    def _frame_stride(self, fps: float) -> int:
+        stride = self.embodiment.control_rate_hz / fps
+        if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
+            raise ValueError(f"fps {fps} must divide the control rate {self.embodiment.control_rate_hz} Hz")
+        return round(stride)
 
     def close(self) -> None:
         self.sim.close()
