@@ -192,3 +192,45 @@ def test_open_loop_from_captured_states_plays_each_plan_from_its_state(captured,
     arguments[arguments.index(str(clips_path))] = str(tmp_path / "other.npz")
     refused = runner.invoke(app, arguments)
     assert refused.exit_code == 2 and "not the labels of these states" in refused.output
+
+
+def test_executed_labels_from_the_command_line_report_every_state_and_refuse_to_write_nothing(
+    captured, tmp_path
+) -> None:
+    """`eva train executed-label` on a capture with a real (untrained, tiny) Wan model and the shipped IDM: every
+    state's outcome goes to OUT.json; an untrained model's plans from the start pose go nowhere, so no clip set is
+    written and the command says so (exit 1), and an earlier clip set given with --include is then what is written."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from eva_runtime.cli import app
+    from tests.wan_helpers import save_tiny_base
+
+    states, _, states_path = captured
+    base = save_tiny_base(tmp_path / "base", size=64, history_frames=5)
+    bundle = tmp_path / "bundle"
+    arguments = ["bundle", "create", "--idm", str(REPOSITORY / "models" / "bundle_transfer_cube" / "idm.onnx")]
+    arguments += ["--out", str(bundle), "--world-model", "wan", "--wm-base", str(base), "--horizon", "9"]
+    arguments += ["--wm-steps", "2", "--p0", "47.4354"]
+    runner = CliRunner()
+    assert runner.invoke(app, arguments).exit_code == 0
+    out = tmp_path / "executed.npz"
+    arguments = ["train", "executed-label", "--states", str(states_path), "--model", str(base), "--bundle"]
+    arguments += [str(bundle), "--out", str(out), "--samples", "2", "--horizon", "9", "--steps", "2", "--threads", "1"]
+    result = runner.invoke(app, arguments)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert len(report["states"]) == report["summary"]["states"] == len(states)
+    assert all(len(row["progress_of_samples"]) == 2 for row in report["states"])
+    assert result.exit_code == 1 and not out.exists(), result.output
+    assert "no plan worth keeping" in " ".join(result.output.split())
+    earlier = tmp_path / "earlier.npz"
+    save_clip_set(
+        earlier,
+        label_states(
+            states, "transfer_cube", load_embodiment(REPOSITORY / "calibration" / "aloha_sim.yaml"), horizon=9
+        ),
+    )
+    result = runner.invoke(app, [*arguments, "--include", str(earlier)])
+    assert result.exit_code == 0, result.output
+    assert len(load_clip_set(out)) == len(states)  # nothing new kept: the earlier labels, one per state

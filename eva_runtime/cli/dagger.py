@@ -114,7 +114,7 @@ def executed_label_command(
     from eva_runtime.cli.world_model_eval import idm_and_reward
     from eva_runtime.control.plan_states import load_captured_states
     from eva_runtime.file_hash import file_sha256
-    from eva_runtime.training.dagger_labels import load_clip_set, merge_clip_sets, save_clip_set
+    from eva_runtime.training.dagger_labels import load_clip_set
     from eva_runtime.training.executed_labels import label_with_own_plans
     from eva_runtime.training.task_progress import TaskProgress
     from eva_runtime.world_model.wan.backend import load_wan_world_model
@@ -140,15 +140,21 @@ def executed_label_command(
     finally:
         progress.close()
     report = {"states_sha256": file_sha256(states), "model_dir": str(model), "samples": samples, "seed": seed}
+    _write_executed_labels(out, report, clips, earlier, outcomes)
+
+
+def _write_executed_labels(out: Path, report: dict, clips, earlier: list, outcomes: list) -> None:
+    """OUT.json with every state's outcome (written first, so a run that keeps nothing still says why), then the
+    clips merged with the earlier sets; exit 1 when there is nothing to write, 2 when the sets do not fit."""
+    from eva_runtime.training.dagger_labels import merge_clip_sets, save_clip_set
+
     report |= {"states": len(outcomes), "kept": sum(o.kept for o in outcomes)}
     rows = [o.row() for o in outcomes]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"summary": report, "states": rows}, indent=1))
     sets = [c for c in (clips, *earlier) if c is not None]
     if not sets:
-        console.print(
-            f"[red]error:[/red] no state gave a plan worth keeping; nothing written (see {out.with_suffix('.json')})"
-        )
+        console.print(f"[red]error:[/red] no plan worth keeping; no clips written (see {out.with_suffix('.json')})")
         raise typer.Exit(1)
     try:
         merged = merge_clip_sets(sets)
