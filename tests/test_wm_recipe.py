@@ -130,6 +130,11 @@ def test_video_cache_round_trips_and_refuses_what_it_cannot_store(tmp_path: Path
         np.testing.assert_array_equal(loaded.frames, original.frames)
         np.testing.assert_array_equal(loaded.actions, original.actions)
     np.testing.assert_array_equal(cache.text_embeds, embeds)
+    # The same data cached again, elsewhere and later, has the same SHA-256: the hash names the content.
+    again = save_video_cache(
+        tmp_path / "b" / "c.npz", videos, 12.5, "cam_high", ("pick up the red cube",), embeds, ("a",)
+    )
+    assert again == digest
     with pytest.raises(ValueError, match="one length"):
         save_video_cache(
             tmp_path / "d.npz", [videos[0], video("x", length=9)], 12.5, "c", ("pick up the red cube",), embeds, ()

@@ -20,6 +20,7 @@ import numpy as np
 
 from eva_runtime.control.plan_states import CapturedStates
 from eva_runtime.file_hash import file_sha256
+from eva_runtime.npz_file import save_npz
 
 __all__ = ["ClipSet", "label_states", "load_clip_set", "merge_clip_sets", "save_clip_set"]
 
@@ -117,22 +118,19 @@ def merge_clip_sets(sets: list[ClipSet]) -> ClipSet:
 
 def save_clip_set(path: Path | str, clips: ClipSet) -> str:
     """Write the clips (compressed); returns the file's SHA-256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:  # an open handle keeps the name as given (np.savez would append .npz)
-        np.savez_compressed(
-            handle,
-            frames=clips.frames,
-            actions=clips.actions,
-            seeds=clips.seeds,
-            steps=clips.steps,
-            joined=clips.joined,
-            stage_start=clips.stage_start,
-            stage_end=clips.stage_end,
-            instruction=np.asarray(clips.instruction),
-            history_frames=np.int64(clips.history_frames),
-            fps=np.float64(clips.fps),
-        )
+    arrays = {
+        "frames": clips.frames,
+        "actions": clips.actions,
+        "seeds": clips.seeds,
+        "steps": clips.steps,
+        "joined": clips.joined,
+        "stage_start": clips.stage_start,
+        "stage_end": clips.stage_end,
+        "instruction": np.asarray(clips.instruction),
+        "history_frames": np.int64(clips.history_frames),
+        "fps": np.float64(clips.fps),
+    }
+    save_npz(path, arrays)  # the same clips give the same bytes, so the hash names the content
     return file_sha256(path)
 
 

@@ -4,7 +4,8 @@ and size, the commanded actions, the instructions and their fixed text embedding
 Why: the world-model recipe runs where the simulator and the HDF5 recordings may not be (a lent GPU machine with
 no MuJoCo, a training server), and a 64x64 video of the simulated scene compresses ~25x in an `.npz`
 (200 episodes in ~10 MB). Everything is stored as plain arrays (`allow_pickle=False` on load), and the file's
-SHA-256 goes into every result made from it.
+SHA-256 goes into every result made from it; the file's bytes depend only on its arrays (`npz_file.py`), so the
+same recordings cached again give the same SHA-256.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from eva_runtime.file_hash import file_sha256
+from eva_runtime.npz_file import save_npz
 from eva_runtime.training.wm_data import EpisodeVideo
 
 __all__ = ["VideoCache", "load_video_cache", "save_video_cache"]
@@ -50,21 +52,19 @@ def save_video_cache(
     missing = sorted({v.instruction for v in videos} - set(instructions))
     if missing:
         raise ValueError(f"instructions without a text embedding: {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path,
-        frames=np.stack([v.frames for v in videos]),
-        actions=np.stack([v.actions for v in videos]).astype(np.float32),
-        names=np.asarray([v.name for v in videos]),
-        episode_instructions=np.asarray([v.instruction for v in videos]),
-        seeds=np.asarray([-1 if v.seed is None else v.seed for v in videos], np.int64),
-        instructions=np.asarray(instructions),
-        text_embeds=np.asarray(text_embeds, np.float32),
-        vocabulary=np.asarray(vocabulary),
-        fps=np.float64(fps),
-        camera=np.asarray(camera),
-    )
+    arrays = {
+        "frames": np.stack([v.frames for v in videos]),
+        "actions": np.stack([v.actions for v in videos]).astype(np.float32),
+        "names": np.asarray([v.name for v in videos]),
+        "episode_instructions": np.asarray([v.instruction for v in videos]),
+        "seeds": np.asarray([-1 if v.seed is None else v.seed for v in videos], np.int64),
+        "instructions": np.asarray(instructions),
+        "text_embeds": np.asarray(text_embeds, np.float32),
+        "vocabulary": np.asarray(vocabulary),
+        "fps": np.float64(fps),
+        "camera": np.asarray(camera),
+    }
+    save_npz(path, arrays)  # the same recordings give the same bytes: a rebuilt cache keeps its SHA-256
     return file_sha256(path)
 
 
