@@ -159,24 +159,35 @@ def test_a_batch_draws_its_share_from_the_extra_clips() -> None:
     assert latents.shape[0] == 32 and float(latents.abs().sum()) == 0.0
 
 
+def _tiny_wan_bundle(tmp_path: Path) -> tuple[Path, Path]:
+    """An untrained tiny Wan base (64x64, 5 observed frames) and a bundle of it with the shipped IDM, horizon 9."""
+    from typer.testing import CliRunner
+
+    from eva_runtime.cli import app
+    from tests.wan_helpers import save_tiny_base
+
+    base = save_tiny_base(tmp_path / "base", size=64, history_frames=5)
+    bundle = tmp_path / "bundle"
+    arguments = ["bundle", "create", "--idm", str(REPOSITORY / "models" / "bundle_transfer_cube" / "idm.onnx")]
+    arguments += ["--out", str(bundle), "--world-model", "wan", "--wm-base", str(base), "--horizon", "9"]
+    arguments += ["--wm-steps", "2", "--p0", "47.4354"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    return base, bundle
+
+
 def test_open_loop_from_captured_states_plays_each_plan_from_its_state(captured, embodiment, tmp_path) -> None:
     import json
 
     from typer.testing import CliRunner
 
     from eva_runtime.cli import app
-    from tests.wan_helpers import save_tiny_base
 
     states, _, states_path = captured
     clips_path = tmp_path / "clips.npz"
     save_clip_set(clips_path, label_states(states, "transfer_cube", embodiment, horizon=9))
-    base = save_tiny_base(tmp_path / "base", size=64, history_frames=5)
-    bundle = tmp_path / "bundle"
-    arguments = ["bundle", "create", "--idm", str(REPOSITORY / "models" / "bundle_transfer_cube" / "idm.onnx")]
-    arguments += ["--out", str(bundle), "--world-model", "wan", "--wm-base", str(base), "--horizon", "9"]
-    arguments += ["--wm-steps", "2", "--p0", "47.4354"]
+    base, bundle = _tiny_wan_bundle(tmp_path)
     runner = CliRunner()
-    assert runner.invoke(app, arguments).exit_code == 0
     out = tmp_path / "open_loop.json"
     arguments = ["eval", "world-model-states", "--model", str(base), "--bundle", str(bundle), "--states"]
     arguments += [str(states_path), "--clips", str(clips_path), "--out", str(out), "--steps", "2", "--threads", "1"]
@@ -205,16 +216,10 @@ def test_executed_labels_from_the_command_line_report_every_state_and_refuse_to_
     from typer.testing import CliRunner
 
     from eva_runtime.cli import app
-    from tests.wan_helpers import save_tiny_base
 
     states, _, states_path = captured
-    base = save_tiny_base(tmp_path / "base", size=64, history_frames=5)
-    bundle = tmp_path / "bundle"
-    arguments = ["bundle", "create", "--idm", str(REPOSITORY / "models" / "bundle_transfer_cube" / "idm.onnx")]
-    arguments += ["--out", str(bundle), "--world-model", "wan", "--wm-base", str(base), "--horizon", "9"]
-    arguments += ["--wm-steps", "2", "--p0", "47.4354"]
+    base, bundle = _tiny_wan_bundle(tmp_path)
     runner = CliRunner()
-    assert runner.invoke(app, arguments).exit_code == 0
     out = tmp_path / "executed.npz"
     arguments = ["train", "executed-label", "--states", str(states_path), "--model", str(base), "--bundle"]
     arguments += [str(bundle), "--out", str(out), "--samples", "2", "--horizon", "9", "--steps", "2", "--threads", "1"]

@@ -16,13 +16,30 @@ import numpy as np
 
 from eva_runtime.sim.scene import CAMERA_MAP, build_model, import_mujoco
 
-__all__ = ["ARM_JOINTS", "BimanualSim", "SimSnapshot", "SnapshotCameras", "finger_from_gripper", "gripper_from_finger"]
+__all__ = [
+    "ARM_JOINTS",
+    "BimanualSim",
+    "SimSnapshot",
+    "SnapshotCameras",
+    "finger_from_gripper",
+    "gripper_from_finger",
+    "steps_per_frame",
+]
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 FINGER_CLOSED, FINGER_OPEN = 0.01844, 0.05800  # finger slide (m) at normalised 0 and 1 (gym-aloha constants)
 SCENE_TIMESTEP = 0.002  # the scenes' physics step (MuJoCo default); 10 of them make gym-aloha's 50 Hz control
 # gym-aloha's start pose, grippers open inside the usable range (0.065 .. 0.975).
 START_POSE = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.95] * 2)
+
+
+def steps_per_frame(control_rate_hz: float, fps: float, what: str = "fps") -> int:
+    """Control ticks between two frames at `fps`; ValueError unless `fps` divides the control rate, since every
+    frame of a recording, a rendered future or a played plan falls on a control tick (never interpolated)."""
+    stride = control_rate_hz / fps
+    if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
+        raise ValueError(f"{what} {fps} must divide the control rate {control_rate_hz} Hz (frames fall on its ticks)")
+    return round(stride)
 
 
 def finger_from_gripper(value: np.ndarray | float) -> np.ndarray:

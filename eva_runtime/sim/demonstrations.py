@@ -21,10 +21,11 @@ from eva_runtime.atomic_file import write_text_atomically
 from eva_runtime.records.hdf5_episodes import Episode, episode_path, write_episode
 from eva_runtime.robots.interface import Observation
 from eva_runtime.robots.mujoco_robot import MujocoRobot
+from eva_runtime.sim.bimanual_sim import steps_per_frame
 from eva_runtime.sim.evaluation import EpisodeResult, ExpertPolicy, run_episode
 from eva_runtime.sim.expert_variation import ExpertVariation
 
-__all__ = ["RecordedEpisode", "record_demonstrations", "record_stride"]
+__all__ = ["RecordedEpisode", "record_demonstrations"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,6 @@ class RecordedEpisode:
     path: Path | None  # None: not written (a failed episode when only successful ones are kept)
     result: EpisodeResult
     frames: int
-
-
-def record_stride(control_rate_hz: float, fps: float) -> int:
-    stride = control_rate_hz / fps
-    if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
-        raise ValueError(f"recording fps {fps} must divide the control rate {control_rate_hz} Hz")
-    return round(stride)
 
 
 class _EpisodeBuffer:
@@ -82,7 +76,7 @@ def record_demonstrations(
     from eva_runtime.sim.tasks import task_spec
 
     spec = task_spec(robot.task_name)
-    stride = record_stride(robot.embodiment.control_rate_hz, fps)
+    stride = steps_per_frame(robot.embodiment.control_rate_hz, fps, "recording fps")
     steps = max_steps or spec.episode_steps
     out_dir.mkdir(parents=True, exist_ok=True)
     recorded: list[RecordedEpisode] = []

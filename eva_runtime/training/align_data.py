@@ -73,6 +73,7 @@ def _reward(config: AlignConfig, vae, fps: float):
     from eva_runtime.bundle import load_bundle
     from eva_runtime.idm.decoder import IdmDecoder
     from eva_runtime.reward import RewardConfig
+    from eva_runtime.sim.bimanual_sim import steps_per_frame
     from eva_runtime.training.idm_reward import IdmReward
     from eva_runtime.training.task_progress import TaskProgress
     from eva_runtime.training.task_reward import TaskAwareReward
@@ -86,15 +87,12 @@ def _reward(config: AlignConfig, vae, fps: float):
         bundle.embodiment, decoder.fps, p0=config.p0 or stated.p0, form=stated.form, gamma=stated.gamma
     )
     idm_reward = IdmReward(vae, decoder, reward_config, config.history_frames)
-    rate = bundle.embodiment.control_rate_hz
-    steps_per_frame = rate / fps
-    if abs(steps_per_frame - round(steps_per_frame)) > 1e-9:
-        raise ValueError(f"the world model's {fps} fps must divide the control rate {rate} Hz")
+    stride = steps_per_frame(bundle.embodiment.control_rate_hz, fps, "the world model's fps")
     task = config.task_reward
     if task is None:
-        return idm_reward, round(steps_per_frame)
+        return idm_reward, stride
     progress = TaskProgress(task.task, bundle.embodiment, task.hold_ticks)
-    return TaskAwareReward(idm_reward, progress, fps, task.weight), round(steps_per_frame)
+    return TaskAwareReward(idm_reward, progress, fps, task.weight), stride
 
 
 def _check_replay(reward_fn, conditions) -> None:

@@ -32,7 +32,7 @@ from eva_runtime.control.executor import Plan, PlanExecutor
 from eva_runtime.embodiment import Embodiment
 from eva_runtime.robots.interface import check_command
 from eva_runtime.safety import SafetyFilter
-from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim
+from eva_runtime.sim.bimanual_sim import START_POSE, BimanualSim, steps_per_frame
 from eva_runtime.world_model.oracle import OracleState
 
 __all__ = ["FrameCallback", "PlayedPlan", "TaskProgress", "reach_bonus"]
@@ -136,7 +136,7 @@ class TaskProgress:
         levels = np.arange(len(self.spec.stages) + 1)
         held = np.zeros(len(levels), dtype=np.int64)  # consecutive ticks at or above each stage
         furthest, stage, closest = 0, self.spec.stage(sim), self.spec.reach_distance(sim)
-        stride = self._frame_stride(fps) if on_frame is not None else 0
+        stride = steps_per_frame(self.embodiment.control_rate_hz, fps) if on_frame is not None else 0
         if on_frame is not None:
             on_frame(sim, safety.state.command)
         for tick in range(ticks):
@@ -155,12 +155,6 @@ class TaskProgress:
             if on_frame is not None and (tick + 1) % stride == 0:
                 on_frame(sim, safety.state.command)
         return PlayedPlan(furthest, stage, closest)
-
-    def _frame_stride(self, fps: float) -> int:
-        stride = self.embodiment.control_rate_hz / fps
-        if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
-            raise ValueError(f"fps {fps} must divide the control rate {self.embodiment.control_rate_hz} Hz")
-        return round(stride)
 
     def close(self) -> None:
         self.sim.close()

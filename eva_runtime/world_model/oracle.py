@@ -23,7 +23,7 @@ import numpy as np
 from eva_runtime.embodiment import Embodiment
 from eva_runtime.idm.windows import resize_video
 from eva_runtime.safety import FilterState, SafetyFilter
-from eva_runtime.sim.bimanual_sim import BimanualSim, SimSnapshot
+from eva_runtime.sim.bimanual_sim import BimanualSim, SimSnapshot, steps_per_frame
 from eva_runtime.world_model.artifacts import ArtifactConfig, inject_artifacts
 from eva_runtime.world_model.protocol import Rollout, RolloutRequest
 
@@ -86,16 +86,11 @@ class OracleWorldModel:
         image_size: tuple[int, int] = (64, 64),
         artifacts: ArtifactConfig | None = None,
     ) -> None:
-        stride = embodiment.control_rate_hz / fps
-        if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
-            raise ValueError(
-                f"oracle fps {fps} must divide the control rate {embodiment.control_rate_hz} Hz "
-                "(frames are rendered at control steps, never interpolated)"
-            )
+        stride = steps_per_frame(embodiment.control_rate_hz, fps, "oracle fps")
         self.task = task
         self.embodiment = embodiment
         self.fps = float(fps)
-        self.stride = round(stride)
+        self.stride = stride
         self.cameras = cameras
         self.image_size = image_size
         specs = {camera.name: camera for camera in embodiment.cameras}
