@@ -12,7 +12,7 @@ from eva_runtime.records.hdf5_episodes import read_episode
 from eva_runtime.robots.interface import RobotError
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.safety import FilterResult, FilterState, SafetyFilter
-from eva_runtime.sim.bimanual_sim import ARM_JOINTS, START_POSE
+from eva_runtime.sim.bimanual_sim import ARM_JOINTS, START_POSE, centre_crop
 from eva_runtime.sim.demonstrations import record_demonstrations
 from eva_runtime.sim.evaluation import ExpertPolicy, run_episode
 from eva_runtime.sim.experts import make_expert
@@ -64,6 +64,29 @@ def test_cameras_are_named_and_sized_like_the_embodiment(cube_robot: MujocoRobot
     assert list(cube_robot.observe(cameras=("cam_high",)).frames) == ["cam_high"]  # only what a loop will use
     with pytest.raises(RobotError, match="unknown camera"):
         cube_robot.observe(cameras=("cam_belly",))
+
+
+def test_a_frame_that_is_not_square_is_the_centre_of_the_square_render(cube_robot: MujocoRobot) -> None:
+    """A short cam_high keeps the top camera's width of table and drops the black rows above and below it, the
+    same pixels on the physics thread and on a snapshot renderer."""
+    cube_robot.reset_episode(3)
+    sim = cube_robot.sim
+    square = sim.render(("cam_high", "cam_right_wrist"), 128, 128)
+    band = sim.render(("cam_high", "cam_right_wrist"), 76, 128)
+    for name in square:
+        assert band[name].shape == (76, 128, 3)
+        assert np.array_equal(band[name], square[name][26:102])
+    assert square["cam_high"][:26].max() < 10 and square["cam_high"][102:].max() < 10  # what the band drops
+    assert band["cam_high"].std() > 5
+    tall = sim.render(("cam_high",), 128, 100)["cam_high"]
+    assert np.array_equal(tall, square["cam_high"][:, 14:114])
+    cameras = sim.snapshot_cameras(76, 128)
+    try:
+        assert np.array_equal(cameras.render(sim.snapshot(), ("cam_high",))["cam_high"], band["cam_high"])
+    finally:
+        cameras.close()
+    with pytest.raises(ValueError, match="cannot crop"):
+        centre_crop(square["cam_high"], 130, 128)
 
 
 def test_joint_order_matches_the_embodiment_file(cube_robot: MujocoRobot) -> None:

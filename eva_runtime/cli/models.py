@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from eva_runtime.cli.common import EmbodimentOption, TaskOption, app, console, embodiment_path, sim_robot
-from eva_runtime.cli.options import PositiveIntOption
+from eva_runtime.cli.options import FrameSizeOption, PositiveIntOption
 
 if TYPE_CHECKING:
     from eva_runtime.idm.config import IdmConfig
@@ -32,7 +32,7 @@ def train_idm_command(
     batch_size: PositiveIntOption = 32,
     learning_rate: float = 3e-4,
     cameras: Annotated[str, typer.Option(help="Comma-separated camera names.")] = "cam_high",
-    image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 64,
+    image_size: FrameSizeOption = "64",
     window: Annotated[int, typer.Option(help="k: frames t-k..t+k.")] = 1,
     fps: Annotated[float, typer.Option(help="IDM frame/action rate (divides the recording fps).")] = 12.5,
     backbone: Annotated[str, typer.Option(help="small, resnet18 or resnet50.")] = "small",
@@ -46,7 +46,7 @@ def train_idm_command(
     """Train the inverse dynamics model on recorded episodes (safetensors checkpoints, resumable)."""
     from eva_runtime.idm.train import TrainSettings
 
-    config = _idm_config(embodiment, cameras, image_size, window, fps, backbone)
+    config = _idm_config(embodiment, cameras, image_size.hw, window, fps, backbone)
     settings = TrainSettings(
         data=data,
         out=out,
@@ -63,7 +63,7 @@ def train_idm_command(
 
 
 def _idm_config(
-    embodiment: Path | None, cameras: str, image_size: int, window: int, fps: float, backbone: str
+    embodiment: Path | None, cameras: str, image_size: tuple[int, int], window: int, fps: float, backbone: str
 ) -> IdmConfig:
     """The IDM's architecture and timing, with the joints and grippers of the embodiment it is trained for."""
     from eva_runtime.embodiment import load_embodiment
@@ -72,7 +72,7 @@ def _idm_config(
     robot = load_embodiment(embodiment_path(embodiment))
     return IdmConfig(
         cameras=tuple(c.strip() for c in cameras.split(",") if c.strip()),
-        image_size=(image_size, image_size),
+        image_size=image_size,
         window=window,
         fps=fps,
         joint_names=robot.joint_names,

@@ -28,7 +28,7 @@ def train_world_model_base_command(
     vae_finetune_steps: Annotated[int, typer.Option(min=0, help="Then VAE steps on 17-frame clips (batch 4).")] = 250,
     camera: str = "cam_high",
     fps: VideoFpsOption = 12.5,
-    image_size: FrameSizeOption = 64,
+    image_size: FrameSizeOption = "64",
     seed: int = 0,
     threads: PositiveIntOption = 2,
 ) -> None:
@@ -49,7 +49,7 @@ def train_world_model_base_command(
     metrics = make_base_model(
         data,
         out,
-        TinyWanConfig(image_size=(image_size, image_size)),
+        TinyWanConfig(image_size=image_size.hw),
         VaeSettings(steps=vae_steps, seed=seed, finetune_steps=vae_finetune_steps),
         camera=camera,
         fps=fps,

@@ -27,12 +27,12 @@ def train_world_model_cache_command(
     out: Annotated[Path, typer.Option(help="The cache file (.npz).")],
     camera: str = "cam_high",
     fps: VideoFpsOption = 12.5,
-    image_size: FrameSizeOption = 64,
+    image_size: FrameSizeOption = "64",
 ) -> None:
     """Recorded episodes -> one compact .npz (video, actions, instructions, fixed text embeddings) for the recipe."""
     from eva_runtime.training.wm_assemble import make_video_cache
 
-    console.print_json(json.dumps(make_video_cache(data, out, camera, fps, image_size)))
+    console.print_json(json.dumps(make_video_cache(data, out, camera, fps, image_size.hw)))
 
 
 @train_app.command("world-model-recipe")
@@ -223,14 +223,12 @@ def train_vae_roundtrip_command(
     camera: str = "cam_high",
     clip: Annotated[int, typer.Option(help="Frames per VAE clip (the world model's clip).")] = 41,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N episodes.")] = None,
-    image_size: Annotated[int, typer.Option(min=8, help="Frame size for a VAE candidate file.")] = 64,
+    image_size: FrameSizeOption = "64",
     threads: PositiveIntOption = 2,
 ) -> None:
     """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames."""
     from eva_runtime.training.vae_roundtrip import roundtrip_episodes
 
     set_torch_threads(threads)
-    written = roundtrip_episodes(
-        data, model, out, camera, clip, limit, log=lambda _: None, image_size=(image_size, image_size)
-    )
+    written = roundtrip_episodes(data, model, out, camera, clip, limit, log=lambda _: None, image_size=image_size.hw)
     console.print(f"{len(written)} episodes written to {out}")

@@ -5,6 +5,11 @@ on another thread). Joint vectors use the embodiment layout (14 values, grippers
 normalised 0 = closed .. 1 = open, as the gym-aloha action); the two finger slides of each gripper are driven
 from the one normalised value. Control runs at 50 Hz by default: each `apply` holds the targets for 10 physics
 steps of 2 ms (other rates, e.g. 200 Hz for timing benchmarks, use whole physics steps of at most 2 ms).
+
+A camera asked for a frame that is not square keeps its horizontal field of view and sees less vertically: the
+frame is the centre of a square render as wide as the frame (MuJoCo's `fovy` is vertical, so a plain wide
+render would see more table at the sides instead). This is how a shorter `cam_high` drops the rows above and
+below the table that the top camera sees as black, without a second camera in the scene.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ __all__ = [
     "BimanualSim",
     "SimSnapshot",
     "SnapshotCameras",
+    "centre_crop",
     "finger_from_gripper",
     "gripper_from_finger",
     "steps_per_frame",
@@ -40,6 +46,19 @@ def steps_per_frame(control_rate_hz: float, fps: float, what: str = "fps") -> in
     if abs(stride - round(stride)) > 1e-9 or round(stride) < 1:
         raise ValueError(f"{what} {fps} must divide the control rate {control_rate_hz} Hz (frames fall on its ticks)")
     return round(stride)
+
+
+def centre_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centred (height, width) part of an (H, W, ...) image at least that large (a copy)."""
+    top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"cannot crop {height}x{width} from a {image.shape[0]}x{image.shape[1]} image")
+    return image[top : top + height, left : left + width].copy()
+
+
+def _square(height: int, width: int) -> tuple[int, int]:
+    side = max(height, width)
+    return side, side
 
 
 def finger_from_gripper(value: np.ndarray | float) -> np.ndarray:
@@ -216,13 +235,13 @@ class BimanualSim:
     # --- cameras ----------------------------------------------------------------------------------------------
     def render(self, cameras: tuple[str, ...], height: int, width: int) -> dict[str, np.ndarray]:
         """RGB uint8 (height, width, 3) per robot camera name (cam_high, cam_left_wrist, cam_right_wrist)."""
-        renderer = self._renderer(height, width)
+        renderer = self._renderer(*_square(height, width))
         frames = {}
         for name in cameras:
             if name not in CAMERA_MAP:
                 raise KeyError(f"unknown camera {name!r}; the simulated robot has {sorted(CAMERA_MAP)}")
             renderer.update_scene(self.data, camera=CAMERA_MAP[name])
-            frames[name] = renderer.render().copy()
+            frames[name] = centre_crop(renderer.render(), height, width)
         return frames
 
     def _renderer(self, height: int, width: int):
@@ -261,13 +280,13 @@ class SnapshotCameras:
         mujoco.mj_setState(self._model, self._data, snapshot.state, mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(self._model, self._data)
         if self._renderer is None:  # made here: its GL context belongs to the thread that renders
-            self._renderer = _make_renderer(mujoco, self._model, *self._size)
+            self._renderer = _make_renderer(mujoco, self._model, *_square(*self._size))
         frames = {}
         for name in cameras:
             if name not in CAMERA_MAP:
                 raise KeyError(f"unknown camera {name!r}; the simulated robot has {sorted(CAMERA_MAP)}")
             self._renderer.update_scene(self._data, camera=CAMERA_MAP[name])
-            frames[name] = self._renderer.render().copy()
+            frames[name] = centre_crop(self._renderer.render(), *self._size)
         return frames
 
     def close(self) -> None:

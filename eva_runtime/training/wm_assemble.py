@@ -38,17 +38,17 @@ def _text_embeds(config, instructions: Sequence[str]) -> np.ndarray:
 
 
 def make_video_cache(
-    data: Sequence[Path], out: Path, camera: str = "cam_high", fps: float = 12.5, image_size: int = 64
+    data: Sequence[Path], out: Path, camera: str = "cam_high", fps: float = 12.5, image_size: tuple[int, int] = (64, 64)
 ) -> dict:
     from eva_runtime.sim.tasks import TASKS
     from eva_runtime.training.video_cache import save_video_cache
     from eva_runtime.training.wm_data import load_videos
     from eva_runtime.world_model.wan.components import TinyWanConfig, instruction_vocabulary
 
-    videos = [v for directory in data for v in load_videos(directory, camera, fps, (image_size, image_size))]
+    videos = [v for directory in data for v in load_videos(directory, camera, fps, image_size)]
     instructions = tuple(sorted({spec.instruction for spec in TASKS.values()} | {v.instruction for v in videos}))
     vocabulary = instruction_vocabulary(instructions)
-    config = TinyWanConfig(image_size=(image_size, image_size), vocabulary=vocabulary)
+    config = TinyWanConfig(image_size=image_size, vocabulary=vocabulary)
     embeds = _text_embeds(config, instructions)
     digest = save_video_cache(out, videos, fps, camera, instructions, embeds, vocabulary)
     return {
