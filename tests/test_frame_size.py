@@ -17,8 +17,7 @@ from eva_runtime.cli import app
 from eva_runtime.cli.options import FrameSize, frame_size
 from eva_runtime.embodiment import load_embodiment
 from eva_runtime.idm.windows import resize_video
-from eva_runtime.records.hdf5_episodes import Episode, episode_path, write_episode
-from tests.wan_helpers import INSTRUCTION
+from tests.wan_helpers import INSTRUCTION, write_video_episodes
 
 runner = CliRunner()
 JOINTS = load_embodiment(Path(__file__).resolve().parents[1] / "calibration" / "aloha_sim.yaml").joint_names
@@ -46,24 +45,7 @@ def wide_video(frames: int, start: int) -> np.ndarray:
 
 
 def write_wide_episodes(directory: Path, count: int, frames: int = 36) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        actions = np.linspace(0, 0.1, frames)[:, None] * np.ones((1, len(JOINTS)))
-        episode = Episode(
-            images={"cam_high": wide_video(frames, start=index % 7)},
-            qpos=actions,
-            action=actions,
-            qvel=None,
-            fps=25.0,
-            embodiment="aloha_sim",
-            task="transfer_cube",
-            instruction=INSTRUCTION,
-            joint_names=JOINTS,
-            seed=index,
-            success=True,
-        )
-        write_episode(episode_path(directory, index), episode)
-    return directory
+    return write_video_episodes(directory, [wide_video(frames, start=i % 7) for i in range(count)], JOINTS)
 
 
 def test_the_video_cache_keeps_a_wide_camera_wide(tmp_path: Path) -> None:

@@ -66,10 +66,14 @@ def square_video(frames: int, size: int, start: int, speed: int = 1) -> np.ndarr
 
 def write_square_episodes(directory: Path, count: int, frames: int = 26, size: int = 32) -> Path:
     """`count` episodes at 25 fps (the recorder's rate) whose 12.5 fps videos have `frames // 2` frames."""
+    return write_video_episodes(directory, [square_video(frames, size, start=index % 7) for index in range(count)])
+
+
+def write_video_episodes(directory: Path, videos: list[np.ndarray], joint_names: tuple[str, ...] = JOINTS) -> Path:
+    """One 25 fps `cam_high` episode per video, with slowly rising joints (seeds 0, 1, ...)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        video = square_video(frames, size, start=index % 7)
-        actions = np.linspace(0, 0.1, frames)[:, None] * np.ones((1, len(JOINTS)))
+    for index, video in enumerate(videos):
+        actions = np.linspace(0, 0.1, len(video))[:, None] * np.ones((1, len(joint_names)))
         episode = Episode(
             images={"cam_high": video},
             qpos=actions,
@@ -79,7 +83,7 @@ def write_square_episodes(directory: Path, count: int, frames: int = 26, size: i
             embodiment="aloha_sim",
             task="transfer_cube",
             instruction=INSTRUCTION,
-            joint_names=JOINTS,
+            joint_names=joint_names,
             seed=index,
             success=True,
         )
