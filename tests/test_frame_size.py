@@ -27,6 +27,7 @@ JOINTS = load_embodiment(Path(__file__).resolve().parents[1] / "calibration" / "
 def test_height_by_width_parses_to_that_size(height: int, width: int, separator: str) -> None:
     assert frame_size(f"{height}{separator}{width}") == FrameSize(height, width)
     assert frame_size(str(height)).hw == (height, height)
+    assert frame_size(str(FrameSize(height, width))) == FrameSize(height, width)  # how --help shows a default
 
 
 @pytest.mark.parametrize("text", ["", "x", "64x", "x64", "7", "64x4", "64x112x3", "-64", "sixty", "64.5"])

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from eva_runtime.cli.common import EmbodimentOption, TaskOption, app, console, embodiment_path, sim_robot
-from eva_runtime.cli.options import FrameSizeOption, PositiveIntOption
+from eva_runtime.cli.options import SQUARE_64, FrameSizeOption, PositiveIntOption
 
 if TYPE_CHECKING:
     from eva_runtime.idm.config import IdmConfig
@@ -32,7 +32,7 @@ def train_idm_command(
     batch_size: PositiveIntOption = 32,
     learning_rate: float = 3e-4,
     cameras: Annotated[str, typer.Option(help="Comma-separated camera names.")] = "cam_high",
-    image_size: FrameSizeOption = "64",
+    image_size: FrameSizeOption = SQUARE_64,
     window: Annotated[int, typer.Option(help="k: frames t-k..t+k.")] = 1,
     fps: Annotated[float, typer.Option(help="IDM frame/action rate (divides the recording fps).")] = 12.5,
     backbone: Annotated[str, typer.Option(help="small, resnet18 or resnet50.")] = "small",

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "SQUARE_64",
     "AdapterDirsOption",
     "EpisodeDirOption",
     "FrameSize",
@@ -35,6 +36,12 @@ class FrameSize:
     @property
     def hw(self) -> tuple[int, int]:
         return self.height, self.width
+
+    def __str__(self) -> str:  # as typed on the command line (and shown as the default in --help)
+        return str(self.height) if self.height == self.width else f"{self.height}x{self.width}"
+
+
+SQUARE_64 = FrameSize(64, 64)
 
 
 def frame_size(text: str | FrameSize) -> FrameSize:

@@ -12,6 +12,7 @@ import typer
 from eva_runtime.cli.common import console
 from eva_runtime.cli.models import train_app
 from eva_runtime.cli.options import (
+    SQUARE_64,
     EpisodeDirOption,
     FrameSizeOption,
     PositiveIntOption,
@@ -28,7 +29,7 @@ def train_world_model_base_command(
     vae_finetune_steps: Annotated[int, typer.Option(min=0, help="Then VAE steps on 17-frame clips (batch 4).")] = 250,
     camera: str = "cam_high",
     fps: VideoFpsOption = 12.5,
-    image_size: FrameSizeOption = "64",
+    image_size: FrameSizeOption = SQUARE_64,
     seed: int = 0,
     threads: PositiveIntOption = 2,
 ) -> None:

@@ -12,6 +12,7 @@ import typer
 from eva_runtime.cli.common import console
 from eva_runtime.cli.models import train_app
 from eva_runtime.cli.options import (
+    SQUARE_64,
     EpisodeDirOption,
     FrameSizeOption,
     PositiveIntOption,
@@ -27,7 +28,7 @@ def train_world_model_cache_command(
     out: Annotated[Path, typer.Option(help="The cache file (.npz).")],
     camera: str = "cam_high",
     fps: VideoFpsOption = 12.5,
-    image_size: FrameSizeOption = "64",
+    image_size: FrameSizeOption = SQUARE_64,
 ) -> None:
     """Recorded episodes -> one compact .npz (video, actions, instructions, fixed text embeddings) for the recipe."""
     from eva_runtime.training.wm_assemble import make_video_cache
@@ -223,7 +224,7 @@ def train_vae_roundtrip_command(
     camera: str = "cam_high",
     clip: Annotated[int, typer.Option(help="Frames per VAE clip (the world model's clip).")] = 41,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N episodes.")] = None,
-    image_size: FrameSizeOption = "64",
+    image_size: FrameSizeOption = SQUARE_64,
     threads: PositiveIntOption = 2,
 ) -> None:
     """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames."""
