@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eva_runtime.idm.windows import resize_video
 from eva_runtime.training.dagger_labels import ClipSet
 from eva_runtime.training.task_progress import PlayedPlan, TaskProgress
 from eva_runtime.world_model.protocol import RolloutRequest
@@ -147,23 +146,17 @@ class _Labeller:
         return LabelOutcome(seed, step, stage_start, played[best], progress_of_samples, future is not None), future
 
 
-def _render_size(progress: TaskProgress, camera: str) -> tuple[int, int]:
-    for spec in progress.embodiment.cameras:
-        if spec.name == camera:
-            return spec.height, spec.width
-    raise ValueError(f"camera {camera!r} is not in embodiment {progress.embodiment.name!r}")
-
-
 def _rendered(progress: TaskProgress, origin, plan: np.ndarray, fps: float, camera: str, image_size):
     """The plan played again from `origin`, the camera rendered at every frame time and shrunk as recordings are
     (the simulation is deterministic, so this is the play that was chosen)."""
-    render_size = _render_size(progress, camera)
+    from eva_runtime.world_model.oracle import render_shrunk, render_sizes
+
+    render_size = render_sizes(progress.embodiment, (camera,))[camera]
     frames: list[np.ndarray] = []
     commands: list[np.ndarray] = []
 
     def keep(sim, command: np.ndarray) -> None:
-        rendered = sim.render((camera,), *render_size)[camera]
-        frames.append(resize_video(rendered[None], tuple(image_size))[0])
+        frames.append(render_shrunk(sim, camera, render_size, image_size))
         commands.append(np.array(command, dtype=np.float64))
 
     progress.play(origin, plan, fps, on_frame=keep)

@@ -27,7 +27,7 @@ from eva_runtime.sim.bimanual_sim import BimanualSim, SimSnapshot, steps_per_fra
 from eva_runtime.world_model.artifacts import ArtifactConfig, inject_artifacts
 from eva_runtime.world_model.protocol import Rollout, RolloutRequest
 
-__all__ = ["OracleRollout", "OracleState", "OracleWorldModel", "RejoinedFuture"]
+__all__ = ["OracleRollout", "OracleState", "OracleWorldModel", "RejoinedFuture", "render_shrunk", "render_sizes"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,22 @@ class RejoinedFuture:
     reach_end_m: float  # the right gripper's distance to the object at the end
 
 
+def render_sizes(embodiment: Embodiment, cameras: tuple[str, ...], what: str = "cameras") -> dict[str, tuple[int, int]]:
+    """Each camera's (height, width) as the embodiment renders it; ValueError naming the cameras it lacks."""
+    specs = {camera.name: camera for camera in embodiment.cameras}
+    missing = [name for name in cameras if name not in specs]
+    if missing:
+        raise ValueError(f"{what} {missing} are not in embodiment {embodiment.name!r}")
+    return {name: (specs[name].height, specs[name].width) for name in cameras}
+
+
+def render_shrunk(sim: BimanualSim, camera: str, render_size: tuple[int, int], image_size) -> np.ndarray:
+    """One camera's frame rendered at its own size and shrunk to `image_size` with area interpolation, as recorded
+    episodes are for training (module docstring: rendering straight at the small size aliases)."""
+    rendered = sim.render((camera,), *render_size)[camera]
+    return resize_video(rendered[None], tuple(image_size))[0]
+
+
 class OracleWorldModel:
     def __init__(
         self,
@@ -93,11 +109,7 @@ class OracleWorldModel:
         self.stride = stride
         self.cameras = cameras
         self.image_size = image_size
-        specs = {camera.name: camera for camera in embodiment.cameras}
-        missing = [name for name in cameras if name not in specs]
-        if missing:
-            raise ValueError(f"oracle cameras {missing} are not in embodiment {embodiment.name!r}")
-        self._render_sizes = {name: (specs[name].height, specs[name].width) for name in cameras}
+        self._render_sizes = render_sizes(embodiment, cameras, "oracle cameras")
         self.artifacts = artifacts or ArtifactConfig()
         self.model_id = f"oracle:{task}" + (":artifacts" if self.artifacts.active else "")
         self._sim: BimanualSim | None = None
@@ -163,8 +175,7 @@ class OracleWorldModel:
                     step += 1
             actions[k] = safety.state.command
             for name, size in self._render_sizes.items():
-                rendered = sim.render((name,), *size)[name]
-                frames[name][k] = resize_video(rendered[None], self.image_size)[0]
+                frames[name][k] = render_shrunk(sim, name, size, self.image_size)
         return frames, actions
 
     def rollout(self, request: RolloutRequest) -> OracleRollout:
