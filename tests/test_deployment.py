@@ -51,6 +51,8 @@ def test_a_bundle_becomes_a_planner_spec_and_a_model_id_with_its_overrides() -> 
     )
     assert changed.spec.world_model["degrade"] == {"motion_scale": 0.6} and changed.spec.settings.samples == 4
     assert changed.model_id.endswith("~motion_scale=0.6,samples=4")
+    fewer_steps = Deployment.from_bundle(ORACLE, "transfer_cube", world_model={"steps": 3})
+    assert fewer_steps.spec.world_model["steps"] == 3 and fewer_steps.model_id.endswith("~steps=3")
 
 
 def test_a_tampered_bundle_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.world_model.degraded import Degradation, DegradedWorldModel, blur_to_psnr, scale_motion
 from eva_runtime.world_model.fidelity import frame_psnr_db
-from eva_runtime.world_model.ladder import LadderConfigError, load_ladder, loop_overrides, render_ladder
+from eva_runtime.world_model.ladder import (
+    LadderConfigError,
+    load_ladder,
+    loop_overrides,
+    render_ladder,
+    world_model_overrides,
+)
 from eva_runtime.world_model.protocol import Rollout, RolloutRequest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +146,25 @@ def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_default
     assert sync.synchronous and sync.execute_fraction == 0.25 and sync.retime_headroom is None
     assert replace(sync, synchronous=False, execute_fraction=1.0, retime_headroom=None) == LoopSettings()
     assert untracked.track_headroom is None and replace(untracked, track_headroom=0.9) == LoopSettings()
+
+
+def test_a_rungs_world_model_changes_resolve_paths_and_keep_the_bundles_sampler_unless_named(tmp_path: Path) -> None:
+    path = tmp_path / "ladder.yaml"
+    path.write_text(
+        "rungs:\n  - {name: plain, bundle: b}\n"
+        "  - {name: fast, bundle: b, sampling_steps: 3}\n"
+        "  - {name: vae, bundle: b, degrade: {vae: models/v, motion_scale: 0.5}, sampling_steps: 2}\n"
+    )
+    plain, fast, vae = load_ladder(path).rungs
+    assert world_model_overrides(plain, tmp_path) == {}
+    assert world_model_overrides(fast, tmp_path) == {"steps": 3}
+    assert world_model_overrides(vae, tmp_path) == {
+        "degrade": {"vae": str(tmp_path / "models" / "v"), "motion_scale": 0.5},
+        "steps": 2,
+    }
+    path.write_text("rungs:\n  - {name: none, bundle: b, sampling_steps: 0}\n")
+    with pytest.raises(LadderConfigError, match="sampling_steps"):
+        load_ladder(path)
 
 
 def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path) -> None:

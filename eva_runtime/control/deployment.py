@@ -61,7 +61,9 @@ class Deployment:
         remote = spec.world_model.get("kind") == "remote"  # the bundle's model, served from another machine
         served = f"remote:{spec.world_model.get('url')}" if remote else bundle.manifest.world_model.id
         model_id = f"{served}+idm:{bundle.hashes()['idm'][:8]}"
-        changes = {**dict(spec.world_model.get("degrade") or {}), **dict(planner or {})}
+        # The sampler's settings changed from the bundle's are part of what ran (a remote model's url is not).
+        sampler = {key: value for key, value in dict(world_model or {}).items() if key in ("steps", "guidance")}
+        changes = {**dict(spec.world_model.get("degrade") or {}), **sampler, **dict(planner or {})}
         if changes:
             model_id += "~" + ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
         return cls(bundle, task, spec, model_id)

@@ -60,12 +60,13 @@ def open_loop(
     reward_config=None,
     samples: int = 1,
     history_frames: int | None = None,
+    steps: int | None = None,
 ) -> dict:
     """Summary of `evaluate_world_model` for a Wan bundle, or of the recorded futures for the oracle.
 
     `reward_config`: score with these constants instead of the bundle's (rows of one table must share one P0).
     `samples` > 1: best-of-N, the row of the rollout the gate executes. The model sees as many observed frames as
-    on the robot (its bundle's history, or `history_frames`).
+    on the robot (its bundle's history, or `history_frames`); `steps`: the sampler's steps instead of the bundle's.
     """
     from eva_runtime.control.sim_runtime import world_model_spec
     from eva_runtime.idm.decoder import IdmDecoder
@@ -87,7 +88,8 @@ def open_loop(
     from eva_runtime.world_model.wan.backend import load_wan_world_model
 
     spec = world_model_spec(bundle, task="", threads=threads)
-    model = load_wan_world_model(spec | ({} if history_frames is None else {"history_frames": history_frames}))
+    changes = {"history_frames": history_frames, "steps": steps}
+    model = load_wan_world_model(spec | {key: value for key, value in changes.items() if value is not None})
     history = model.settings.history_frames
     results = evaluate_world_model(
         model, decoder, config, videos, starts, horizon, samples, seed, history_frames=history, best_of=samples > 1

@@ -52,6 +52,8 @@ class Rung(_Strict):
     gripper_latch: tuple[float, float] | None = None
     # Observed frames per plan request (control/frame_history.py); None: the world model's own.
     history_frames: int | None = Field(None, ge=1)
+    # The Wan sampler's Euler steps (None: the bundle's): fewer steps, shorter plans' latency.
+    sampling_steps: int | None = Field(None, ge=1, le=100)
     note: str = ""
 
     @field_validator("gripper_latch")
@@ -101,11 +103,11 @@ def run_ladder(
     only: tuple[str, ...] = (),
     episode_steps: int | None = None,
     log: Callable[[str], None] = print,
-    open_loop: Callable[[Path, int, int | None, bool], dict | None] | None = None,
+    open_loop: Callable[[Path, Rung], dict | None] | None = None,
 ) -> list[dict]:
     """Run every rung (or those named in `only`), appending each result to OUT/ladder.json as it finishes.
-    `open_loop(bundle, samples, history_frames, degraded)`: each rung's open-loop cells, measured before its closed
-    loop (never beside it: both want the cores), e.g. `ladder_open_loop.RungOpenLoop`."""
+    `open_loop(bundle, rung)`: each rung's open-loop cells, measured before its closed loop (never beside it: both
+    want the cores), e.g. `ladder_open_loop.RungOpenLoop`."""
     from eva_runtime.control.sim_session import run_sim_episodes
 
     out.mkdir(parents=True, exist_ok=True)
@@ -116,18 +118,15 @@ def run_ladder(
     for rung in config.rungs:
         if only and rung.name not in only:
             continue
-        degrade = dict(rung.degrade)
-        if "vae" in degrade:
-            degrade["vae"] = _resolve(root, degrade["vae"])
         bundle = Path(_resolve(root, rung.bundle))
-        imagined = None if open_loop is None else open_loop(bundle, rung.samples, rung.history_frames, bool(degrade))
+        imagined = None if open_loop is None else open_loop(bundle, rung)
         result = run_sim_episodes(
             bundle,
             config.task,
             count,
             config.first_seed,
             out / "ladder.db",
-            world_model={"degrade": degrade} if degrade else None,
+            world_model=world_model_overrides(rung, root) or None,
             planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
             max_steps=steps,
             loop=loop_overrides(rung),
@@ -184,6 +183,20 @@ def _funnel(stages_reached: dict[str, int] | None) -> str:
 
 def _centimetres(metres: float | None) -> str:
     return "-" if metres is None else f"{100 * metres:.1f} cm"
+
+
+def world_model_overrides(rung: Rung, root: Path) -> dict:
+    """The rung's changes to its bundle's world-model spec: the degradation (a VAE path resolved against `root`)
+    and the sampler's steps."""
+    overrides: dict = {}
+    if rung.degrade:
+        degrade = dict(rung.degrade)
+        if "vae" in degrade:
+            degrade["vae"] = _resolve(root, degrade["vae"])
+        overrides["degrade"] = degrade
+    if rung.sampling_steps is not None:
+        overrides["steps"] = rung.sampling_steps
+    return overrides
 
 
 def loop_overrides(rung: Rung) -> dict:

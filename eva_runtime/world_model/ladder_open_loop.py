@@ -41,8 +41,9 @@ class RungOpenLoop:
     _videos: dict = field(default_factory=dict, init=False)
     _reward: object | None = field(default=None, init=False)
 
-    def __call__(self, bundle_dir: Path, samples: int, history_frames: int | None, degraded: bool) -> dict | None:
-        if degraded:
+    def __call__(self, bundle_dir: Path, rung) -> dict | None:
+        """`rung`: a `ladder.Rung` (its samples, observed history and sampler steps; degraded rungs get none)."""
+        if rung.degrade:
             return None
         from eva_runtime.bundle import load_bundle
         from eva_runtime.world_model.comparison import held_out_videos, open_loop, reward_config_of
@@ -58,10 +59,11 @@ class RungOpenLoop:
             c.horizon,
             threads=c.threads,
             reward_config=self._reward,
-            samples=samples,
-            history_frames=history_frames,
+            samples=rung.samples,
+            history_frames=rung.history_frames,
+            steps=rung.sampling_steps,
         )
-        return open_loop_cells(summary, samples)
+        return open_loop_cells(summary, rung.samples)
 
 
 def open_loop_cells(summary: dict, samples: int) -> dict:
