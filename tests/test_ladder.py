@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -179,8 +180,10 @@ def test_the_table_lists_rungs_in_the_files_order_with_intervals(tmp_path: Path)
     rows[1]["nominal_intervention_share"] = 0.0123
     rows[1]["stages_reached"] = {"touched": 4, "lifted": 4}
     rows[1]["closest_reach_p50_m"] = 0.0412
+    rows[1]["machine_probe_ms"] = 31.6
     table = render_ladder(rows, config).splitlines()
-    assert table[2].startswith("| first | 4/4 | [0.51, 1.00]") and table[3].startswith("| second | 1/4")
+    assert table[2].startswith("| first | 4/4 | [0.51, 1.00] | 0.50 s | 32 ms |")
+    assert table[3].startswith("| second | 1/4 | [0.05, 0.70] | 0.50 s | - |")  # written before the probe
     assert table[2].endswith("| 1.23 % | 4.1 cm | touched 4, lifted 4 |")
     assert table[3].endswith("| - | - | - |")  # older rows did not measure them
 
@@ -213,3 +216,22 @@ def test_one_session_runs_logged_episodes_of_the_requested_length(tmp_path: Path
     assert result.per_episode_stage == (0, 0)
     assert len(result.per_episode_reach_m) == 2 and result.closest_reach_p50_m > 0.1  # still far from the cube
     assert all(r.failure_reason == "task not completed; furthest stage: none" for r in records)
+
+
+def test_a_ladder_run_writes_each_rows_machine_probe_seeds_and_table(tmp_path: Path) -> None:
+    from eva_runtime.world_model.ladder import run_ladder
+
+    path = tmp_path / "ladder.yaml"
+    path.write_text(
+        f"first_seed: 1003\nepisodes: 1\nepisode_steps: 20\n"
+        f"rungs:\n  - {{name: oracle, bundle: {REPO / 'models' / 'bundle_transfer_cube'}}}\n"
+        "  - {name: not run, bundle: missing}\n"
+    )
+    logged: list[str] = []
+    rows = run_ladder(load_ladder(path), REPO, tmp_path / "out", only=("oracle",), log=logged.append)
+    (row,) = rows
+    assert row["rung"] == "oracle" and row["episodes"] == 1 and row["first_seed"] == 1003
+    assert row["episode_steps"] == 20 and row["machine_probe_ms"] > 0.0
+    assert logged == ["oracle: 0/1 [0.00, 0.79]"]  # 20 ticks cannot finish the task
+    assert json.loads((tmp_path / "out" / "ladder.json").read_text()) == rows
+    assert f"| {row['machine_probe_ms']:.0f} ms |" in (tmp_path / "out" / "ladder.md").read_text()

@@ -109,6 +109,7 @@ def run_ladder(
     `open_loop(bundle, rung)`: each rung's open-loop cells, measured before its closed loop (never beside it: both
     want the cores), e.g. `ladder_open_loop.RungOpenLoop`."""
     from eva_runtime.control.sim_session import run_sim_episodes
+    from eva_runtime.world_model.machine_probe import probe_machine
 
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "ladder.json"
@@ -120,6 +121,7 @@ def run_ladder(
             continue
         bundle = Path(_resolve(root, rung.bundle))
         imagined = None if open_loop is None else open_loop(bundle, rung)
+        probe = probe_machine()  # just before the episodes, with nothing else of ours running
         result = run_sim_episodes(
             bundle,
             config.task,
@@ -134,6 +136,7 @@ def run_ladder(
         low, high = wilson_interval(result.successes, result.episodes)
         row = {"rung": rung.name, "note": rung.note, **result.summary(), "wilson95": [low, high]}
         row["episode_steps"] = steps
+        row["machine_probe_ms"] = probe["milliseconds"]
         row["first_seed"] = config.first_seed  # the seeds are first_seed + i: what `eva eval paired` pairs by
         row["per_episode"] = list(result.per_episode)
         row["per_episode_stage"] = list(result.per_episode_stage)
@@ -150,15 +153,16 @@ def run_ladder(
 def render_ladder(results: list[dict], config: LadderConfig) -> str:
     order = {r.name: i for i, r in enumerate(config.rungs)}
     lines = [
-        "| rung | success | Wilson 95 % | plan latency p50 | hold ticks / episode | executability: plans / executed "
-        "| plans "
+        "| rung | success | Wilson 95 % | plan latency p50 | machine probe | hold ticks / episode "
+        "| executability: plans / executed | plans "
         "| nominal interventions / joint-tick | closest reach p50 | episodes reaching each stage |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     ordered = sorted(results, key=lambda r: order.get(r["rung"], len(order)))
     for row in ordered:
         low, high = row["wilson95"]
         latency = row.get("planning_latency_p50_s")
+        probe = row.get("machine_probe_ms")  # absent in rows written before it was measured
         score = row.get("mean_score")
         executed = row.get("executed_mean_score")  # absent in rows written before it was measured
         share = row.get("nominal_intervention_share")  # absent in rows written before it was measured
@@ -166,7 +170,8 @@ def render_ladder(results: list[dict], config: LadderConfig) -> str:
         tracked_cell = "" if tracked is None else f" (tracker {100 * tracked:.1f} %)"
         lines.append(
             f"| {row['rung']} | {row['successes']}/{row['episodes']} | [{low:.2f}, {high:.2f}] | "
-            f"{'-' if latency is None else f'{latency:.2f} s'} | {row['hold_ticks_per_episode']:.0f} | "
+            f"{'-' if latency is None else f'{latency:.2f} s'} | {'-' if probe is None else f'{probe:.0f} ms'} | "
+            f"{row['hold_ticks_per_episode']:.0f} | "
             f"{'-' if score is None else f'{score:.2f}'} / {'-' if executed is None else f'{executed:.2f}'} | "
             f"{row['plans']} | "
             f"{'-' if share is None else f'{100 * share:.2f} %'}{tracked_cell} | "
