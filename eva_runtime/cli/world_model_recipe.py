@@ -165,52 +165,22 @@ def train_world_model_vae_command(
     lr: float = 3e-4,
     held_out: PositiveIntOption = 10,
     threads: PositiveIntOption = 2,
+    checkpoint_every: PositiveIntOption = 100,
+    resume: Annotated[bool, typer.Option(help="Continue the run kept beside OUT (same cache and settings).")] = False,
 ) -> None:
-    """Train (or fine-tune) one VAE candidate from a cache and measure it on the held-out episodes (cube included)."""
-    import torch
-
-    from eva_runtime.training.vae_candidates import (
-        VaeTraining,
-        build_candidate_vae,
-        latent_statistics,
-        load_candidate_vae,
-        measure_vae,
-        save_candidate_vae,
-        train_candidate_vae,
-    )
-    from eva_runtime.training.video_cache import load_video_cache
-    from eva_runtime.training.wm_recipe import CANDIDATES
+    """Train (or fine-tune) one VAE candidate from a cache and measure it on the held-out episodes (cube included).
+    The run's state is kept beside OUT every --checkpoint-every steps; --resume continues it."""
+    from eva_runtime.training.vae_candidates import VaeTraining
+    from eva_runtime.training.vae_run import VaeRun, train_vae_run
 
     set_torch_threads(threads)
-    if candidate not in CANDIDATES:
-        console.print(f"[red]error:[/red] --candidate {candidate!r}: known {sorted(CANDIDATES)}")
-        raise typer.Exit(2)
-    spec = CANDIDATES[candidate]
-    loaded = load_video_cache(cache)
-    train, held = loaded.videos[:-held_out], loaded.videos[-held_out:]
-    torch.manual_seed(0)
-    vae = build_candidate_vae(spec)
-    if init is not None:
-        start, start_spec, _ = load_candidate_vae(init)
-        shape = ("z_dim", "base_dim", "dim_mult", "res_blocks", "temporal_downsample")
-        if any(getattr(start_spec, key) != getattr(spec, key) for key in shape):
-            console.print(f"[red]error:[/red] {init} has another architecture than {candidate}")
-            raise typer.Exit(2)
-        vae.load_state_dict(start.state_dict(), strict=True)
     settings = VaeTraining(short_share=short_share, short_batch=short_batch, long_batch=long_batch, lr=lr)
-    device = torch.device("cpu")
-    losses = train_candidate_vae(vae, spec, train, steps, settings, device, console.print)
-    mean, std = latent_statistics(vae, train, settings.long_clip, device)
-    vae.register_to_config(latents_mean=mean, latents_std=std)
-    measured = measure_vae(vae, held, settings.long_clip, device)
-    result = {
-        **measured,
-        "steps": steps,
-        "init": str(init) if init else None,
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
-    }
-    save_candidate_vae(vae, spec, out, {"measured": result})
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    run = VaeRun(cache, candidate, out, steps, settings, init, held_out, checkpoint_every)
+    try:
+        result = train_vae_run(run, resume, console.print)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
     console.print_json(json.dumps(result))
 
 

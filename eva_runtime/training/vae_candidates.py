@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from eva_runtime.training import wm_vae
 from eva_runtime.training.wm_data import EpisodeVideo, clip_starts, to_model_range
 from eva_runtime.world_model.fidelity import cube_fidelity
 
+if TYPE_CHECKING:
+    from eva_runtime.training.vae_run import VaeCheckpoint
+
 __all__ = [
     "VaeCandidate",
     "VaeTraining",
@@ -33,6 +37,7 @@ __all__ = [
     "build_candidate_vae",
     "latent_statistics",
     "load_candidate_vae",
+    "load_verified_candidate",
     "load_verified_vae",
     "measure_vae",
     "save_candidate_vae",
@@ -122,54 +127,61 @@ def _clip_batch(videos, backgrounds, pairs, rng, size, clip, device):
 
 
 def train_candidate_vae(
-    vae, candidate: VaeCandidate, videos: list[EpisodeVideo], steps: int, settings: VaeTraining, device, log=print
+    vae,
+    candidate: VaeCandidate,
+    videos: list[EpisodeVideo],
+    steps: int,
+    settings: VaeTraining,
+    device,
+    log=print,
+    checkpoint: VaeCheckpoint | None = None,
 ) -> list[float]:
-    """Train in place for `steps` (short clips first, then long ones); returns the loss per step."""
+    """Train in place for `steps` (short clips first, then long ones); returns the loss per step. `checkpoint`:
+    continue from its file when there is one, and save every `checkpoint.every` steps and at the end."""
     import torch
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     backgrounds = background_frames(videos)
     lengths = [len(v.frames) for v in videos]
-    short_pairs, long_pairs = clip_starts(lengths, settings.short_clip), clip_starts(lengths, settings.long_clip)
+    pairs = {True: clip_starts(lengths, settings.short_clip), False: clip_starts(lengths, settings.long_clip)}
     vae.to(device).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
-    )
-    short_steps = round(steps * settings.short_share)
-    losses: list[float] = []
+    first, losses = (0, []) if checkpoint is None else checkpoint.load(vae, optimizer, rng)
+    warmup, short_steps = max(1, steps // 20), round(steps * settings.short_share)
     began = time.perf_counter()
-    for step in range(steps):
+    for step in range(first, steps):
+        factor = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * factor
         short = step < short_steps
-        video, foreground, saturation = _clip_batch(
-            videos,
-            backgrounds,
-            short_pairs if short else long_pairs,
-            rng,
-            settings.short_batch if short else settings.long_batch,
-            settings.short_clip if short else settings.long_clip,
-            device,
-        )
-        posterior = vae.encode(video).latent_dist
-        reconstruction = vae.decode(posterior.sample()).sample
-        weight = 1.0 + candidate.foreground_weight * foreground + candidate.saturation_weight * saturation
-        loss = ((reconstruction - video).abs() * weight).mean() / weight.mean()
-        loss = loss + settings.kl_weight * posterior.kl().mean() / video[0].numel()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        batch = (settings.short_batch, settings.short_clip) if short else (settings.long_batch, settings.long_clip)
+        clips = _clip_batch(videos, backgrounds, pairs[short], rng, *batch, device)
+        losses.append(_vae_step(vae, candidate, optimizer, clips, settings.kl_weight))
         if step % 100 == 0 or step == steps - 1:
-            log(
-                f"  vae {candidate.name} step {step}/{steps} loss {losses[-1]:.4f}"
-                f" ({time.perf_counter() - began:.0f} s)"
-            )
+            seconds = time.perf_counter() - began
+            log(f"  vae {candidate.name} step {step}/{steps} loss {losses[-1]:.4f} ({seconds:.0f} s)")
+        if checkpoint is not None and ((step + 1) % checkpoint.every == 0 or step + 1 == steps):
+            checkpoint.save(vae, optimizer, rng, step + 1, losses)
     vae.eval()
     return losses
+
+
+def _vae_step(vae, candidate: VaeCandidate, optimizer, clips, kl_weight: float) -> float:
+    """One optimizer step of the weighted L1 reconstruction loss (+ a small KL term); returns the loss."""
+    import torch
+
+    video, foreground, saturation = clips
+    posterior = vae.encode(video).latent_dist
+    reconstruction = vae.decode(posterior.sample()).sample
+    weight = 1.0 + candidate.foreground_weight * foreground + candidate.saturation_weight * saturation
+    loss = ((reconstruction - video).abs() * weight).mean() / weight.mean()
+    loss = loss + kl_weight * posterior.kl().mean() / video[0].numel()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+    optimizer.step()
+    return float(loss.detach())
 
 
 def latent_statistics(
@@ -232,14 +244,20 @@ def load_verified_vae(source: Path | str):
 
         verify_hashes(source)
         return AutoencoderKLWan.from_pretrained(str(source / "vae"), torch_dtype=torch.float32).eval()
-    sidecar = Path(str(source) + ".sha256")
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such VAE file or pipeline directory")
+    return load_verified_candidate(source)[0]
+
+
+def load_verified_candidate(path: Path | str):
+    """(vae, candidate, extra) from a candidate file whose `<file>.sha256` sidecar matches; refused otherwise."""
+    path = Path(path)
+    sidecar = Path(str(path) + ".sha256")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such VAE file or pipeline directory")
     if not sidecar.is_file():
-        raise ValueError(f"{source}: missing {sidecar.name}; refusing an unverified VAE")
-    if sidecar.read_text().strip() != file_sha256(source):
-        raise ValueError(f"{source}: SHA-256 does not match {sidecar.name}")
-    return load_candidate_vae(source)[0]
+        raise ValueError(f"{path}: missing {sidecar.name}; refusing an unverified VAE")
+    if sidecar.read_text().strip() != file_sha256(path):
+        raise ValueError(f"{path}: SHA-256 does not match {sidecar.name}")
+    return load_candidate_vae(path)
 
 
 def load_candidate_vae(path: Path | str):

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eva_runtime.atomic_file import replaced_atomically, write_text_atomically
+from eva_runtime.atomic_file import write_text_atomically
 from eva_runtime.file_hash import file_sha256
+from eva_runtime.training.train_state import load_train_state, save_train_state
 
 if TYPE_CHECKING:
     from eva_runtime.training.wm_transformer_run import TransformerRun
@@ -44,47 +45,18 @@ def check_resume(out: Path, run: TransformerRun, cache_sha: str, vae_sha: str) -
 
 
 def save_state(path: Path, model, ema, optimizer, generator, step: int, curve: list[dict]) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
-    saved = optimizer.state_dict()
-    for index, slots in saved["state"].items():
-        for key, value in slots.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
-    tensors["rng.generator"] = generator.get_state()
-    metadata = {
-        "format": FORMAT,
-        "step": str(step),
-        "optimizer_groups": json.dumps(saved["param_groups"]),
-        "curve": json.dumps(curve),
-    }
-    with replaced_atomically(path) as temporary:
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    Path(str(path) + ".sha256").write_text(file_sha256(path) + "\n")
+    save_train_state(
+        path,
+        FORMAT,
+        {"model": model, "ema": ema},
+        optimizer,
+        {"rng.generator": generator.get_state()},
+        {"step": str(step), "curve": json.dumps(curve)},
+    )
 
 
 def load_state(path: Path, model, ema, optimizer, generator) -> tuple[int, list[dict]]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    sidecar = Path(str(path) + ".sha256")
-    if not sidecar.is_file() or sidecar.read_text().strip() != file_sha256(path):
-        raise ValueError(f"{path}: SHA-256 does not match {sidecar.name}; refusing a corrupted checkpoint")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
-    slots: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            slots.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["optimizer_groups"])})
+    tensors, metadata = load_train_state(path, FORMAT, {"model": model, "ema": ema}, optimizer)
     generator.set_state(tensors["rng.generator"])
     return int(metadata["step"]), json.loads(metadata["curve"])
 
