@@ -12,20 +12,14 @@ import numpy as np
 import pytest
 
 from eva_runtime.training.vae_candidates import VaeCandidate, VaeTraining
+from tests.wan_helpers import scattered_cube_video
 
 INSTRUCTION = "pick up the red cube"
 TINY = VaeCandidate("tiny_test", z_dim=4, base_dim=8)
 
 
 def _video(name: str, seed: int, length: int = 44, size: int = 16):
-    from eva_runtime.training.wm_data import EpisodeVideo
-
-    rng = np.random.default_rng(seed)
-    frames = np.full((length, size, size, 3), 80, np.uint8)
-    for t in range(length):
-        row, col = rng.integers(0, size - 3, 2)
-        frames[t, row : row + 3, col : col + 3] = (202, 54, 54)
-    return EpisodeVideo(name, frames, rng.normal(size=(length, 14)).astype(np.float32), INSTRUCTION, seed)
+    return scattered_cube_video(name, seed, length, size, INSTRUCTION)
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,19 @@ def square_video(frames: int, size: int, start: int, speed: int = 1) -> np.ndarr
     return video
 
 
+def scattered_cube_video(name: str, seed: int, length: int = 16, size: int = 32, instruction: str = INSTRUCTION):
+    """An `EpisodeVideo` whose 3x3 red cube jumps to a random place every frame over a grey floor, with random
+    actions: training data with the scene's colours and no motion to learn (for tests of training mechanics)."""
+    from eva_runtime.training.wm_data import EpisodeVideo
+
+    rng = np.random.default_rng(seed)
+    frames = np.full((length, size, size, 3), 80, np.uint8)
+    for t in range(length):
+        row, col = rng.integers(0, size - 3, 2)
+        frames[t, row : row + 3, col : col + 3] = (202, 54, 54)
+    return EpisodeVideo(name, frames, rng.normal(size=(length, 14)).astype(np.float32), instruction, seed)
+
+
 def write_square_episodes(directory: Path, count: int, frames: int = 26, size: int = 32) -> Path:
     """`count` episodes at 25 fps (the recorder's rate) whose 12.5 fps videos have `frames // 2` frames."""
     return write_video_episodes(directory, [square_video(frames, size, start=index % 7) for index in range(count)])
