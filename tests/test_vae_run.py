@@ -12,31 +12,19 @@ import numpy as np
 import pytest
 
 from eva_runtime.training.vae_candidates import VaeCandidate, VaeTraining
-from tests.wan_helpers import scattered_cube_video
+from tests.wan_helpers import save_scattered_cache
 
 INSTRUCTION = "pick up the red cube"
 TINY = VaeCandidate("tiny_test", z_dim=4, base_dim=8)
-
-
-def _video(name: str, seed: int, length: int = 44, size: int = 16):
-    return scattered_cube_video(name, seed, length, size, INSTRUCTION)
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     import torch
 
-    from eva_runtime.training.video_cache import save_video_cache
-    from eva_runtime.training.wm_assemble import _text_embeds
-    from eva_runtime.world_model.wan.components import TinyWanConfig, instruction_vocabulary
-
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("vae_run")
-    vocabulary = instruction_vocabulary([INSTRUCTION])
-    embeds = _text_embeds(TinyWanConfig(image_size=(16, 16), vocabulary=vocabulary), [INSTRUCTION])
-    videos = [_video(f"episode_{i:04d}", seed=i) for i in range(3)]
-    save_video_cache(root / "cache.npz", videos, 12.5, "cam_high", (INSTRUCTION,), embeds, vocabulary)
-    return root / "cache.npz"
+    return save_scattered_cache(root / "cache.npz", episodes=3, length=44, size=16, instruction=INSTRUCTION)
 
 
 @pytest.fixture(autouse=True)

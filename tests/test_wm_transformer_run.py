@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.wan_helpers import scattered_cube_video
+from tests.wan_helpers import save_scattered_cache, scattered_cube_video
 
 INSTRUCTION = "pick up the red cube"
 
@@ -23,16 +23,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from eva_runtime.training.vae_candidates import VaeCandidate, build_candidate_vae, save_candidate_vae
-    from eva_runtime.training.video_cache import save_video_cache
-    from eva_runtime.training.wm_assemble import _text_embeds
-    from eva_runtime.world_model.wan.components import TinyWanConfig, instruction_vocabulary
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("run_files")
-    vocabulary = instruction_vocabulary([INSTRUCTION])
-    embeds = _text_embeds(TinyWanConfig(image_size=(32, 32), vocabulary=vocabulary), [INSTRUCTION])
-    videos = [_video(f"episode_{i:04d}", seed=i) for i in range(4)]
-    save_video_cache(root / "cache.npz", videos, 12.5, "cam_high", (INSTRUCTION,), embeds, vocabulary)
+    save_scattered_cache(root / "cache.npz", episodes=4, length=16, size=32, instruction=INSTRUCTION)
     torch.manual_seed(0)
     for name, seed in (("vae", 0), ("other_vae", 1)):
         torch.manual_seed(seed)

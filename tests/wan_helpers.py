@@ -77,6 +77,18 @@ def scattered_cube_video(name: str, seed: int, length: int = 16, size: int = 32,
     return EpisodeVideo(name, frames, rng.normal(size=(length, 14)).astype(np.float32), instruction, seed)
 
 
+def save_scattered_cache(path: Path, episodes: int, length: int, size: int, instruction: str) -> Path:
+    """A video cache (`eva train world-model-cache`'s format) of `episodes` scattered-cube videos."""
+    from eva_runtime.training.video_cache import save_video_cache
+    from eva_runtime.training.wm_assemble import _text_embeds
+
+    vocabulary = instruction_vocabulary([instruction])
+    embeds = _text_embeds(TinyWanConfig(image_size=(size, size), vocabulary=vocabulary), [instruction])
+    videos = [scattered_cube_video(f"episode_{i:04d}", i, length, size, instruction) for i in range(episodes)]
+    save_video_cache(path, videos, 12.5, "cam_high", (instruction,), embeds, vocabulary)
+    return path
+
+
 def write_square_episodes(directory: Path, count: int, frames: int = 26, size: int = 32) -> Path:
     """`count` episodes at 25 fps (the recorder's rate) whose 12.5 fps videos have `frames // 2` frames."""
     return write_video_episodes(directory, [square_video(frames, size, start=index % 7) for index in range(count)])
