@@ -281,3 +281,31 @@ def test_a_vae_file_is_read_through_only_when_its_hash_sidecar_matches(tmp_path:
         load_verified_vae(path)
     with pytest.raises(FileNotFoundError):
         load_verified_vae(tmp_path / "absent.safetensors")
+
+
+def test_a_stopped_round_trip_continues_where_it_stopped_and_refuses_another_vae(tmp_path: Path) -> None:
+    import torch
+
+    from eva_runtime.records.hdf5_episodes import read_episode
+    from eva_runtime.training.vae_candidates import VaeCandidate, build_candidate_vae, save_candidate_vae
+    from eva_runtime.training.vae_roundtrip import roundtrip_episodes
+    from tests.wan_helpers import write_square_episodes
+
+    data = write_square_episodes(tmp_path / "data", count=3, frames=10, size=16)
+    candidate = VaeCandidate("tiny", z_dim=4, base_dim=8)
+    vaes = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        vae = build_candidate_vae(candidate).eval()
+        vaes.append(save_candidate_vae(vae, candidate, tmp_path / f"vae{seed}.safetensors"))
+    out, logged = tmp_path / "rt", []
+    first = roundtrip_episodes(data, vaes[0], out, clip=5, limit=1, image_size=(16, 16), log=logged.append)
+    before = first[0].stat().st_mtime_ns
+    every = roundtrip_episodes(data, vaes[0], out, clip=5, image_size=(16, 16), log=logged.append)
+    assert [p.name for p in every] == [p.name for p in sorted(data.glob("episode_*.hdf5"))]
+    assert first[0].stat().st_mtime_ns == before and logged[1] == f"{first[0].name}: already written"
+    assert read_episode(every[2]).images["cam_high"].shape[1:] == (16, 16, 3)
+    with pytest.raises(ValueError, match="holds a round trip with vae_sha256"):
+        roundtrip_episodes(data, vaes[1], out, clip=5, image_size=(16, 16))
+    with pytest.raises(ValueError, match="holds a round trip with clip 5, not 9"):
+        roundtrip_episodes(data, vaes[0], out, clip=9, image_size=(16, 16))

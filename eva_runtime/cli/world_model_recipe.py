@@ -197,9 +197,14 @@ def train_vae_roundtrip_command(
     image_size: FrameSizeOption = SQUARE_64,
     threads: PositiveIntOption = 2,
 ) -> None:
-    """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames."""
+    """Episodes whose camera went through the world model's VAE: training data for an IDM that reads its frames.
+    A rerun into the same OUT skips the episodes already written (same VAE and settings; others are refused)."""
     from eva_runtime.training.vae_roundtrip import roundtrip_episodes
 
     set_torch_threads(threads)
-    written = roundtrip_episodes(data, model, out, camera, clip, limit, log=lambda _: None, image_size=image_size.hw)
+    try:
+        written = roundtrip_episodes(data, model, out, camera, clip, limit, log=print, image_size=image_size.hw)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
     console.print(f"{len(written)} episodes written to {out}")

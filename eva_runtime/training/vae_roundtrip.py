@@ -8,6 +8,10 @@ closes the gap. The camera's video is resized to the VAE's frame size, cut into 
 model's clip, so frame positions see the same causal-cache depths as in a rollout; the last clip is padded with
 its final frame), encoded and decoded with the latent mean, and written back as a new episode file; joints,
 actions and metadata are copied unchanged.
+
+Two hundred episodes take 35-45 minutes, so a stopped run continues: OUT/roundtrip.json names the VAE (by hash),
+camera, clip and frame size, each episode file is written whole or not at all, and a rerun into the same OUT
+skips the episodes already there; a rerun with another VAE or setting is refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -56,9 +60,13 @@ def roundtrip_episodes(
     temporal = int(vae.config.scale_factor_temporal)
     if (clip - 1) % temporal:
         raise ValueError(f"clip must be 1 + k * {temporal}, got {clip}")
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, {"vae_sha256": _model_sha256(model), "camera": camera, "clip": clip, "image_size": list(size)})
     written = []
     for path in list_episodes(data)[:limit]:
+        if (out / path.name).is_file():  # written whole by an earlier run of the same round trip
+            written.append(out / path.name)
+            log(f"{path.name}: already written")
+            continue
         episode = read_episode(path)
         if camera not in episode.images:
             raise ValueError(f"{path}: no camera {camera!r}")
@@ -67,3 +75,27 @@ def roundtrip_episodes(
         written.append(write_episode(out / path.name, rewritten))
         log(f"{path.name}: {len(frames)} frames through {model.name}'s VAE")
     return written
+
+
+def _model_sha256(model: Path) -> str:
+    from eva_runtime.file_hash import file_sha256
+
+    return file_sha256(model / "eva_hashes.json" if model.is_dir() else model)
+
+
+def _claim(out: Path, identity: dict) -> None:
+    """Write OUT/roundtrip.json, or check that the one there describes this round trip."""
+    from eva_runtime.atomic_file import write_text_atomically
+
+    marker = out / "roundtrip.json"
+    if marker.is_file():
+        before = json.loads(marker.read_text())
+        for key, value in identity.items():
+            if before.get(key) != value:
+                raise ValueError(
+                    f"{out} holds a round trip with {key} {before.get(key)!r}, not {value!r}: "
+                    "choose another --out or remove it"
+                )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(marker, json.dumps(identity, indent=2))
