@@ -79,6 +79,8 @@ def test_a_stopped_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one
     a, b = _weights(tmp_path / "whole.safetensors"), _weights(cut.out)
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     assert resumed["final_loss"] == whole["final_loss"] and np.isfinite(resumed["frame_psnr_db"])
+    by_frame = resumed["cube_visible_by_frame"]  # one share per frame of the 41-frame clip (a cube in every frame)
+    assert len(by_frame) == 41 and all(0.0 <= share <= 1.0 for share in by_frame)
     assert not state_path(cut.out).exists() and not Path(str(state_path(cut.out)) + ".sha256").exists()
     assert (tmp_path / "cut.safetensors.sha256").is_file() and (tmp_path / "cut.json").is_file()
 
