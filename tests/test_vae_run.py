@@ -106,6 +106,7 @@ def _stopped(cache: Path, out: Path, monkeypatch: pytest.MonkeyPatch):
 def test_another_run_a_leftover_state_and_a_corrupted_state_are_refused(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from eva_runtime.training import wm_recipe
     from eva_runtime.training.vae_run import state_path, train_vae_run
 
     run = _stopped(cache, tmp_path / "vae.safetensors", monkeypatch)
@@ -116,6 +117,10 @@ def test_another_run_a_leftover_state_and_a_corrupted_state_are_refused(
         train_vae_run(other_lr, resume=True, log=lambda _: None)
     with pytest.raises(ValueError, match=r"cannot resume .*'steps' is 8, the run used 6"):
         train_vae_run(dataclasses.replace(run, steps=8), resume=True, log=lambda _: None)
+    wider = dataclasses.replace(TINY, name="wider_test", z_dim=8)  # another network: refused before loading it
+    monkeypatch.setitem(wm_recipe.CANDIDATES, wider.name, wider)
+    with pytest.raises(ValueError, match=r"cannot resume .*'candidate'"):
+        train_vae_run(dataclasses.replace(run, candidate=wider.name), resume=True, log=lambda _: None)
     state = state_path(run.out)
     data = bytearray(state.read_bytes())
     data[len(data) // 2] ^= 0xFF

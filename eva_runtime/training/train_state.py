@@ -6,7 +6,7 @@ both keep their state this way; each names its own format, which a load must mat
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from eva_runtime.atomic_file import replaced_atomically
@@ -49,9 +49,12 @@ def save_train_state(
     Path(str(path) + ".sha256").write_text(file_sha256(path) + "\n")
 
 
-def load_train_state(path: Path, format_name: str, modules: Mapping, optimizer) -> tuple[dict, dict[str, str]]:
+def load_train_state(
+    path: Path, format_name: str, modules: Mapping, optimizer, check: Callable[[dict[str, str]], None] | None = None
+) -> tuple[dict, dict[str, str]]:
     """Load the modules (strictly) and the optimizer in place; returns (the other tensors, the metadata). Refuses a
-    file whose sidecar hash differs or whose format is another run's."""
+    file whose sidecar hash differs or whose format is another run's; `check(metadata)` may refuse it (by raising)
+    before anything is loaded."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -62,6 +65,8 @@ def load_train_state(path: Path, format_name: str, modules: Mapping, optimizer) 
         metadata = handle.metadata() or {}
     if metadata.get("format") != format_name:
         raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {format_name!r}")
+    if check is not None:
+        check(metadata)
     stored = load_file(str(path))
     for name, module in modules.items():
         prefix = f"{name}."

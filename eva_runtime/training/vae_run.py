@@ -42,16 +42,19 @@ class VaeCheckpoint:
 
         if not self.path.is_file():
             return 0, []
-        tensors, metadata = load_train_state(self.path, FORMAT, {"vae": vae}, optimizer)
+        tensors, metadata = load_train_state(self.path, FORMAT, {"vae": vae}, optimizer, self._same_run)
+        torch.set_rng_state(tensors["rng.torch"])
+        rng.bit_generator.state = json.loads(metadata["numpy_rng"])
+        return int(metadata["step"]), json.loads(metadata["losses"])
+
+    def _same_run(self, metadata: dict[str, str]) -> None:
+        """Refuse, naming the first differing key, a state another run saved (before any tensor is loaded)."""
         saved = json.loads(metadata["identity"])
         for key in sorted(set(saved) | set(self.identity)):
             if saved.get(key) != self.identity.get(key):
                 raise ValueError(
                     f"cannot resume {self.path}: {key!r} is {self.identity.get(key)!r}, the run used {saved.get(key)!r}"
                 )
-        torch.set_rng_state(tensors["rng.torch"])
-        rng.bit_generator.state = json.loads(metadata["numpy_rng"])
-        return int(metadata["step"]), json.loads(metadata["losses"])
 
     def save(self, vae, optimizer, rng, step: int, losses: list[float]) -> None:
         import torch
