@@ -52,6 +52,7 @@ def roundtrip_episodes(
     from eva_runtime.idm.windows import resize_video
     from eva_runtime.records.hdf5_episodes import list_episodes, read_episode, write_episode
     from eva_runtime.training.vae_candidates import load_verified_vae
+    from eva_runtime.training.wm_run_files import initial_weights_sha256  # a file's hash, or a directory's pins
 
     vae = load_verified_vae(model)
     if model.is_dir():
@@ -60,7 +61,7 @@ def roundtrip_episodes(
     temporal = int(vae.config.scale_factor_temporal)
     if (clip - 1) % temporal:
         raise ValueError(f"clip must be 1 + k * {temporal}, got {clip}")
-    _claim(out, {"vae_sha256": _model_sha256(model), "camera": camera, "clip": clip, "image_size": list(size)})
+    _claim(out, {"vae_sha256": initial_weights_sha256(model), "camera": camera, "clip": clip, "image_size": list(size)})
     written = []
     for path in list_episodes(data)[:limit]:
         if (out / path.name).is_file():  # written whole by an earlier run of the same round trip
@@ -75,12 +76,6 @@ def roundtrip_episodes(
         written.append(write_episode(out / path.name, rewritten))
         log(f"{path.name}: {len(frames)} frames through {model.name}'s VAE")
     return written
-
-
-def _model_sha256(model: Path) -> str:
-    from eva_runtime.file_hash import file_sha256
-
-    return file_sha256(model / "eva_hashes.json" if model.is_dir() else model)
 
 
 def _claim(out: Path, identity: dict) -> None:

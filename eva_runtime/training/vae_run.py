@@ -98,10 +98,10 @@ def train_vae_run(run: VaeRun, resume: bool = False, log=print) -> dict:
     if run.candidate not in CANDIDATES:
         raise ValueError(f"candidate {run.candidate!r} is unknown (known: {', '.join(sorted(CANDIDATES))})")
     spec = CANDIDATES[run.candidate]
-    checkpoint = VaeCheckpoint(state_path(run.out), run.checkpoint_every, _identity(run, spec))
-    if checkpoint.path.is_file() and not resume:
-        raise ValueError(f"{checkpoint.path} holds an unfinished run: pass --resume to continue it, or remove it")
+    if state_path(run.out).is_file() and not resume:
+        raise ValueError(f"{state_path(run.out)} holds an unfinished run: pass --resume to continue it, or remove it")
     loaded = load_video_cache(run.cache)
+    checkpoint = VaeCheckpoint(state_path(run.out), run.checkpoint_every, _identity(run, spec, loaded.sha256))
     train, held = loaded.videos[: -run.held_out], loaded.videos[-run.held_out :]
     torch.manual_seed(0)
     vae = build_candidate_vae(spec)
@@ -125,12 +125,12 @@ def train_vae_run(run: VaeRun, resume: bool = False, log=print) -> dict:
     return result
 
 
-def _identity(run: VaeRun, spec) -> dict:
+def _identity(run: VaeRun, spec, cache_sha256: str) -> dict:
     """What a resumption must share (JSON values, compared key by key)."""
     return json.loads(
         json.dumps(
             {
-                "cache_sha256": file_sha256(run.cache),
+                "cache_sha256": cache_sha256,  # hashed once, as the cache loads
                 "candidate": spec.as_dict(),
                 "steps": run.steps,
                 "settings": asdict(run.settings),
