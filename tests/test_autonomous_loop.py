@@ -93,6 +93,22 @@ def test_synchronous_mode_asks_only_when_the_plan_has_run_out() -> None:
     assert holds > 2 * int(0.5 / loop.period)  # every plan's latency is spent holding
 
 
+def test_a_synchronous_plan_starts_when_it_lands_so_no_action_is_skipped() -> None:
+    # The robot held while the plan was made: its first action is where the robot is when it lands. Stamped at the
+    # request instead, a 1 s latency would drop the first 12 of 37 actions and blend into the plan's middle.
+    loop, robot, clock = make_loop(latency_s=1.0, synchronous=True)
+    results = run(loop, clock, 300)
+    landed = [(i, r.installed[1]) for i, r in enumerate(results) if r.installed is not None]
+    assert len(landed) >= 2 and loop.stats.dropped_actions == 0
+    for tick, plan in landed:
+        assert plan.start_time == pytest.approx(results[tick].time)
+    np.testing.assert_allclose(robot.sent[landed[0][0]], landed[0][1].actions[0], atol=1e-3)  # no jump
+    # Async keeps the observation's stamp: the latency's share of each plan is behind the robot when it lands.
+    loop, _, clock = make_loop(latency_s=1.0)
+    run(loop, clock, 300)
+    assert loop.stats.dropped_actions >= 12
+
+
 def test_a_rejection_holds_records_why_and_plans_again() -> None:
     loop, _, clock = make_loop(latency_s=0.2, reject=True)
     results = run(loop, clock, 60)

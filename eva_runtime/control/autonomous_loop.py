@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -227,18 +227,8 @@ class AutonomousLoop:
         applied = self.robot.send(result)
         self.account(sensed, command, applied)
         events, self._events = tuple(self._events), []
-        return TickResult(
-            sensed.now,
-            self.modes.mode,
-            command.target,
-            result,
-            applied,
-            events,
-            installed,
-            submitted,
-            command.homing,
-            sensed.observation,
-        )
+        what_happened = (command.target, result, applied, events, installed, submitted, command.homing)
+        return TickResult(sensed.now, self.modes.mode, *what_happened, sensed.observation)
 
     def sense(self) -> Sensed:
         now = self.robot.now()
@@ -263,13 +253,15 @@ class AutonomousLoop:
             self.executor.clear()  # an old plan must not resume the robot after a rejection
             self._handle(Trigger.PLAN_REJECTED, now, outcome.reason)
             return None
-        if outcome.plan.end_time <= now:
+        # Sync: the robot held since the request, so action 0 is now (stamped then, the executor would skip into it).
+        plan = replace(outcome.plan, start_time=now) if self.settings.synchronous else outcome.plan
+        if plan.end_time <= now:
             return None
         stats.plans += 1
         stats.latencies_s.append(outcome.seconds)
         self._latency = 0.7 * self._latency + 0.3 * (now - outcome.plan.start_time)
-        stats.dropped_actions += self.executor.install(outcome.plan, now, self.safety.state.command)
-        return request_id, outcome.plan
+        stats.dropped_actions += self.executor.install(plan, now, self.safety.state.command)
+        return request_id, plan
 
     def watch_planner(self, sensed: Sensed) -> None:
         """A dead planner is restarted; a dead or silent one makes an autonomous robot hold (the late answer is
