@@ -227,8 +227,18 @@ class AutonomousLoop:
         applied = self.robot.send(result)
         self.account(sensed, command, applied)
         events, self._events = tuple(self._events), []
-        what_happened = (command.target, result, applied, events, installed, submitted, command.homing)
-        return TickResult(sensed.now, self.modes.mode, *what_happened, sensed.observation)
+        return TickResult(
+            sensed.now,
+            self.modes.mode,
+            command.target,
+            result,
+            applied,
+            events,
+            installed,
+            submitted,
+            command.homing,
+            sensed.observation,
+        )
 
     def sense(self) -> Sensed:
         now = self.robot.now()
