@@ -116,7 +116,7 @@ def test_config_errors_name_file_key_and_range(tmp_path: Path) -> None:
     assert f"{path}: group_size" in message and "greater than or equal to 2" in message
     assert f"{path}: lr: unknown key" in message
     presets = ("align_tiny.yaml", "align_wan14b.yaml", "align_fgw2.yaml", "align_fgw2_task.yaml")
-    for preset in (*presets, "align_regrasp_closed_loop.yaml"):
+    for preset in (*presets, "align_regrasp_closed_loop.yaml", "align_var2_task.yaml"):
         loaded = load_align_config(REPOSITORY / "configs" / preset)
         assert loaded.group_size == 8
         if preset != "align_wan14b.yaml":  # the 14B base lives on the GPU machine, not in the repository

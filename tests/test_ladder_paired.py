@@ -68,6 +68,25 @@ def test_stage_and_reach_changes_are_means_of_per_seed_differences() -> None:
     assert "| a | b | 4 | 1 | 0 | 1 | 2 |" in table and "+1.00 +- " in table and " cm |" in table
 
 
+def test_plan_executability_is_paired_by_seed_and_absent_from_rows_written_before_it() -> None:
+    a = _row("a", [False, True, False], [1, 4, 1], [0.06, 0.04, 0.07])
+    b = _row("b", [False, True, True], [1, 4, 4], [0.06, 0.04, 0.04])
+    assert compare_rungs(a, b).plan_score_change is None  # neither row has per-episode plan scores
+    assert "| - |" in render_paired(compare_rungs(a, b))
+    a["per_episode_plan_score"] = [5.0, 6.0, None]  # an episode without a scored plan is left out
+    b["per_episode_plan_score"] = [5.5, 6.5, 7.0]
+    mean, half = compare_rungs(a, b).plan_score_change
+    assert mean == pytest.approx(0.5) and half == pytest.approx(0.0)
+    assert "| +0.50 +- 0.00 |" in render_paired(compare_rungs(a, b))
+
+
+def test_a_run_result_keeps_each_episodes_mean_plan_score_leaving_out_unscored_plans() -> None:
+    from eva_runtime.control.deployment import _mean_finite
+
+    assert _mean_finite([5.0, float("nan"), 7.0]) == pytest.approx(6.0)
+    assert _mean_finite([]) is None and _mean_finite([float("nan")]) is None
+
+
 def test_rows_that_did_not_run_the_same_seeds_are_refused() -> None:
     a = _row("a", [True, False], [4, 1], [0.04, 0.06])
     with pytest.raises(ValueError, match="ran 2 episodes"):

@@ -132,6 +132,8 @@ class RunResult:
     per_episode_stage: tuple[int | None, ...] = field(default_factory=tuple)
     closest_reach_p50_m: float | None = None  # median over episodes of the gripper's closest approach
     per_episode_reach_m: tuple[float | None, ...] = field(default_factory=tuple)
+    # Mean executability of each episode's plans (None: no scored plan): what pairs the plans' quality by seed.
+    per_episode_plan_score: tuple[float | None, ...] = field(default_factory=tuple)
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("per_episode")}
@@ -298,7 +300,13 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         per_episode_stage=tuple(r.stage for r in results),
         closest_reach_p50_m=float(np.median(reaches)) if reaches else None,
         per_episode_reach_m=tuple(r.closest_reach_m for r in results),
+        per_episode_plan_score=tuple(_mean_finite(r.scores) for r in results),
     )
+
+
+def _mean_finite(values) -> float | None:
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def _stage_name(stages: tuple[str, ...], reached: int) -> str:

@@ -141,6 +141,7 @@ def run_ladder(
         row["per_episode"] = list(result.per_episode)
         row["per_episode_stage"] = list(result.per_episode_stage)
         row["per_episode_reach_m"] = list(result.per_episode_reach_m)
+        row["per_episode_plan_score"] = list(result.per_episode_plan_score)
         if imagined is not None:
             row["open_loop"] = imagined
         results = [r for r in results if r["rung"] != rung.name] + [row]

@@ -1,5 +1,6 @@
 """Two ladder rungs compared seed by seed: which seeds succeed with both, with one only, with neither; an exact
-test of the discordant seeds; the mean per-seed change in how far the task got and how close the hand came.
+test of the discordant seeds; the mean per-seed change in how far the task got, how close the hand came and how
+executable the episode's plans were (the mean executability reward of its plans).
 
 Two success rates on the same 50 seeds are not two independent samples: most seeds succeed or fail with both
 models, and only the discordant seeds say which model is better. So the test is McNemar's, exact (a two-sided
@@ -31,6 +32,8 @@ class PairedComparison:
     mcnemar_p: float
     stage_change: tuple[float, float] | None  # mean (b - a) furthest stage per seed, 95 % half-width
     reach_change_m: tuple[float, float] | None  # mean (b - a) closest reach per seed (m), 95 % half-width
+    # mean (b - a) of each episode's mean plan executability, 95 % half-width (None: rows written before 2026-12-07)
+    plan_score_change: tuple[float, float] | None = None
 
 
 def mcnemar_exact_p(a_only: int, b_only: int) -> float:
@@ -66,16 +69,6 @@ def compare_rungs(a: dict, b: dict) -> PairedComparison:
     pairs = list(zip(a["per_episode"], b["per_episode"], strict=True))
     a_only = sum(x and not y for x, y in pairs)
     b_only = sum(y and not x for x, y in pairs)
-    stages = [
-        float(y - x)
-        for x, y in zip(a.get("per_episode_stage", []), b.get("per_episode_stage", []), strict=False)
-        if x is not None and y is not None
-    ]
-    reaches = [
-        float(y - x)
-        for x, y in zip(a.get("per_episode_reach_m", []), b.get("per_episode_reach_m", []), strict=False)
-        if x is not None and y is not None
-    ]
     return PairedComparison(
         a=a["rung"],
         b=b["rung"],
@@ -85,9 +78,16 @@ def compare_rungs(a: dict, b: dict) -> PairedComparison:
         b_only=b_only,
         neither=sum(not x and not y for x, y in pairs),
         mcnemar_p=mcnemar_exact_p(a_only, b_only),
-        stage_change=_mean_and_half_width(stages),
-        reach_change_m=_mean_and_half_width(reaches),
+        stage_change=_mean_and_half_width(_per_seed_differences(a, b, "per_episode_stage")),
+        reach_change_m=_mean_and_half_width(_per_seed_differences(a, b, "per_episode_reach_m")),
+        plan_score_change=_mean_and_half_width(_per_seed_differences(a, b, "per_episode_plan_score")),
     )
+
+
+def _per_seed_differences(a: dict, b: dict, key: str) -> list[float]:
+    """b - a for each seed where both rows have the value."""
+    pairs = zip(a.get(key, []), b.get(key, []), strict=False)
+    return [float(y - x) for x, y in pairs if x is not None and y is not None]
 
 
 def find_rung(path: Path, name: str) -> dict:
@@ -108,10 +108,12 @@ def render_paired(c: PairedComparison) -> str:
     return (
         "\n".join(
             [
-                "| A | B | seeds | both | A only | B only | neither | McNemar exact p | stage B - A | reach B - A |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "| A | B | seeds | both | A only | B only | neither | McNemar exact p | stage B - A | reach B - A "
+                "| plan executability B - A |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
                 f"| {c.a} | {c.b} | {c.episodes} | {c.both} | {c.a_only} | {c.b_only} | {c.neither} | "
-                f"{c.mcnemar_p:.3f} | {change(c.stage_change, 1.0, '')} | {change(c.reach_change_m, 100.0, ' cm')} |",
+                f"{c.mcnemar_p:.3f} | {change(c.stage_change, 1.0, '')} | {change(c.reach_change_m, 100.0, ' cm')} "
+                f"| {change(c.plan_score_change, 1.0, '')} |",
             ]
         )
         + "\n"
