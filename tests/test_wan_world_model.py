@@ -274,3 +274,41 @@ def test_wan21_layout_with_a_clip_image_encoder_runs_through_the_pipeline() -> N
     video = model.rollout(request).frames["cam_high"]
     assert video.shape == (2, 9, 32, 32, 3) and video.dtype == np.uint8
     np.testing.assert_array_equal(video, model.rollout(request).frames["cam_high"])  # seeded per sample
+
+
+def test_loaded_adapters_are_fused_each_applied_and_no_lora_layer_is_left(tmp_path: Path) -> None:
+    import torch
+
+    base_dir = save_tiny_base(tmp_path / "base")
+    generator = torch.Generator().manual_seed(3)
+    adapters = []
+    for name in ("first", "second"):
+        trained = tiny_pipeline()
+        add_lora(trained.transformer, name, rank=2)
+        for parameter_name, parameter in trained.transformer.named_parameters():
+            if "lora_B" in parameter_name:  # a trained adapter: B is no longer zero
+                parameter.data = torch.randn(parameter.shape, generator=generator) * 0.1
+        directory = save_lora(trained.transformer, name, tmp_path / name)
+        adapters.append({"name": name, "path": str(directory), "weight": 1.0 if name == "first" else 0.5})
+    inputs = {
+        "hidden_states": torch.randn(1, 4, 2, 8, 8, generator=generator),
+        "timestep": torch.tensor([400.0]),
+        "encoder_hidden_states": torch.randn(1, 32, 16, generator=generator),
+        "return_dict": False,
+    }
+    reference = tiny_pipeline()  # both adapters active as LoRA layers, at their weights: what fusing must equal
+    for adapter in adapters:
+        reference.load_lora_weights(adapter["path"], adapter_name=adapter["name"])
+    reference.set_adapters(["first", "second"], [1.0, 0.5])
+    with torch.no_grad():
+        expected = reference.transformer(**inputs)[0]
+        reference.set_adapters(["second"], [0.5])
+        only_last = reference.transformer(**inputs)[0]
+
+    model = load_wan_world_model({"base": str(base_dir), "steps": 2, "model_id": "fused", "adapters": adapters})
+    transformer = model.pipeline.transformer
+    assert not any("lora" in name for name, _ in transformer.named_parameters())
+    with torch.no_grad():
+        fused = transformer(**inputs)[0]
+    assert torch.allclose(fused, expected, atol=1e-5)
+    assert not torch.allclose(fused, only_last, atol=1e-3)  # the first adapter counts too

@@ -189,12 +189,14 @@ class WanWorldModel:
         self.rollout(RolloutRequest({self.settings.camera: frames}, "", 1 + self.temporal, seed=0))
 
 
-def load_wan_world_model(spec: dict) -> WanWorldModel:
-    """From a world-model spec: {"base": dir, "adapters": [...], "camera", "fps", ...}; hashes verified first."""
+def load_wan_world_model(spec: dict, fuse_adapters: bool = True) -> WanWorldModel:
+    """From a world-model spec: {"base": dir, "adapters": [...], "camera", "fps", ...}; hashes verified first.
+    `fuse_adapters=False` keeps the adapters as LoRA layers (only to measure what fusing saves, in
+    bench/lora_fusion.py)."""
     import torch
     from diffusers import WanImageToVideoPipeline
 
-    from eva_runtime.world_model.wan.lora import load_lora
+    from eva_runtime.world_model.wan.lora import fuse_loaded_adapters, load_lora
 
     base = Path(spec["base"])
     verify_hashes(base)
@@ -224,5 +226,7 @@ def load_wan_world_model(spec: dict) -> WanWorldModel:
     pipeline = WanImageToVideoPipeline.from_pretrained(str(base), dtype=getattr(torch, settings.dtype))
     for adapter in settings.adapters:
         load_lora(pipeline, adapter["path"], adapter["name"], float(adapter.get("weight", 1.0)))
+    if fuse_adapters:
+        fuse_loaded_adapters(pipeline, [(a["name"], float(a.get("weight", 1.0))) for a in settings.adapters])
     pipeline.transformer.eval()
     return WanWorldModel(pipeline, settings)

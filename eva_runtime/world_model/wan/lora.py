@@ -11,7 +11,7 @@ from pathlib import Path
 
 from eva_runtime.world_model.wan.model_files import verify_hashes, write_hashes
 
-__all__ = ["WAN_LORA_TARGETS", "add_lora", "load_lora", "save_lora"]
+__all__ = ["WAN_LORA_TARGETS", "add_lora", "fuse_loaded_adapters", "load_lora", "save_lora"]
 
 # Self-attention, cross-attention (and the I2V image-context projections when present), feed-forward.
 WAN_LORA_TARGETS = (
@@ -72,3 +72,18 @@ def load_lora(pipeline, source: Path | str, name: str, weight: float = 1.0) -> N
     else:
         pipeline.load_lora_weights(str(source.parent), weight_name=source.name, adapter_name=name)
     pipeline.set_adapters([name], [weight])
+
+
+def fuse_loaded_adapters(pipeline, adapters: list[tuple[str, float]]) -> None:
+    """Bake the loaded adapters, each at its weight, into the transformer's weights and drop the LoRA layers.
+
+    For serving: unfused, every adapted linear layer runs its low-rank path beside the base one, 9 % more time a
+    rollout on the CPU; fused, a rollout costs what the base's does (bench/lora_fusion.py). Fusing all the named
+    adapters together also applies every one of them, where `load_lora` leaves only the last one loaded active.
+    """
+    if not adapters:
+        return
+    names, weights = [name for name, _ in adapters], [weight for _, weight in adapters]
+    pipeline.set_adapters(names, weights)
+    pipeline.fuse_lora(components=["transformer"], adapter_names=names)
+    pipeline.unload_lora_weights()
