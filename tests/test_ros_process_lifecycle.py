@@ -105,7 +105,8 @@ def set_as_ros2_param_set_does(probe: Probe, node: str, name: str, text: str) ->
     from rclpy.parameter import get_parameter_value
 
     request = SetParameters.Request(parameters=[Parameter(name=name, value=get_parameter_value(string_value=text))])
-    results = probe.call(f"/{node}/set_parameters", SetParameters, request).results
+    # Setting a parameter to a value is safe to repeat: a response dropped by the rmw (Probe.call) gets another.
+    results = probe.call(f"/{node}/set_parameters", SetParameters, request, timeout=10.0, attempts=3).results
     assert all(result.successful for result in results), results
 
 
@@ -123,7 +124,8 @@ def load_as_ros2_param_load_does(probe: Probe, node: str, parameter_file: Path) 
     from rclpy.parameter import parameter_dict_from_yaml_file
 
     parameters = list(parameter_dict_from_yaml_file(str(parameter_file), target_nodes=[f"/{node}"]).values())
-    results = probe.call(f"/{node}/set_parameters", SetParameters, SetParameters.Request(parameters=parameters))
+    request = SetParameters.Request(parameters=parameters)
+    results = probe.call(f"/{node}/set_parameters", SetParameters, request, timeout=10.0, attempts=3)
     assert all(result.successful for result in results.results), results
 
 
