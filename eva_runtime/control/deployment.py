@@ -270,7 +270,6 @@ def _share_of_nominal_joint_ticks(
 
 def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id: str, stages=()) -> RunResult:
     latencies = [x for r in results for x in r.latencies_s]
-    scores = [s for r in results for s in r.scores if np.isfinite(s)]
     executed = [s for r in results for s in r.executed_scores]
     reaches = [r.closest_reach_m for r in results if r.closest_reach_m is not None]
     return RunResult(
@@ -287,7 +286,7 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         model_id=deployment.model_id,
         plans=sum(r.plans for r in results),
         rejected=sum(r.rejected for r in results),
-        mean_score=float(np.mean(scores)) if scores else None,
+        mean_score=_mean_finite([s for r in results for s in r.scores]),
         nominal_intervention_share=_share_of_nominal_joint_ticks(results, lambda r: r.nominal_interventions),
         tracker_change_share=(
             _share_of_nominal_joint_ticks(results, lambda r: r.tracker_changes)
