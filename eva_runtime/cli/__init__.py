@@ -8,6 +8,7 @@ from eva_runtime.cli import (  # noqa: F401  (registers commands)
     dagger,
     ladder,
     models,
+    plan_penalties,
     report,
     runtime,
     serve,

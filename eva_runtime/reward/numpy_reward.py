@@ -19,6 +19,7 @@ __all__ = [
     "executability",
     "executability_batch",
     "huber",
+    "penalty_terms_by_dimension",
     "reward_from_penalty",
 ]
 
@@ -80,21 +81,8 @@ def executability_batch(actions: np.ndarray, config: RewardConfig) -> dict[str, 
         out["reward"] = np.zeros(groups)
         out["kinematically_plausible"] = np.zeros(groups, dtype=bool)
         return out
-    scaled = actions * config.gripper_scale
-    velocity = np.diff(scaled, axis=1) / config.dt
-    acceleration = np.diff(velocity, axis=1) / config.dt
-    jerk = np.diff(acceleration, axis=1) / config.dt
-    weights = config.dimension_weights
-
-    def weighted_mean(values: np.ndarray) -> np.ndarray:
-        return (values * weights).mean(axis=(1, 2))
-
-    over_velocity = np.maximum(np.abs(velocity) - config.velocity_max, 0.0)
-    over_acceleration = np.maximum(np.abs(acceleration) - config.acceleration_max, 0.0)
-    p_jerk = weighted_mean(huber(jerk, config.delta_j))
-    p_acc = weighted_mean(huber(acceleration, config.delta_a))
-    p_vel = weighted_mean(over_velocity**2)
-    p_alim = weighted_mean(over_acceleration**2)
+    terms, over_velocity, over_acceleration = penalty_terms_by_dimension(actions, config)
+    p_jerk, p_acc, p_vel, p_alim = (terms[name].sum(axis=1) for name in ("p_jerk", "p_acc", "p_vel", "p_alim"))
     penalty = config.w_jerk * p_jerk + config.w_acc * p_acc + config.w_vel * p_vel + config.w_alim * p_alim
     return {
         "reward": reward_from_penalty(penalty, config),
@@ -106,6 +94,33 @@ def executability_batch(actions: np.ndarray, config: RewardConfig) -> dict[str, 
         "velocity_violation_fraction": (over_velocity > 0).mean(axis=(1, 2)),
         "kinematically_plausible": ~((over_velocity > 0).any(axis=(1, 2)) | (over_acceleration > 0).any(axis=(1, 2))),
     }
+
+
+def penalty_terms_by_dimension(
+    actions: np.ndarray, config: RewardConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Each penalty term's share per dimension, (G, D) arrays keyed p_jerk / p_acc / p_vel / p_alim, whose sum
+    over D is the term itself; with the velocity and acceleration cap excesses (G, T-1, D), (G, T-2, D).
+
+    Finite actions of at least ``config.min_steps`` steps (executability_batch checks)."""
+    scaled = actions * config.gripper_scale
+    velocity = np.diff(scaled, axis=1) / config.dt
+    acceleration = np.diff(velocity, axis=1) / config.dt
+    jerk = np.diff(acceleration, axis=1) / config.dt
+    weights = config.dimension_weights / config.dims
+
+    def weighted_share(values: np.ndarray) -> np.ndarray:  # the (time, dimension) weighted mean, split by dimension
+        return values.mean(axis=1) * weights
+
+    over_velocity = np.maximum(np.abs(velocity) - config.velocity_max, 0.0)
+    over_acceleration = np.maximum(np.abs(acceleration) - config.acceleration_max, 0.0)
+    terms = {
+        "p_jerk": weighted_share(huber(jerk, config.delta_j)),
+        "p_acc": weighted_share(huber(acceleration, config.delta_a)),
+        "p_vel": weighted_share(over_velocity**2),
+        "p_alim": weighted_share(over_acceleration**2),
+    }
+    return terms, over_velocity, over_acceleration
 
 
 def reward_from_penalty(penalty: np.ndarray, config: RewardConfig) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eva_runtime.records.success_rate import wilson_interval
+from eva_runtime.records.success_rate import mean_interval, wilson_interval
 
 __all__ = ["ClosedLoop", "closed_loop", "held_out_videos", "open_loop", "render_table", "reward_config_of"]
 
@@ -83,7 +83,7 @@ def open_loop(
                     rows.append(
                         decoded_scores(decoder, {camera: video.frames[None, start : start + horizon]}, config)[0]
                     )
-        summary = {key: _interval(np.array([r[key] for r in rows])) for key in rows[0]}
+        summary = {key: mean_interval(np.array([r[key] for r in rows])) for key in rows[0]}
         return {"conditions": len(rows), "psnr_db": None, "model": summary}
     from eva_runtime.world_model.wan.backend import load_wan_world_model
 
@@ -96,12 +96,6 @@ def open_loop(
     )
     summary = summarise(results)
     return {"conditions": summary["conditions"], "psnr_db": summary["psnr_db"], "model": summary["model"]}
-
-
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    mean = float(values.mean())
-    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return mean, mean - half, mean + half
 
 
 def closed_loop(bundle_dir: Path, task: str, episodes: int, first_seed: int, log: Path, sync: bool) -> ClosedLoop:

@@ -25,6 +25,7 @@ import numpy as np
 
 from eva_runtime.idm.smoothing import moving_average
 from eva_runtime.idm.windows import resize_video
+from eva_runtime.records.success_rate import mean_interval
 from eva_runtime.reward import RewardConfig, executability
 from eva_runtime.world_model.protocol import RolloutRequest
 
@@ -239,23 +240,16 @@ class _Scorer:
         return np.mean([frame_psnr(self.truth[1:], resize_video(v, size)[1:]) for v in videos], axis=0)
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and a 95 % normal-approximation confidence interval of the mean."""
-    mean = float(values.mean())
-    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return mean, mean - half, mean + half
-
-
 def summarise(results: list[ConditionResult]) -> dict:
     if not results:
         raise ValueError("no condition had a full future in the recording")
     summary: dict = {"conditions": len(results)}
-    summary["psnr_db"] = _interval(np.array([r.psnr_db for r in results]))
+    summary["psnr_db"] = mean_interval(np.array([r.psnr_db for r in results]))
     summary["psnr_by_frame_db"] = [float(x) for x in np.mean([r.psnr_by_frame for r in results], axis=0)]
     sources = ("model", "truth", "reference") if all(r.reference is not None for r in results) else ("model", "truth")
     for source in sources:
         rows = [getattr(r, source) for r in results]
-        summary[source] = {key: _interval(np.array([row[key] for row in rows])) for key in rows[0]}
+        summary[source] = {key: mean_interval(np.array([row[key] for row in rows])) for key in rows[0]}
     summary["rollout_seconds_median"] = float(np.median([r.seconds for r in results]))
     summary["by_start"] = _by_start(results)
     return summary
