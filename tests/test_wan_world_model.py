@@ -276,7 +276,7 @@ def test_wan21_layout_with_a_clip_image_encoder_runs_through_the_pipeline() -> N
     np.testing.assert_array_equal(video, model.rollout(request).frames["cam_high"])  # seeded per sample
 
 
-def test_loaded_adapters_are_fused_each_applied_and_no_lora_layer_is_left(tmp_path: Path) -> None:
+def test_loaded_adapters_all_apply_fused_or_not_and_fusing_leaves_no_lora_layer(tmp_path: Path) -> None:
     import torch
 
     base_dir = save_tiny_base(tmp_path / "base")
@@ -312,3 +312,8 @@ def test_loaded_adapters_are_fused_each_applied_and_no_lora_layer_is_left(tmp_pa
         fused = transformer(**inputs)[0]
     assert torch.allclose(fused, expected, atol=1e-5)
     assert not torch.allclose(fused, only_last, atol=1e-3)  # the first adapter counts too
+    unfused = load_wan_world_model(
+        {"base": str(base_dir), "steps": 2, "model_id": "unfused", "adapters": adapters}, fuse_adapters=False
+    )
+    with torch.no_grad():  # LoRA layers left in place: both adapters still apply, each at its weight
+        assert torch.allclose(unfused.pipeline.transformer(**inputs)[0], expected, atol=1e-5)

@@ -60,7 +60,8 @@ def save_lora(transformer, name: str, directory: Path | str) -> Path:
 
 
 def load_lora(pipeline, source: Path | str, name: str, weight: float = 1.0) -> None:
-    """Load an adapter into `pipeline.transformer` under `name` and make it the active one.
+    """Load an adapter into `pipeline.transformer` under `name`, active at `weight` beside every adapter loaded
+    before it (at their weights): a world model's adapters all apply, fused or not.
 
     `source` is a directory written by `save_lora` (verified against its eva_hashes.json here) or a single
     safetensors file whose hash the caller has verified (a deployment bundle's adapter file).
@@ -71,15 +72,21 @@ def load_lora(pipeline, source: Path | str, name: str, weight: float = 1.0) -> N
         pipeline.load_lora_weights(str(source), adapter_name=name)
     else:
         pipeline.load_lora_weights(str(source.parent), weight_name=source.name, adapter_name=name)
-    pipeline.set_adapters([name], [weight])
+    loaded = _loaded_adapter_weights(pipeline)
+    loaded[name] = weight
+    pipeline.set_adapters(list(loaded), list(loaded.values()))
+
+
+def _loaded_adapter_weights(pipeline) -> dict[str, float]:
+    """The weights of the adapters `load_lora` put into this transformer (diffusers keeps names, not weights)."""
+    return pipeline.transformer.__dict__.setdefault("_eva_loaded_adapter_weights", {})
 
 
 def fuse_loaded_adapters(pipeline, adapters: list[tuple[str, float]]) -> None:
     """Bake the loaded adapters, each at its weight, into the transformer's weights and drop the LoRA layers.
 
     For serving: unfused, every adapted linear layer runs its low-rank path beside the base one, 9 % more time a
-    rollout on the CPU; fused, a rollout costs what the base's does (bench/lora_fusion.py). Fusing all the named
-    adapters together also applies every one of them, where `load_lora` leaves only the last one loaded active.
+    rollout on the CPU; fused, a rollout costs what the base's does (bench/lora_fusion.py).
     """
     if not adapters:
         return
@@ -87,3 +94,4 @@ def fuse_loaded_adapters(pipeline, adapters: list[tuple[str, float]]) -> None:
     pipeline.set_adapters(names, weights)
     pipeline.fuse_lora(components=["transformer"], adapter_names=names)
     pipeline.unload_lora_weights()
+    _loaded_adapter_weights(pipeline).clear()
