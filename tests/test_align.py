@@ -116,7 +116,7 @@ def test_config_errors_name_file_key_and_range(tmp_path: Path) -> None:
     assert f"{path}: group_size" in message and "greater than or equal to 2" in message
     assert f"{path}: lr: unknown key" in message
     presets = ("align_tiny.yaml", "align_wan14b.yaml", "align_fgw2.yaml", "align_fgw2_task.yaml")
-    for preset in (*presets, "align_regrasp_closed_loop.yaml", "align_var2_task.yaml"):
+    for preset in (*presets, "align_regrasp_closed_loop.yaml", "align_var2_task.yaml", "align_var2_ranked.yaml"):
         loaded = load_align_config(REPOSITORY / "configs" / preset)
         assert loaded.group_size == 8
         if preset != "align_wan14b.yaml":  # the 14B base lives on the GPU machine, not in the repository
@@ -245,3 +245,23 @@ def test_a_resumption_accepts_a_rebuilt_bundle_and_refuses_a_changed_one(tmp_pat
     manifest.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(ValueError, match="'bundle content'"):
         claim_run(out, config, resume=True)
+
+
+def test_reward_ranked_alignment_trains_guards_and_resumes(tmp_path: Path) -> None:
+    config = _config(tmp_path, group_size=3, ranked={"keep": 1, "updates": 1})
+    out = tmp_path / "run"
+    finished = _eva("train", "align", "--config", str(config), "--out", str(out))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "telemetry.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2]
+    assert {"reward_mean", "loss", "ranked_group_fraction", "kept_reward_mean", "motion_rad"} <= set(records[0])
+    assert all(r["kept_reward_mean"] >= r["reward_mean"] for r in records)  # the best of each group is kept
+    assert "clip_fraction" not in records[0]  # no ratio, no clipping: not Flow-GRPO
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["iteration"] for c in summary["checks"]] == [0, 1, 2]
+    assert (out / "best_lora" / "pytorch_lora_weights.safetensors").is_file()
+    resumed = _eva("train", "align", "--config", str(config), "--out", str(out), "--resume", "--iterations", "3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed at iteration 2" in resumed.stdout
+    with pytest.raises(AlignConfigError, match=r"ranked\.keep"):
+        load_align_config(_config(tmp_path, group_size=2, ranked={"keep": 2}))

@@ -1,5 +1,6 @@
 """`eva train align`: Flow-GRPO post-training of the SFT world model with the frozen IDM's executability reward
-(plus, with `task_reward` in the config, the task progress of the decoded plans played in simulation).
+(plus, with `task_reward` in the config, the task progress of the decoded plans played in simulation); with a
+`ranked` section, reward-ranked fine-tuning on the same conditions and reward instead (`reward_ranked.py`).
 
 Per iteration: draw conditions (observed frame(s) + instruction) from the training episodes, sample G rollouts of
 each with the SDE sampler, decode them with the frozen IDM, score them with the batched torch reward, normalise
@@ -208,10 +209,12 @@ def _iterate(
 
     main = accelerator.is_main_process
     telemetry_path = out / "telemetry.jsonl"
-    progress = tqdm(range(state["iteration"], config.iterations), desc="Flow-GRPO", disable=not main)
+    name = "Flow-GRPO" if config.ranked is None else "reward-ranked"
+    progress = tqdm(range(state["iteration"], config.iterations), desc=name, disable=not main)
     for iteration in progress:
         began = time.perf_counter()
-        telemetry, chosen = _grpo_update(accelerator, data, adapter, update, config, iteration)
+        step = _ranked_update if config.ranked is not None else _grpo_update
+        telemetry, chosen = step(accelerator, data, adapter, update, config, iteration)
         telemetry.update({"iteration": iteration + 1, "seconds": round(time.perf_counter() - began, 2)})
         state["iteration"] = iteration + 1
         records.append(telemetry)
@@ -265,6 +268,45 @@ def _grpo_update(
         data.reward_fn.for_conditions(chosen, config.group_size),
         update.settings,
         _fast_window(config, rng),
+        generator,
+        adapter.parameters,
+    )
+    return telemetry, chosen
+
+
+def _ranked_update(
+    accelerator, data: AlignData, adapter: _Adapter, update: _UpdateInputs, config: AlignConfig, iteration: int
+) -> tuple[dict, list]:
+    """One reward-ranked fine-tuning step on conditions drawn as Flow-GRPO draws them; its telemetry and the
+    conditions."""
+    import torch
+
+    from eva_runtime.training.reward_ranked import RankedSettings, ranked_iteration
+
+    rng = np.random.default_rng([config.seed, iteration, accelerator.process_index])
+    chosen = _choose_conditions(data, config, rng)
+    condition_latents, texts, keys, conditioned = _batch(
+        chosen, config.group_size, data.pipeline.vae, data.embeds, data.latent_count
+    )
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    noise = torch.randn(condition_latents.shape, generator=generator)
+    ranked = config.ranked
+    settings = RankedSettings(
+        ranked.keep, ranked.updates, ranked.min_spread, float(data.pipeline.scheduler.config.shift)
+    )
+    telemetry, _ = ranked_iteration(
+        adapter.model,
+        adapter.unwrapped,
+        adapter.optimizer,
+        accelerator.backward,
+        condition_latents,
+        texts,
+        conditioned,
+        keys,
+        noise,
+        update.sigmas,
+        data.reward_fn.for_conditions(chosen, config.group_size),
+        settings,
         generator,
         adapter.parameters,
     )

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from eva_runtime.config_files import ConfigFileError, load_model
 
-__all__ = ["RESUMABLE_CHANGES", "AlignConfig", "AlignConfigError", "ClosedLoopSection", "load_align_config"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "AlignConfig",
+    "AlignConfigError",
+    "ClosedLoopSection",
+    "RankedSection",
+    "load_align_config",
+]
 
 
 class _Strict(BaseModel):
@@ -59,6 +66,16 @@ class ClosedLoopSection(_Strict):
     fraction: float = Field(0.5, gt=0.0, le=1.0)  # of each iteration's conditions; the rest from `data`
 
 
+class RankedSection(_Strict):
+    """Reward-ranked fine-tuning instead of Flow-GRPO (training/reward_ranked.py): each iteration's G ODE rollouts
+    per condition ranked by the reward, the best `keep` trained on with the SFT loss for `updates` steps. The SDE
+    schedule, fast window, clipping and KL settings are not used."""
+
+    keep: int = Field(1, ge=1)
+    updates: int = Field(2, ge=1)
+    min_spread: float = Field(0.0, ge=0.0)  # reward range a group needs to be ranked
+
+
 class AlignConfig(_Strict):
     base: str  # the SFT model directory (diffusers pipeline with eva_hashes.json)
     bundle: str  # deployment bundle whose frozen IDM and reward score the rollouts
@@ -77,6 +94,7 @@ class AlignConfig(_Strict):
     guard: GuardSection = GuardSection()
     task_reward: TaskRewardSection | None = None  # None: the executability reward alone (the EVA paper's)
     closed_loop: ClosedLoopSection | None = None  # needs task_reward: its states are what the progress is played from
+    ranked: RankedSection | None = None  # None: Flow-GRPO; a section: reward-ranked fine-tuning
     learning_rate: float = Field(1e-4, gt=0)
     inner_epochs: int = Field(1, ge=1)
     clip_range: float = Field(1e-4, gt=0)
@@ -95,6 +113,12 @@ class AlignConfig(_Strict):
     def _closed_loop_needs_the_task_reward(self) -> AlignConfig:
         if self.closed_loop is not None and self.task_reward is None:
             raise ValueError("closed_loop needs task_reward: its conditions are scored by where their plans go")
+        return self
+
+    @model_validator(mode="after")
+    def _ranked_keeps_fewer_than_a_group(self) -> AlignConfig:
+        if self.ranked is not None and self.ranked.keep >= self.group_size:
+            raise ValueError(f"ranked.keep ({self.ranked.keep}) must be below group_size ({self.group_size})")
         return self
 
 
