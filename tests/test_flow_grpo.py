@@ -23,7 +23,7 @@ from eva_runtime.training.sde import NoiseSchedule, sample_with_logprob, sde_ste
 from eva_runtime.world_model.wan.latents import encode_frames
 from eva_runtime.world_model.wan.lora import add_lora
 from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
-from tests.wan_helpers import INSTRUCTION, square_video, tiny_pipeline
+from tests.wan_helpers import INSTRUCTION, KnownDirection, square_video, tiny_pipeline
 
 torch.set_num_threads(1)
 
@@ -180,56 +180,30 @@ def test_a_few_iterations_raise_a_reward_with_a_known_direction() -> None:
     A rank-1 adapter on the output projection keeps the policy-gradient estimate's variance low enough for a
     CI-sized run (with every layer adapted the same estimator needs hundreds of samples per step to point uphill).
     """
-    pipeline = tiny_pipeline(seed=4)
-    transformer = pipeline.transformer
-    add_lora(transformer, "align", rank=1, alpha=4, targets=("proj_out",))
-    parameters = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=3e-2)
-    groups, size = 2, 16
-    embeds = pipeline.encode_prompt(INSTRUCTION, do_classifier_free_guidance=False, max_sequence_length=32)[0]
-    embeds = embeds.detach().expand(groups * size, -1, -1)
-    condition = torch.zeros(groups * size, 4, 3, 8, 8)
-    keys = []
-    for g, start in enumerate([0, 9]):
-        frame = square_video(1, 32, start)
-        condition[g * size : (g + 1) * size, :, :1] = encode_frames(pipeline.vae, frame[None])
-        keys += [condition_key(frame, INSTRUCTION)] * size
-    sigmas = flow_sigmas(pipeline.scheduler, 4)
+    problem = KnownDirection(seed=4, groups_of=16)
+    optimizer = torch.optim.Adam(problem.parameters, lr=3e-2)
     schedule = NoiseSchedule(noise_level=0.5)
-
-    def reward(latents: torch.Tensor):
-        score = (latents[:, 0, 1:] - latents[:, 0, :1]).mean((-1, -2, -3))
-        return score, {"direction": float(score.mean())}
-
-    def evaluate() -> float:
-        values = []
-        for seed in range(3):
-            noise = torch.randn(condition.shape, generator=torch.Generator().manual_seed(1000 + seed))
-            denoiser = Denoiser(transformer, embeds, condition, 1)
-            values.append(float(reward(euler_sample(denoiser, noise, sigmas))[0].mean()))
-        return float(np.mean(values))
-
-    before = evaluate()
+    before = problem.evaluate()
     settings_ = GrpoSettings(clip_range=0.2, kl_beta=0.001, train_last_step=True)
     for iteration in range(25):
-        noise = torch.randn(condition.shape, generator=torch.Generator().manual_seed(iteration))
+        noise = torch.randn(problem.condition.shape, generator=torch.Generator().manual_seed(iteration))
         telemetry, _ = grpo_iteration(
-            transformer,
-            transformer,
+            problem.transformer,
+            problem.transformer,
             optimizer,
             lambda loss: loss.backward(),
-            condition,
-            embeds,
+            problem.condition,
+            problem.embeds,
             1,
-            keys,
+            problem.keys,
             noise,
-            sigmas,
+            problem.sigmas,
             schedule,
-            reward,
+            problem.reward,
             settings_,
             generator=torch.Generator().manual_seed(100 + iteration),
-            parameters=parameters,
+            parameters=problem.parameters,
         )
         assert np.isfinite(telemetry["loss"]) and telemetry["kl"] >= 0
-    after = evaluate()
+    after = problem.evaluate()
     assert after > before + 0.1, (before, after)

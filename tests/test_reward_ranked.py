@@ -9,12 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eva_runtime.training.flow_grpo import condition_key
 from eva_runtime.training.reward_ranked import RankedSettings, best_of_groups, ranked_iteration
-from eva_runtime.world_model.wan.latents import encode_frames
-from eva_runtime.world_model.wan.lora import add_lora
-from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
-from tests.wan_helpers import INSTRUCTION, square_video, tiny_pipeline
+from tests.wan_helpers import KnownDirection
 
 torch.set_num_threads(1)
 
@@ -57,59 +53,31 @@ def test_bad_rewards_and_settings_are_refused() -> None:
 
 
 def test_a_few_iterations_raise_a_reward_with_a_known_direction() -> None:
-    """The reward prefers imagined motion along +channel 0 of latent space (as the Flow-GRPO test's); ranking the
-    model's own ODE rollouts and fine-tuning on the best must learn it from the rankings alone."""
-    pipeline = tiny_pipeline(seed=4)
-    transformer = pipeline.transformer
-    add_lora(transformer, "align", rank=1, alpha=4, targets=("proj_out",))
-    parameters = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=3e-2)
-    groups, size = 2, 8
-    embeds = pipeline.encode_prompt(INSTRUCTION, do_classifier_free_guidance=False, max_sequence_length=32)[0]
-    embeds = embeds.detach().expand(groups * size, -1, -1)
-    condition = torch.zeros(groups * size, 4, 3, 8, 8)
-    keys = []
-    for g, start in enumerate([0, 9]):
-        frame = square_video(1, 32, start)
-        condition[g * size : (g + 1) * size, :, :1] = encode_frames(pipeline.vae, frame[None])
-        keys += [condition_key(frame, INSTRUCTION)] * size
-    sigmas = flow_sigmas(pipeline.scheduler, 4)
-    shift = float(pipeline.scheduler.config.shift)
-
-    def reward(latents: torch.Tensor):
-        score = (latents[:, 0, 1:] - latents[:, 0, :1]).mean((-1, -2, -3))
-        return score, {"direction": float(score.mean())}
-
-    def evaluate() -> float:
-        values = []
-        for seed in range(3):
-            noise = torch.randn(condition.shape, generator=torch.Generator().manual_seed(1000 + seed))
-            with torch.no_grad():
-                final = euler_sample(Denoiser(transformer, embeds, condition, 1), noise, sigmas)
-            values.append(float(reward(final)[0].mean()))
-        return float(np.mean(values))
-
-    before = evaluate()
-    ranked = RankedSettings(keep=1, updates=2, shift=shift)
+    """The Flow-GRPO learning test's problem (imagined motion along +channel 0 of latent space is rewarded);
+    ranking the model's own ODE rollouts and fine-tuning on the best must learn it from the rankings alone."""
+    problem = KnownDirection(seed=4, groups_of=8)
+    optimizer = torch.optim.Adam(problem.parameters, lr=3e-2)
+    ranked = RankedSettings(keep=1, updates=2, shift=float(problem.pipeline.scheduler.config.shift))
+    before = problem.evaluate()
     for iteration in range(25):
-        noise = torch.randn(condition.shape, generator=torch.Generator().manual_seed(iteration))
+        noise = torch.randn(problem.condition.shape, generator=torch.Generator().manual_seed(iteration))
         telemetry, final = ranked_iteration(
-            transformer,
-            transformer,
+            problem.transformer,
+            problem.transformer,
             optimizer,
             lambda loss: loss.backward(),
-            condition,
-            embeds,
+            problem.condition,
+            problem.embeds,
             1,
-            keys,
+            problem.keys,
             noise,
-            sigmas,
-            reward,
+            problem.sigmas,
+            problem.reward,
             ranked,
             torch.Generator().manual_seed(100 + iteration),
-            parameters,
+            problem.parameters,
         )
-        assert final.shape == condition.shape and np.isfinite(telemetry["loss"])
+        assert final.shape == problem.condition.shape and np.isfinite(telemetry["loss"])
         assert telemetry["ranked_group_fraction"] == 1.0 and telemetry["kept_reward_mean"] >= telemetry["reward_mean"]
-    after = evaluate()
+    after = problem.evaluate()
     assert after > before + 0.1, (before, after)

@@ -238,13 +238,23 @@ def _iterate(
             break
 
 
-def _grpo_update(
-    accelerator, data: AlignData, adapter: _Adapter, update: _UpdateInputs, config: AlignConfig, iteration: int
-) -> tuple[dict, list]:
-    """One GRPO update on conditions drawn for this iteration and rank; its telemetry and the conditions."""
-    import torch
+@dataclass(frozen=True)
+class _Draw:
+    """One iteration's draw for this rank: its conditions as a batch of G each, the starting noise and the
+    generator and rng that go on drawing (the order of draws is the run's reproducibility)."""
 
-    from eva_runtime.training.flow_grpo import grpo_iteration
+    rng: np.random.Generator
+    chosen: list
+    condition_latents: Any
+    texts: Any
+    keys: list
+    conditioned: int
+    generator: Any
+    noise: Any
+
+
+def _draw(accelerator, data: AlignData, config: AlignConfig, iteration: int) -> _Draw:
+    import torch
 
     rng = np.random.default_rng([config.seed, iteration, accelerator.process_index])
     chosen = _choose_conditions(data, config, rng)
@@ -253,25 +263,35 @@ def _grpo_update(
     )
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     noise = torch.randn(condition_latents.shape, generator=generator)
+    return _Draw(rng, chosen, condition_latents, texts, keys, conditioned, generator, noise)
+
+
+def _grpo_update(
+    accelerator, data: AlignData, adapter: _Adapter, update: _UpdateInputs, config: AlignConfig, iteration: int
+) -> tuple[dict, list]:
+    """One GRPO update on conditions drawn for this iteration and rank; its telemetry and the conditions."""
+    from eva_runtime.training.flow_grpo import grpo_iteration
+
+    draw = _draw(accelerator, data, config, iteration)
     telemetry, _ = grpo_iteration(
         adapter.model,
         adapter.unwrapped,
         adapter.optimizer,
         accelerator.backward,
-        condition_latents,
-        texts,
-        conditioned,
-        keys,
-        noise,
+        draw.condition_latents,
+        draw.texts,
+        draw.conditioned,
+        draw.keys,
+        draw.noise,
         update.sigmas,
         update.schedule,
-        data.reward_fn.for_conditions(chosen, config.group_size),
+        data.reward_fn.for_conditions(draw.chosen, config.group_size),
         update.settings,
-        _fast_window(config, rng),
-        generator,
+        _fast_window(config, draw.rng),
+        draw.generator,
         adapter.parameters,
     )
-    return telemetry, chosen
+    return telemetry, draw.chosen
 
 
 def _ranked_update(
@@ -279,38 +299,28 @@ def _ranked_update(
 ) -> tuple[dict, list]:
     """One reward-ranked fine-tuning step on conditions drawn as Flow-GRPO draws them; its telemetry and the
     conditions."""
-    import torch
-
     from eva_runtime.training.reward_ranked import RankedSettings, ranked_iteration
 
-    rng = np.random.default_rng([config.seed, iteration, accelerator.process_index])
-    chosen = _choose_conditions(data, config, rng)
-    condition_latents, texts, keys, conditioned = _batch(
-        chosen, config.group_size, data.pipeline.vae, data.embeds, data.latent_count
-    )
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    noise = torch.randn(condition_latents.shape, generator=generator)
+    draw = _draw(accelerator, data, config, iteration)
     ranked = config.ranked
-    settings = RankedSettings(
-        ranked.keep, ranked.updates, ranked.min_spread, float(data.pipeline.scheduler.config.shift)
-    )
+    shift = float(data.pipeline.scheduler.config.shift)
     telemetry, _ = ranked_iteration(
         adapter.model,
         adapter.unwrapped,
         adapter.optimizer,
         accelerator.backward,
-        condition_latents,
-        texts,
-        conditioned,
-        keys,
-        noise,
+        draw.condition_latents,
+        draw.texts,
+        draw.conditioned,
+        draw.keys,
+        draw.noise,
         update.sigmas,
-        data.reward_fn.for_conditions(chosen, config.group_size),
-        settings,
-        generator,
+        data.reward_fn.for_conditions(draw.chosen, config.group_size),
+        RankedSettings(ranked.keep, ranked.updates, ranked.min_spread, shift),
+        draw.generator,
         adapter.parameters,
     )
-    return telemetry, chosen
+    return telemetry, draw.chosen
 
 
 def _choose_conditions(data: AlignData, config: AlignConfig, rng: np.random.Generator) -> list:
