@@ -248,7 +248,7 @@ def test_a_resumption_accepts_a_rebuilt_bundle_and_refuses_a_changed_one(tmp_pat
 
 
 def test_reward_ranked_alignment_trains_guards_and_resumes(tmp_path: Path) -> None:
-    config = _config(tmp_path, group_size=3, ranked={"keep": 1, "updates": 1})
+    config = _config(tmp_path, group_size=3, ranked={"keep": 1, "updates": 1, "anchor": True})
     out = tmp_path / "run"
     finished = _eva("train", "align", "--config", str(config), "--out", str(out))
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -257,6 +257,7 @@ def test_reward_ranked_alignment_trains_guards_and_resumes(tmp_path: Path) -> No
     assert {"reward_mean", "loss", "ranked_group_fraction", "kept_reward_mean", "motion_rad"} <= set(records[0])
     assert all(r["kept_reward_mean"] >= r["reward_mean"] for r in records)  # the best of each group is kept
     assert "clip_fraction" not in records[0]  # no ratio, no clipping: not Flow-GRPO
+    assert all(r["anchored"] == 1 for r in records)  # the one drawn condition's recorded clip, beside its best
     summary = json.loads((out / "summary.json").read_text())
     assert [c["iteration"] for c in summary["checks"]] == [0, 1, 2]
     assert (out / "best_lora" / "pytorch_lora_weights.safetensors").is_file()

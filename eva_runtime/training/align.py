@@ -319,8 +319,24 @@ def _ranked_update(
         RankedSettings(ranked.keep, ranked.updates, ranked.min_spread, shift),
         draw.generator,
         adapter.parameters,
+        _recorded_clips(draw.chosen, data) if ranked.anchor else None,
     )
     return telemetry, draw.chosen
+
+
+def _recorded_clips(conditions, data: AlignData):
+    """Clean latents of each recorded condition's observed frames followed by its recorded future (the clip SFT
+    trains on), with the instruction's embeddings; None when no condition has a recorded future."""
+    import torch
+
+    from eva_runtime.world_model.wan.latents import encode_frames
+
+    recorded = [c for c in conditions if c.truth is not None]
+    if not recorded:
+        return None
+    clips = [np.concatenate([c.frames, c.truth[1:]]) for c in recorded]
+    latents = torch.cat([encode_frames(data.pipeline.vae, clip[None]) for clip in clips])
+    return latents, torch.cat([data.embeds[c.instruction] for c in recorded])
 
 
 def _choose_conditions(data: AlignData, config: AlignConfig, rng: np.random.Generator) -> list:

@@ -74,6 +74,9 @@ class RankedSection(_Strict):
     keep: int = Field(1, ge=1)
     updates: int = Field(2, ge=1)
     min_spread: float = Field(0.0, ge=0.0)  # reward range a group needs to be ranked
+    # Each update also trains on the drawn conditions' recorded futures (SFT replay): the model's own few-step
+    # samples alone drift its frames (PSNR -2.2 dB in 20 iterations, docs/world_model.md).
+    anchor: bool = False
 
 
 class AlignConfig(_Strict):

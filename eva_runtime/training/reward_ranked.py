@@ -2,7 +2,8 @@
 `ranked` section: per condition, G deterministic (ODE) rollouts of the current model, as the runtime samples them;
 the best `keep` by the same reward Flow-GRPO uses are kept when the group's rewards spread enough to rank; and
 the LoRA adapter takes `updates` flow-matching steps (the SFT loss) on the kept rollouts as if they were
-demonstrations, the observed frames clean in front as in SFT.
+demonstrations, the observed frames clean in front as in SFT; with `anchor`, the conditions' recorded futures
+are trained on beside them (SFT replay).
 
 Why beside Flow-GRPO: on this machine an alignment run affords ~1,300 rollouts, and a policy gradient over a few
 SDE steps learned executability from them but not task progress (docs/world_model.md). Ranking needs no
@@ -71,8 +72,12 @@ def ranked_iteration(
     settings: RankedSettings,
     generator: torch.Generator,
     parameters: Sequence[torch.nn.Parameter] = (),
+    anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict, torch.Tensor]:
-    """Sample, rank, and fine-tune on the best; returns telemetry and the sampled latents (B, z, t, h, w)."""
+    """Sample, rank, and fine-tune on the best; returns telemetry and the sampled latents (B, z, t, h, w).
+
+    `anchor`: clean latents of recorded clips and their prompt embeddings, trained on beside the kept rollouts in
+    every update (SFT replay, which keeps the frames as sharp as the data's)."""
     unwrapped.eval()
     with torch.no_grad():
         final = euler_sample(Denoiser(unwrapped, prompt_embeds, condition_latents, conditioned), noise, sigmas)
@@ -86,6 +91,9 @@ def ranked_iteration(
         return telemetry, final
     telemetry["kept_reward_mean"] = float(rewards[picks].mean())
     kept, texts = final[picks].detach(), prompt_embeds[picks]
+    if anchor is not None:
+        kept, texts = torch.cat([kept, anchor[0].to(kept.dtype)]), torch.cat([texts, anchor[1].to(texts.dtype)])
+        telemetry["anchored"] = len(anchor[0])
     unwrapped.train()
     losses = []
     for _ in range(settings.updates):
