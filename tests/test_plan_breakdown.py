@@ -102,3 +102,7 @@ def test_the_command_writes_both_sets_and_their_paired_difference(tmp_path: Path
     assert "aligned - sft (paired)" in out.with_suffix(".md").read_text()
     bad = CliRunner().invoke(app, ["eval", "plan-penalties", "--plans", "nopath", "--bundle", "x", "--out", str(out)])
     assert bad.exit_code == 2 and "NAME=PATH" in bad.output
+    (tmp_path / "broken.npy").write_bytes(b"not an array")
+    broken = ["eval", "plan-penalties", "--plans", f"x={tmp_path / 'broken.npy'}", "--bundle", str(BUNDLE)]
+    refused = CliRunner().invoke(app, [*broken, "--out", str(out)])
+    assert refused.exit_code == 2 and "not a readable .npy" in refused.output

@@ -34,7 +34,11 @@ def eval_plan_penalties_command(
     _, config, _ = idm_and_reward(bundle)
     per_set = {}
     for name, path in named:
-        actions = np.load(path, allow_pickle=False)  # no pickle: a plan file is numbers only
+        try:
+            actions = np.load(path, allow_pickle=False)  # no pickle: a plan file is numbers only
+        except (OSError, ValueError) as error:
+            console.print(f"[red]error:[/red] {path}: not a readable .npy of plans ({error})")
+            raise typer.Exit(2) from None
         if actions.ndim != 3 or not np.isfinite(actions).all():
             console.print(f"[red]error:[/red] {path}: expected finite (N, T, D) plans, got shape {actions.shape}")
             raise typer.Exit(2)
