@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eva_runtime.training.reward_ranked import RankedSettings, best_of_groups, ranked_iteration
@@ -19,6 +19,7 @@ _rewards = st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=6)
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_rewards, min_size=1, max_size=4), st.integers(1, 3), st.floats(0.0, 2.0))
+@example(groups=[[0.0, 0.664458206815338]], keep=1, min_spread=0.664458206815338)  # a spread equal to the bound
 def test_each_ranked_group_gives_its_best_and_flat_groups_give_none(
     groups: list[list[float]], keep: int, min_spread: float
 ) -> None:
@@ -31,7 +32,7 @@ def test_each_ranked_group_gives_its_best_and_flat_groups_give_none(
         members = list(range(begin, begin + len(group)))
         begin += len(group)
         chosen = [i for i in picks if i in members]
-        stored = rewards[members]  # the float32 values ranked, not the float64 drawn
+        stored = rewards[members].double()  # the float32 values ranked (not the float64 drawn), spread in float64
         if float(stored.max() - stored.min()) <= min_spread:
             assert chosen == []
             continue

@@ -41,7 +41,7 @@ def best_of_groups(rewards: torch.Tensor, keys: Sequence[str], keep: int, min_sp
         raise ValueError(f"keep must be >= 1, got {keep}")
     if len(rewards) != len(keys):
         raise ValueError(f"{len(rewards)} rewards for {len(keys)} keys")
-    values = rewards.detach().float().cpu().numpy()
+    values = rewards.detach().double().cpu().numpy()  # float64: the spread compared with min_spread exactly
     if not np.all(np.isfinite(values)):
         raise ValueError("rewards contain NaN or infinite values: nothing to rank")
     groups: dict[str, list[int]] = {}
@@ -50,7 +50,7 @@ def best_of_groups(rewards: torch.Tensor, keys: Sequence[str], keep: int, min_sp
     picks: list[int] = []
     for members in groups.values():
         group = values[members]
-        if group.max() - group.min() <= min_spread:
+        if float(group.max() - group.min()) <= min_spread:
             continue
         order = np.argsort(-group, kind="stable")[:keep]
         picks += [members[i] for i in order]
