@@ -118,14 +118,23 @@ def test_killed_planner_holds_within_one_period_and_resumes_when_one_returns(rob
     killed_at: list[int] = []
 
     def hooks(planner: PlannerProcess) -> dict:
-        def kill_once(step: int, modes, stats) -> None:
+        def kill_once(step: int, modes, stats) -> bool:
             if step == 60:
                 planner.kill()
                 killed_at.append(step)
+            # Ends once a plan from the restarted process runs: how long a fresh process takes to import and
+            # answer depends on how busy the machine is, so the episode's length may not (30 s is a bound only).
+            accepted = [e.trigger for e in stats.mode_events if e.accepted]
+            timed_out = Trigger.PLANNER_TIMEOUT in accepted
+            resumed = timed_out and Trigger.CAUSE_CLEARED in accepted[accepted.index(Trigger.PLANNER_TIMEOUT) :]
+            return resumed and stats.plans >= 2 and step >= killed_at[0] + 25
 
         return {"on_tick": kill_once, "restart_planner": lambda: planner.alive or planner.start(wait_s=None)}
 
-    settings = LoopSettings(max_steps=300, pace=True, initial_latency_s=0.3)
+    # Synchronous, and a timeout longer than any answer: asynchronously a plan slower than its own 0.64 s is
+    # dropped on arrival, so on a busy machine the restarted planner never resumed (a CI failure); what is tested
+    # here is the process's death and return, which the synchronous loop sees the same way.
+    settings = LoopSettings(max_steps=1500, pace=True, initial_latency_s=0.3, synchronous=True, planner_timeout_s=10.0)
     stats = episode(robot, idm_onnx, settings, hooks=hooks, process=True)
     timeouts = [e for e in stats.mode_events if e.trigger is Trigger.PLANNER_TIMEOUT and e.accepted]
     assert timeouts and "ended" in timeouts[0].detail
@@ -337,7 +346,8 @@ def test_plans_carry_a_preview_of_the_imagined_frames(robot, idm_onnx) -> None:
         planner.poll = watching_poll
         return {}
 
-    settings = LoopSettings(max_steps=400, pace=True, initial_latency_s=0.3)
+    # Synchronous: asynchronously a plan slower than its 0.64 s (a busy machine) is dropped on arrival.
+    settings = LoopSettings(max_steps=400, pace=True, initial_latency_s=0.3, synchronous=True, planner_timeout_s=10.0)
     stats = episode(robot, idm_onnx, settings, hooks=hooks, process=True)
     assert stats.plans > 0, "no plan arrived in 8 s"
     assert captured

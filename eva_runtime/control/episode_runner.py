@@ -37,7 +37,7 @@ def run_autonomous_episode(
     seed: int,
     settings: LoopSettings,
     privileged: Callable[[int, object], object] | None = None,
-    on_tick: Callable[[int, ModeManager, EpisodeStats], None] | None = None,
+    on_tick: Callable[[int, ModeManager, EpisodeStats], bool | None] | None = None,
     restart_planner: Callable[[], None] | None = None,
     operator: Callable[[int, float], Trigger | None] | None = None,
     leader: LeaderArms | None = None,
@@ -52,6 +52,8 @@ def run_autonomous_episode(
     `clock`: what the loop measures planner waits on (default monotonic time; the robot's simulated clock for
     tests of behaviour without pacing). `instruction`: the language instruction (default: the robot's task's).
     `on_result(tick)`: every tick's :class:`TickResult` (a recorder), inside the tick's time budget.
+    `on_tick(step, modes, stats)` sees every tick after it ran; returning True ends the episode after that tick
+    (a stop condition that is not a step count, e.g. "the restarted planner's plan is executing").
     """
     robot.reset_episode(seed)
     loop = AutonomousLoop(
@@ -85,8 +87,7 @@ def _paced_ticks(loop: AutonomousLoop, settings: LoopSettings, on_tick, on_resul
         result = loop.tick()
         if on_result is not None:
             on_result(result)
-        if on_tick is not None:
-            on_tick(step, loop.modes, stats)
+        ended_early = on_tick is not None and on_tick(step, loop.modes, stats) is True
         if settings.pace:
             stats.work_s.append(time.monotonic() - tick_started)
             deadline += period
@@ -98,3 +99,5 @@ def _paced_ticks(loop: AutonomousLoop, settings: LoopSettings, on_tick, on_resul
             ended = time.monotonic()
             stats.periods_s.append(ended - tick_started)
             tick_started = ended
+        if ended_early:
+            break
