@@ -166,6 +166,10 @@ def test_diagnostics_levels_follow_what_the_operator_must_do() -> None:
     loop = next(s for s in build_diagnostics("policy_node", lost).status if s.name.endswith("control loop"))
     assert loop.level == b"\x01" and "held command not kept 3 times" in loop.message
     assert {item.key: item.value for item in loop.values}["held_command_error"] == "held.json: disk full"
+    late = dataclasses.replace(snapshot, mode="hold", plans=0, expired_plans=4)
+    planner = next(s for s in build_diagnostics("policy_node", late).status if s.name.endswith("planner"))
+    assert planner.level == b"\x01" and "slower than its horizon" in planner.message
+    assert {item.key: item.value for item in planner.values}["expired_plans"] == "4"
 
 
 def test_an_episode_session_labels_one_episode_at_a_time_and_aborts_an_open_one_on_close(tmp_path: Path) -> None:

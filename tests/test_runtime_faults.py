@@ -19,13 +19,14 @@ from typer.testing import CliRunner
 
 from eva_runtime.bundle import create_bundle
 from eva_runtime.cli import app
-from eva_runtime.control.episode_runner import LoopSettings, run_autonomous_episode
+from eva_runtime.control.episode_runner import LoopSettings, episode_counters, run_autonomous_episode
 from eva_runtime.control.modes import Trigger
 from eva_runtime.control.planner import Planner, PlannerSettings
 from eva_runtime.control.planner_port import InProcessPlanner
 from eva_runtime.control.planner_process import PlannerProcess, PlannerSpec, build_planner
 from eva_runtime.control.teleop import ScriptedLeader
 from eva_runtime.embodiment import load_embodiment
+from eva_runtime.records.outcome_fields import counter_columns
 from eva_runtime.robots.mujoco_robot import MujocoRobot
 from eva_runtime.safety import FilterResult, SafetyLimits
 from eva_runtime.sim.bimanual_sim import START_POSE
@@ -159,6 +160,20 @@ def test_planner_slower_than_the_horizon_leaves_the_robot_holding(robot, idm_onn
     assert timeouts and timeouts[0].time == pytest.approx(1.0, abs=2 * LIMITS.control_period_s)
     start = robot.sent[0]
     assert np.max(np.abs(np.array(robot.sent) - start)) < 1e-9  # held still: never a jump, never zeros
+    assert_within_limits(robot.sent)
+
+
+def test_answers_later_than_their_plans_last_action_are_counted_never_executed(robot, idm_onnx) -> None:
+    """A planner slower than its own horizon (1.0 s for 9 frames at 12.5 fps, 0.64 s) but inside the timeout: each
+    answer is all past when it lands. The robot holds still, and the log says why (expired, with latencies)."""
+    planner = InProcessPlanner(build_planner(spec(idm_onnx)).plan, robot.now, latency_s=1.0)
+    stats = simulated_episode(robot, planner, LoopSettings(max_steps=200, planner_timeout_s=3.0))
+    assert stats.plans == 0 and stats.expired_plans >= 2
+    assert len(stats.latencies_s) == stats.expired_plans  # the slow answers' latencies are what a reader needs
+    counters = episode_counters(stats, LIMITS.control_period_s)
+    assert counters["executability"]["expired"] == stats.expired_plans
+    assert counter_columns(counters)["executability"]  # the outcome log accepts the new key
+    assert np.max(np.abs(np.array(robot.sent) - robot.sent[0])) < 1e-9
     assert_within_limits(robot.sent)
 
 

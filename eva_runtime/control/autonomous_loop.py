@@ -265,11 +265,13 @@ class AutonomousLoop:
             return None
         # Sync: the robot held since the request, so action 0 is now (stamped then, the executor would skip into it).
         plan = replace(outcome.plan, start_time=now) if self.settings.synchronous else outcome.plan
-        if plan.end_time <= now:
-            return None
-        stats.plans += 1
+        # Late or not, the answer says how slow the planner is: its latency and the loop's estimate count it.
         stats.latencies_s.append(outcome.seconds)
         self._latency = 0.7 * self._latency + 0.3 * (now - outcome.plan.start_time)
+        if plan.end_time <= now:  # all of it is in the past: counted, never executed
+            stats.expired_plans += 1
+            return None
+        stats.plans += 1
         stats.dropped_actions += self.executor.install(plan, now, self.safety.state.command)
         return request_id, plan
 

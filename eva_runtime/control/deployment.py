@@ -120,6 +120,7 @@ class RunResult:
     model_id: str
     plans: int = 0
     rejected: int = 0
+    expired: int = 0  # answers that came after their plan's last action (a planner slower than its horizon)
     mean_score: float | None = None
     # Safety-filter interventions while executing plans in AUTONOMOUS, per joint-tick (a smooth executor: ~0).
     nominal_intervention_share: float | None = None
@@ -286,6 +287,7 @@ def _result(deployment, settings, results: list[EpisodeStats], log: Path, run_id
         model_id=deployment.model_id,
         plans=sum(r.plans for r in results),
         rejected=sum(r.rejected for r in results),
+        expired=sum(r.expired_plans for r in results),
         mean_score=_mean_finite([s for r in results for s in r.scores]),
         nominal_intervention_share=_share_of_nominal_joint_ticks(results, lambda r: r.nominal_interventions),
         tracker_change_share=(

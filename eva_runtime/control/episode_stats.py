@@ -21,6 +21,7 @@ class EpisodeStats:
     steps: int = 0
     plans: int = 0
     rejected: int = 0
+    expired_plans: int = 0  # answers that arrived after their plan's last action (a planner slower than its horizon)
     planner_faults: int = 0
     dropped_actions: int = 0
     overruns: int = 0
@@ -73,10 +74,11 @@ def episode_counters(stats: EpisodeStats, control_period_s: float) -> dict:
             "mean": float(scores.mean()),
             "min": float(scores.min()),
             "rejected": int(stats.rejected),
+            "expired": int(stats.expired_plans),
         }
     if stats.executed_scores:  # what reached the arms, scored in plan-length windows: beside the plans' own scores
         executed = np.array(stats.executed_scores)
-        no_plans = {"count": 0, "mean": None, "min": None, "rejected": int(stats.rejected)}
+        no_plans = {"count": 0, "mean": None, "min": None, "rejected": int(stats.rejected), "expired": 0}
         counters.setdefault("executability", no_plans).update(
             {"executed_count": int(executed.size), "executed_mean": float(executed.mean())}
         )

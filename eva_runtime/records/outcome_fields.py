@@ -33,8 +33,9 @@ _SUMMARY_KEYS = {
     "executability": ("count", "mean", "min", "rejected"),
 }
 # Written when measured (the executed-motion reward, control/executed_score.py); older rows lack them.
-_OPTIONAL_KEYS = {"executability": ("executed_count", "executed_mean")}
-_INTEGER_KEYS = ("count", "rejected", "executed_count")
+# `expired`: answers that came after their plan's last action (counted since 2026-12-07).
+_OPTIONAL_KEYS = {"executability": ("executed_count", "executed_mean", "expired")}
+_INTEGER_KEYS = ("count", "rejected", "executed_count", "expired")
 
 
 def checked_choice(field: str, value: object, allowed: tuple[str, ...]) -> str:

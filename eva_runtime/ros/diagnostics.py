@@ -55,6 +55,7 @@ class PolicySnapshot:
     held_command_failures: int = 0  # last commands not kept for a restart (control/held_command.py)
     held_command_error: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    expired_plans: int = 0  # answers that came after their plan's last action
 
 
 def _value(value: object) -> str:
@@ -93,6 +94,8 @@ def _planner_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
         level, message = WARN, "planner process is starting"
     elif s.mode == "autonomous" and not s.plan_age_s <= 2 * max(s.latency_p50_s, 1.0):
         level, message = WARN, "waiting for a plan"
+    elif s.mode == "hold" and s.expired_plans and s.plans == 0:
+        level, message = WARN, "plans arrive after their last action (planner slower than its horizon)"
     else:
         level, message = OK, "planning"
     return _status(
@@ -104,6 +107,7 @@ def _planner_status(node_name: str, s: PolicySnapshot) -> DiagnosticStatus:
             "model_id": s.model_id,
             "plans": s.plans,
             "rejected": s.rejected,
+            "expired_plans": s.expired_plans,
             "planner_faults": s.planner_faults,
             "plan_age_s": s.plan_age_s,
             "latency_last_s": s.latency_last_s,

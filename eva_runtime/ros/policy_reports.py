@@ -131,6 +131,7 @@ class PolicyReports:
                 episode_id=runtime.session.episode_id,
                 held_command_failures=runtime.held.failures if runtime.held is not None else 0,
                 held_command_error=runtime.held.last_error if runtime.held is not None else "",
+                expired_plans=stats.expired_plans,
             )
 
     @staticmethod
@@ -176,6 +177,7 @@ class PolicyReports:
                 "step": loop.step,
                 "plans": stats.plans,
                 "rejected": stats.rejected,
+                "expired_plans": stats.expired_plans,
                 "hold_ticks": stats.hold_ticks,
                 "plan_age_s": None if np.isnan(stats.plan_age_s) else round(stats.plan_age_s, 3),
                 "planner_latency_s": round(stats.latencies_s[-1], 3) if stats.latencies_s else None,
