@@ -109,6 +109,30 @@ def test_a_synchronous_plan_starts_when_it_lands_so_no_action_is_skipped() -> No
     assert loop.stats.dropped_actions >= 12
 
 
+def test_a_synchronous_plan_entered_later_drops_its_first_seconds_as_an_asynchronous_one_does() -> None:
+    # The diagnostic between the two loops: held while planning (synchronous) but entering each plan where an
+    # asynchronous loop with this latency would, 1 s in: 12.5 of its 37 actions at 12.5 fps are behind the robot.
+    loop, _, clock = make_loop(latency_s=0.5, synchronous=True, synchronous_skip_s=1.0)
+    results = run(loop, clock, 300)
+    landed = [(i, r.installed[1]) for i, r in enumerate(results) if r.installed is not None]
+    assert len(landed) >= 2
+    for tick, plan in landed:
+        assert plan.start_time == pytest.approx(results[tick].time - 1.0)
+    assert loop.stats.dropped_actions >= 12 * len(landed)
+    # Only the remaining 1.96 s of each plan runs before the next request, held for the 0.5 s latency: plans land
+    # ~2.46 s apart (without the skip, 2.96 + 0.5 s).
+    requested = [i for i, r in enumerate(results) if r.submitted is not None]
+    assert all(results[i].target is None for i in requested)
+    gaps = np.diff([tick for tick, _ in landed]) * loop.period
+    assert np.all((gaps > 2.3) & (gaps < 2.7)), gaps
+
+
+@pytest.mark.parametrize("settings", [{"synchronous_skip_s": 1.0}, {"synchronous": True, "synchronous_skip_s": -0.5}])
+def test_a_skip_without_synchronous_planning_or_below_zero_is_refused(settings: dict) -> None:
+    with pytest.raises(ValueError, match="synchronous_skip_s"):
+        LoopSettings(**settings)
+
+
 def test_a_rejection_holds_records_why_and_plans_again() -> None:
     loop, _, clock = make_loop(latency_s=0.2, reject=True)
     results = run(loop, clock, 60)

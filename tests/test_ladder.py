@@ -125,6 +125,8 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
         ("rungs:\n  - {name: a, bundle: b, execute_fraction: 0}\n", "rungs[0](a).execute_fraction"),
         ("rungs:\n  - {name: a, bundle: b, track_headroom: 1.5}\n", "rungs[0](a).track_headroom"),
         ("rungs:\n  - {name: a, bundle: b, gripper_latch: [0.7, 0.3]}\n", "rungs[0](a).gripper_latch"),
+        ("rungs:\n  - {name: a, bundle: b, synchronous_skip_s: 1.0}\n", "synchronous_skip_s needs synchronous"),
+        ("rungs:\n  - {name: a, bundle: b, synchronous: true, synchronous_skip_s: -1}\n", "synchronous_skip_s"),
     ],
 )
 def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:
@@ -141,8 +143,11 @@ def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_default
         "rungs:\n  - {name: plain, bundle: b}\n"
         "  - {name: sync, bundle: b, synchronous: true, execute_fraction: 0.25, retime_headroom: 0}\n"
         "  - {name: untracked, bundle: b, track_headroom: 0}\n"
+        "  - {name: skipping, bundle: b, synchronous: true, synchronous_skip_s: 1.0}\n"
     )
-    plain, sync, untracked = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
+    plain, sync, untracked, skipping = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
+    assert replace(skipping, synchronous_skip_s=0.0) == replace(LoopSettings(), synchronous=True)
+    assert skipping.synchronous_skip_s == 1.0
     assert plain == LoopSettings()
     assert sync.synchronous and sync.execute_fraction == 0.25 and sync.retime_headroom is None
     assert replace(sync, synchronous=False, execute_fraction=1.0, retime_headroom=None) == LoopSettings()

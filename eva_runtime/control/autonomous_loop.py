@@ -264,7 +264,8 @@ class AutonomousLoop:
             self._handle(Trigger.PLAN_REJECTED, now, outcome.reason)
             return None
         # Sync: the robot held since the request, so action 0 is now (stamped then, the executor would skip into it).
-        plan = replace(outcome.plan, start_time=now) if self.settings.synchronous else outcome.plan
+        synchronous, skip = self.settings.synchronous, self.settings.synchronous_skip_s
+        plan = replace(outcome.plan, start_time=now - skip) if synchronous else outcome.plan
         # Late or not, the answer says how slow the planner is: its latency and the loop's estimate count it.
         stats.latencies_s.append(outcome.seconds)
         self._latency = 0.7 * self._latency + 0.3 * (now - outcome.plan.start_time)

@@ -21,6 +21,10 @@ STREAM_ABOVE_HZ = 50.0  # above this control rate a render no longer fits in a t
 class LoopSettings:
     max_steps: int = 400
     synchronous: bool = False
+    # Synchronous only: start each plan this far in, dropping its first seconds as an asynchronous loop drops the
+    # latency it bridges, with the robot still held meanwhile. A diagnostic: it separates the two ways asynchronous
+    # execution differs (later parts of each plan; a robot moving while planned for).
+    synchronous_skip_s: float = 0.0
     execute_fraction: float = 1.0  # receding horizon: the share of each plan usable before the next one replaces it
     interpolation: str = "bspline"  # the curve through plan actions (executor.py): "bspline" (C2) or "linear"
     # Junction between plans. 0.5 s: with the oracle on 3 episodes, nominal interventions per joint-tick fell from
@@ -58,6 +62,9 @@ class LoopSettings:
     history_fps: float = 12.5
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.synchronous_skip_s <= 10.0 or (self.synchronous_skip_s and not self.synchronous):
+            skip = self.synchronous_skip_s
+            raise ValueError(f"synchronous_skip_s must be in [0, 10] s and needs synchronous, got {skip}")
         if self.track_headroom is not None:  # refused here, not first when a loop is built from these settings
             checked_headroom(self.track_headroom, "track_headroom (None: no tracker)")
         if self.stream_cameras and not self.pace:  # unpaced, simulated time outruns a camera thread's renders

@@ -16,6 +16,7 @@ __all__ = [
     "FIELDS",
     "RewardBreakdown",
     "check_actions",
+    "checked_batch",
     "executability",
     "executability_batch",
     "huber",
@@ -70,10 +71,7 @@ def check_actions(shape: tuple[int, ...], config: RewardConfig, batched: bool) -
 
 def executability_batch(actions: np.ndarray, config: RewardConfig) -> dict[str, np.ndarray]:
     """Reward parts of G rollouts ``actions`` (G, T, D): a dict keyed by :data:`FIELDS`, each of shape (G,)."""
-    actions = np.asarray(actions, dtype=np.float64)
-    check_actions(actions.shape, config, batched=True)
-    if not np.all(np.isfinite(actions)):
-        raise ValueError("actions: contains NaN or infinite values (a decoder failure, not a motion to score)")
+    actions = checked_batch(actions, config)
     groups, steps = actions.shape[:2]
     if steps < config.min_steps:
         nan = np.full(groups, np.nan)
@@ -94,6 +92,15 @@ def executability_batch(actions: np.ndarray, config: RewardConfig) -> dict[str, 
         "velocity_violation_fraction": (over_velocity > 0).mean(axis=(1, 2)),
         "kinematically_plausible": ~((over_velocity > 0).any(axis=(1, 2)) | (over_acceleration > 0).any(axis=(1, 2))),
     }
+
+
+def checked_batch(actions: np.ndarray, config: RewardConfig) -> np.ndarray:
+    """``actions`` (G, T, D) as float64 after the checks every scoring of a batch makes (shape, finite)."""
+    actions = np.asarray(actions, dtype=np.float64)
+    check_actions(actions.shape, config, batched=True)
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("actions: contains NaN or infinite values (a decoder failure, not a motion to score)")
+    return actions
 
 
 def penalty_terms_by_dimension(

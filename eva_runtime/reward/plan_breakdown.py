@@ -12,7 +12,7 @@ import numpy as np
 
 from eva_runtime.records.success_rate import mean_interval
 from eva_runtime.reward.config import RewardConfig
-from eva_runtime.reward.numpy_reward import executability_batch, penalty_terms_by_dimension
+from eva_runtime.reward.numpy_reward import checked_batch, penalty_terms_by_dimension, reward_from_penalty
 
 __all__ = ["PLAN_FIELDS", "paired_plan_differences", "plan_breakdown", "summarise_plans"]
 
@@ -36,21 +36,20 @@ def plan_breakdown(actions: np.ndarray, config: RewardConfig) -> dict[str, np.nd
     motionless plan); ``jerk_grippers`` is their weighted jerk term (before ``w_jerk``); travel is the summed
     absolute step per dimension, averaged over the group's dimensions (rad on joints, opening units on grippers);
     ``gripper_span`` is the widest open-close range of any gripper within the plan."""
-    actions = np.asarray(actions, dtype=np.float64)
-    parts = executability_batch(actions, config)
-    if not np.isfinite(parts["penalty"]).all():
+    actions = checked_batch(actions, config)
+    if actions.shape[1] < config.min_steps:
         raise ValueError(f"plans of {actions.shape[1]} steps are too short to score (need {config.min_steps})")
-    terms, _, _ = penalty_terms_by_dimension(actions, config)
+    terms, _, _ = penalty_terms_by_dimension(actions, config)  # the reward's own terms, split per dimension
     weights = {"p_jerk": config.w_jerk, "p_acc": config.w_acc, "p_vel": config.w_vel, "p_alim": config.w_alim}
     by_dimension = sum(weight * terms[name] for name, weight in weights.items())
     grippers = np.isin(np.arange(config.dims), config.gripper_indices)
     penalty_grippers = by_dimension[:, grippers].sum(axis=1)
-    penalty = parts["penalty"]
+    penalty = by_dimension.sum(axis=1)
     scaled = actions * config.gripper_scale
     travel = np.abs(np.diff(scaled, axis=1)).sum(axis=1)
     span = np.ptp(scaled[:, :, grippers], axis=1) if grippers.any() else np.zeros((len(actions), 1))
     return {
-        "reward": parts["reward"],
+        "reward": reward_from_penalty(penalty, config),
         "penalty": penalty,
         "penalty_joints": by_dimension[:, ~grippers].sum(axis=1),
         "penalty_grippers": penalty_grippers,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eva_runtime.config_files import ConfigFileError, load_model
 from eva_runtime.control.gripper_latch import checked_band
@@ -43,6 +43,8 @@ class Rung(_Strict):
     # Plan only when the executed share ran out, the robot holding meanwhile: plans start from the observed state
     # with no latency to bridge, at the cost of held ticks (the episode's tick budget is the same).
     synchronous: bool = False
+    # Synchronous only: drop each plan's first seconds as an asynchronous loop does (LoopSettings.synchronous_skip_s).
+    synchronous_skip_s: float | None = Field(None, ge=0.0, le=10.0)
     # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
     # Follow the curve within this share of the caps before the safety filter (control/cap_tracker.py); None: the
@@ -55,6 +57,12 @@ class Rung(_Strict):
     # The Wan sampler's Euler steps (None: the bundle's): fewer steps, shorter plans' latency.
     sampling_steps: int | None = Field(None, ge=1, le=100)
     note: str = ""
+
+    @model_validator(mode="after")
+    def _skip_needs_synchronous(self) -> Rung:
+        if self.synchronous_skip_s and not self.synchronous:
+            raise ValueError("synchronous_skip_s needs synchronous: true")
+        return self
 
     @field_validator("gripper_latch")
     @classmethod
@@ -218,6 +226,8 @@ def loop_overrides(rung: Rung) -> dict:
     overrides = {key: value for key, value in fields.items() if value is not None}
     if rung.synchronous:
         overrides["synchronous"] = True
+    if rung.synchronous_skip_s is not None:
+        overrides["synchronous_skip_s"] = rung.synchronous_skip_s
     if rung.retime_headroom is not None:
         overrides["retime_headroom"] = rung.retime_headroom or None
     if rung.track_headroom is not None:
