@@ -133,6 +133,60 @@ def test_a_skip_without_synchronous_planning_or_below_zero_is_refused(settings: 
         LoopSettings(**settings)
 
 
+def imagining_loop(latency_s: float, committed: int) -> tuple[AutonomousLoop, list[PlanRequest], Clock]:
+    """The ramp planner whose plans carry their imagined frames: frame k of the n-th plan is all 10 n + k (so
+    which frames a request committed to can be read off them), starting after any committed frames."""
+    clock = Clock()
+    embodiment = load_embodiment(CALIBRATION / "aloha_sim.yaml")
+    robot = FakeRobot(clock, _home(SafetyLimits.from_embodiment(embodiment)))
+    requests: list[PlanRequest] = []
+
+    def plan(request: PlanRequest) -> PlanOutcome:
+        requests.append(request)
+        steps = np.arange(37)[:, None] * 0.002
+        video = (10 * len(requests) + np.arange(37, dtype=np.uint8))[:, None, None, None] * np.ones((1, 2, 2, 3))
+        metadata = {"imagined": {"cam_high": video.astype(np.uint8)}}
+        start = request.start_time(12.5)
+        return PlanOutcome(Plan(start, 12.5, robot.position + steps, "ramp", 1.0, metadata=metadata), (1.0,), 0.1)
+
+    settings = LoopSettings(pace=False, committed_frames=committed)
+    planner = InProcessPlanner(plan, clock, latency_s)
+    loop = AutonomousLoop(robot, planner, settings, clock=clock, instruction="do it")
+    loop.start(seed=3)
+    return loop, requests, clock
+
+
+def test_a_plan_is_conditioned_on_the_frames_the_robot_is_committed_to_and_starts_after_them() -> None:
+    loop, requests, clock = imagining_loop(latency_s=1.0, committed=12)
+    results = run(loop, clock, 400)
+    assert requests[0].committed is None  # nothing is executing yet: the observation alone
+    landed = [r.installed[1] for r in results if r.installed is not None]
+    assert len(landed) >= 3 and len(requests) >= 3
+    for n, request in enumerate(requests[1:], start=1):
+        executing = landed[n - 1]  # each request is made while the previous plan runs (asked for in time)
+        assert request.committed is not None, n
+        frames = request.committed["cam_high"]
+        first = round((request.time - executing.start_time) * 12.5) + 1
+        assert len(frames) == 12 and np.all(frames[:, 0, 0, 0] == 10 * n + first + np.arange(12))
+    for request, plan in zip(requests, landed, strict=False):
+        offset = 12 / 12.5 if request.committed is not None else 0.0
+        assert plan.start_time == pytest.approx(request.time + offset)
+    # Entered where the robot is when it lands (1 s after the request, 0.96 s of it committed): at most one
+    # frame dropped per plan, against 12 asynchronously without a commitment (the first plan, asked for from a
+    # standing start with nothing to commit to, drops its 12 either way).
+    assert loop.stats.dropped_actions <= 12 + (len(landed) - 1)
+    plain, _, clock = imagining_loop(latency_s=1.0, committed=0)
+    run(plain, clock, 400)
+    assert plain.stats.dropped_actions >= 12 * (plain.stats.plans - 1)
+
+
+def test_committed_frames_are_refused_below_zero_and_with_synchronous_planning() -> None:
+    with pytest.raises(ValueError, match="committed_frames"):
+        LoopSettings(committed_frames=-1)
+    with pytest.raises(ValueError, match="committed_frames"):
+        LoopSettings(committed_frames=12, synchronous=True)
+
+
 def test_a_rejection_holds_records_why_and_plans_again() -> None:
     loop, _, clock = make_loop(latency_s=0.2, reject=True)
     results = run(loop, clock, 60)

@@ -72,6 +72,19 @@ def test_the_oracle_cannot_drive_a_robot_that_is_not_the_simulation() -> None:
     assert Deployment.from_bundle(LEARNED, "transfer_cube").privileged_source(robot) is None
 
 
+def test_committed_frames_need_a_learned_model_whose_planner_sends_its_imagined_frames_back() -> None:
+    robot, _, _ = robot_and_planner()
+    committed = LoopSettings(committed_frames=12)
+    for deployment in (
+        Deployment.from_bundle(ORACLE, "transfer_cube", planner={"keep_imagined": True}),  # it re-simulates
+        Deployment.from_bundle(LEARNED, "transfer_cube"),  # its plans would carry nothing to commit to
+    ):
+        with pytest.raises(ValueError, match="committed_frames"):
+            deployment.loop_settings(committed, robot.embodiment)
+    kept = Deployment.from_bundle(LEARNED, "transfer_cube", planner={"keep_imagined": True})
+    assert kept.loop_settings(committed, robot.embodiment).committed_frames == 12
+
+
 def test_episodes_without_a_success_check_are_logged_aborted_unless_an_operator_labels_them(tmp_path: Path) -> None:
     robot, planner, clock = robot_and_planner()
     deployment = Deployment.from_bundle(LEARNED, "transfer_cube")

@@ -18,6 +18,7 @@ from eva_runtime.world_model.ladder import (
     LadderConfigError,
     load_ladder,
     loop_overrides,
+    planner_overrides,
     render_ladder,
     world_model_overrides,
 )
@@ -126,6 +127,7 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
         ("rungs:\n  - {name: a, bundle: b, track_headroom: 1.5}\n", "rungs[0](a).track_headroom"),
         ("rungs:\n  - {name: a, bundle: b, gripper_latch: [0.7, 0.3]}\n", "rungs[0](a).gripper_latch"),
         ("rungs:\n  - {name: a, bundle: b, synchronous_skip_s: 1.0}\n", "synchronous_skip_s needs synchronous"),
+        ("rungs:\n  - {name: a, bundle: b, synchronous: true, committed_frames: 12}\n", "for asynchronous planning"),
         ("rungs:\n  - {name: a, bundle: b, synchronous: true, synchronous_skip_s: -1}\n", "synchronous_skip_s"),
     ],
 )
@@ -144,8 +146,12 @@ def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_default
         "  - {name: sync, bundle: b, synchronous: true, execute_fraction: 0.25, retime_headroom: 0}\n"
         "  - {name: untracked, bundle: b, track_headroom: 0}\n"
         "  - {name: skipping, bundle: b, synchronous: true, synchronous_skip_s: 1.0}\n"
+        "  - {name: committed, bundle: b, committed_frames: 12}\n"
     )
-    plain, sync, untracked, skipping = (LoopSettings(**loop_overrides(rung)) for rung in load_ladder(path).rungs)
+    rungs = load_ladder(path).rungs
+    plain, sync, untracked, skipping, committed = (LoopSettings(**loop_overrides(rung)) for rung in rungs)
+    assert replace(committed, committed_frames=0) == LoopSettings() and committed.committed_frames == 12
+    assert planner_overrides(rungs[4]) == {"keep_imagined": True} and planner_overrides(rungs[0]) is None
     assert replace(skipping, synchronous_skip_s=0.0) == replace(LoopSettings(), synchronous=True)
     assert skipping.synchronous_skip_s == 1.0
     assert plain == LoopSettings()

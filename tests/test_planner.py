@@ -35,6 +35,8 @@ def jerky(seed: int) -> np.ndarray:
 
 
 class ScriptedWorldModel:
+    """Sample g's frames are all g (so which sample was kept can be told from its frames)."""
+
     model_id, fps, cameras = "scripted", FPS, ("cam_high",)
 
     def __init__(self) -> None:
@@ -43,6 +45,7 @@ class ScriptedWorldModel:
     def rollout(self, request: RolloutRequest) -> Rollout:
         self.requests.append(request)
         frames = np.zeros((request.samples, request.horizon, 8, 8, 3), np.uint8)
+        frames += np.arange(request.samples, dtype=np.uint8)[:, None, None, None, None]
         return Rollout({"cam_high": frames}, FPS, 0.0, self.model_id)
 
 
@@ -89,6 +92,24 @@ def test_best_of_g_executes_the_highest_scoring_rollout() -> None:
     assert outcome.scores == pytest.approx([score(m) for m in motions])
     assert outcome.plan.score == max(outcome.scores) and model.requests[0].samples == 4
     assert outcome.plan.start_time == 1.5  # action 0 belongs to the observation's stamp
+
+
+def test_committed_frames_follow_the_observed_ones_and_the_plan_starts_after_them() -> None:
+    # The robot will carry out 4 more imagined frames (0.32 s) while this plan is made: the world model sees them
+    # after the observation, and the plan's action 0 belongs to the last of them.
+    motions = [jerky(1), calm()]
+    gate, model = planner([motions], samples=2, attempts=1, threshold=-1e9, keep_imagined=True)
+    observed = np.full((5, 8, 8, 3), 1, np.uint8)
+    committed = np.full((4, 8, 8, 3), 2, np.uint8)
+    outcome = gate.plan(PlanRequest(1.5, {"cam_high": observed}, "do it", seed=7, committed={"cam_high": committed}))
+    seen = model.requests[0].frames["cam_high"]
+    assert seen.shape == (9, 8, 8, 3) and np.all(seen[:5] == 1) and np.all(seen[5:] == 2)
+    assert outcome.plan is not None and outcome.plan.start_time == pytest.approx(1.5 + 4 / FPS)
+    # The kept rollout's whole video comes back (sample 1, the calm one), for the next request to commit to.
+    imagined = outcome.plan.metadata["imagined"]["cam_high"]
+    assert imagined.shape == (HORIZON, 8, 8, 3) and np.all(imagined == 1)
+    plain, _ = planner([motions], samples=2, attempts=1, threshold=-1e9)
+    assert "imagined" not in plain.plan(request()).plan.metadata  # only when asked: it is 37 frames a plan
 
 
 def test_a_rollout_below_the_threshold_is_resampled_with_a_new_seed_until_one_passes() -> None:

@@ -120,13 +120,16 @@ def test_the_planner_process_rejects_with_world_model_unavailable_when_the_serve
         "idm": str(idm_onnx),
         "embodiment": str(ALOHA),
         "world_model": {"kind": "remote", "url": f"ws://127.0.0.1:{port}", "timeout_s": 2.0},
-        "settings": {"horizon": 5, "attempts": 1, "threshold": -1e12},
+        "settings": {"horizon": 5, "attempts": 1, "threshold": -1e12, "keep_imagined": True},
     }
     planner = PlannerProcess(spec)
     try:
         planner.start(wait_s=60)
         assert planner.model_id == "shifting:test"
-        plan_request = PlanRequest(0.0, observation(("cam_high",), size=32), "pick up the cube", seed=1)
+        # Committed frames cross to the planner process and the kept rollout's frames come back (msgpack, no pickle).
+        committed = {"cam_high": observation(("cam_high",), size=32, seed=1)["cam_high"]}  # 2 frames
+        observed = observation(("cam_high",), size=32)
+        plan_request = PlanRequest(0.0, observed, "pick up the cube", seed=1, committed=committed)
 
         def answer(request_id: int):
             assert planner.submit(request_id, plan_request)
@@ -138,6 +141,12 @@ def test_the_planner_process_rejects_with_world_model_unavailable_when_the_serve
 
         request_id, outcome = answer(1)
         assert request_id == 1 and outcome.plan is not None  # served: a plan (the threshold accepts any)
+        assert outcome.plan.start_time == pytest.approx(2 / outcome.plan.fps)  # after the 2 committed frames
+        imagined = outcome.plan.metadata["imagined"]["cam_high"]
+        # The shifting model's frame 0 is its newest input frame, here the last committed one (plus noise < 8).
+        assert imagined.shape == (5, 32, 32, 3)
+        difference = imagined[0].astype(int) - committed["cam_high"][-1]
+        assert np.all((difference >= 0) & (difference < 8))
         stop()
         request_id, outcome = answer(2)
         assert request_id == 2 and outcome.plan is None

@@ -109,6 +109,14 @@ def train_world_model_sft_run_command(
             min=0.0, max=0.9999, help="EMA of the weights (what is saved); its memory is about 1/(1 - decay) steps."
         ),
     ] = 0.999,
+    history_frames: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Observed frames kept clean before each clip's future (1 + k x the VAE's time factor); 17 = 5"
+            " observed + the 12 a plan commits to while the next is made (docs/world_model.md).",
+        ),
+    ] = 5,
 ) -> None:
     """Long, resumable transformer SFT on a cache and a VAE; `world-model-assemble --recipe OUT` packages it."""
     from eva_runtime.training.wm_transformer_run import TransformerRun, train_transformer_run
@@ -128,6 +136,7 @@ def train_world_model_sft_run_command(
         seed=seed,
         ema_decay=ema_decay,
         end_padding=end_padding,
+        history_frames=history_frames,
     )
     try:
         train_transformer_run(

@@ -119,7 +119,8 @@ class AutonomousLoop:
         self.step = 0
         self.progress = 0  # ticks executed under a commander's target: the task's progress (the oracle's clock)
         self._latency = settings.initial_latency_s
-        self._outstanding: tuple[int, float] | None = None  # (request id, clock time sent)
+        # (request id, clock time sent, the request's robot time)
+        self._outstanding: tuple[int, float, float] | None = None
         self._request_id = 0
         self._first_request: float | None = None
         self._previous_command: np.ndarray | None = None
@@ -254,6 +255,7 @@ class AutonomousLoop:
         """Install the awaited plan, or hold on a rejection; an answer that came too late is dropped."""
         if sensed.answer is None:
             return None
+        requested_at = self._outstanding[2]
         self._outstanding = None
         request_id, outcome = sensed.answer
         now, stats = sensed.now, self.stats
@@ -268,7 +270,7 @@ class AutonomousLoop:
         plan = replace(outcome.plan, start_time=now - skip) if synchronous else outcome.plan
         # Late or not, the answer says how slow the planner is: its latency and the loop's estimate count it.
         stats.latencies_s.append(outcome.seconds)
-        self._latency = 0.7 * self._latency + 0.3 * (now - outcome.plan.start_time)
+        self._latency = 0.7 * self._latency + 0.3 * (now - requested_at)
         if plan.end_time <= now:  # all of it is in the past: counted, never executed
             stats.expired_plans += 1
             return None
@@ -296,7 +298,8 @@ class AutonomousLoop:
         if settings.synchronous:
             due = executor.target(now + self.period) is None
         else:
-            due = executor.needs_plan(now, self._latency)
+            # A plan conditioned on the committed frames is asked for while the current one still covers them.
+            due = executor.needs_plan(now, max(self._latency, settings.committed_frames / settings.history_fps))
         if not (wants_plan and self._outstanding is None and due and self.planner.ready):
             return None
         frames = self.robot.observe(cameras=settings.cameras).frames
@@ -319,13 +322,27 @@ class AutonomousLoop:
             instruction=self.instruction,
             seed=request_seed(self.seed, self._request_id),
             privileged_state=privileged,
+            committed=self.committed_frames(now) if settings.committed_frames else None,
         )
         self._request_id += 1
         if not self.planner.submit(self._request_id, request):
             return None
-        self._outstanding = (self._request_id, self.clock())
+        self._outstanding = (self._request_id, self.clock(), now)
         self._first_request = self._first_request or self.clock()
         return self._request_id, request
+
+    def committed_frames(self, now: float) -> dict[str, np.ndarray] | None:
+        """The executing plan's imagined frames for the next `committed_frames` frame times after `now`: what the
+        robot will carry out while the next plan is made. None when no plan with its frames covers them (after a
+        hold, at the start): the next plan then starts from the observation alone."""
+        plan, count = self.executor.plan, self.settings.committed_frames
+        imagined = plan.metadata.get("imagined") if plan is not None else None
+        if not imagined:
+            return None
+        first = round((now - plan.start_time) * plan.fps) + 1  # frame k is imagined for start + k / fps
+        if first < 1 or any(first + count > len(video) for video in imagined.values()):
+            return None
+        return {camera: np.asarray(video[first : first + count]) for camera, video in imagined.items()}
 
     def choose_command(self, sensed: Sensed) -> Command:
         modes, now = self.modes, sensed.now

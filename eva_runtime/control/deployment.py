@@ -78,6 +78,11 @@ class Deployment:
         to condition on unless `settings` names a number (control/frame_history.py; one for the oracle, which reads
         the simulator), and the plans' own reward scores the executed commands too (control/executed_score.py)."""
         entry = self.bundle.manifest.world_model
+        if settings.committed_frames and (self.oracle or not self.spec.settings.keep_imagined):
+            raise ValueError(
+                "committed_frames needs a learned world model whose planner keeps its imagined frames"
+                " (planner keep_imagined); the oracle re-simulates from the robot's state instead"
+            )
         own = 1 if self.oracle or entry.sampling is None else entry.sampling.history_frames
         settings = replace(settings, history_frames=settings.history_frames or own, history_fps=entry.fps)
         if settings.executed_reward is not None:

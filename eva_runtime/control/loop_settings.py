@@ -25,6 +25,11 @@ class LoopSettings:
     # latency it bridges, with the robot still held meanwhile. A diagnostic: it separates the two ways asynchronous
     # execution differs (later parts of each plan; a robot moving while planned for).
     synchronous_skip_s: float = 0.0
+    # Asynchronous only: condition each plan on this many of the executing plan's imagined frames after the
+    # observation (the motion the robot is committed to while the next plan is made) and start it after them,
+    # instead of skipping the new plan's first second (the world model must be trained on observed + committed
+    # history, e.g. 5 + 12 frames; docs/world_model.md). 0: off.
+    committed_frames: int = 0
     execute_fraction: float = 1.0  # receding horizon: the share of each plan usable before the next one replaces it
     interpolation: str = "bspline"  # the curve through plan actions (executor.py): "bspline" (C2) or "linear"
     # Junction between plans. 0.5 s: with the oracle on 3 episodes, nominal interventions per joint-tick fell from
@@ -65,6 +70,8 @@ class LoopSettings:
         if not 0.0 <= self.synchronous_skip_s <= 10.0 or (self.synchronous_skip_s and not self.synchronous):
             skip = self.synchronous_skip_s
             raise ValueError(f"synchronous_skip_s must be in [0, 10] s and needs synchronous, got {skip}")
+        if self.committed_frames < 0 or (self.committed_frames and self.synchronous):
+            raise ValueError(f"committed_frames must be >= 0 and asynchronous, got {self.committed_frames}")
         if self.track_headroom is not None:  # refused here, not first when a loop is built from these settings
             checked_headroom(self.track_headroom, "track_headroom (None: no tracker)")
         if self.stream_cameras and not self.pace:  # unpaced, simulated time outruns a camera thread's renders

@@ -36,6 +36,9 @@ class PlannerSettings:
     # Imagined frames sent back with a plan (evenly spaced, first and last kept) so operators can watch
     # imagination vs reality (ROS `~/rollout`); 0: none.
     preview_frames: int = 8
+    # Send the executed rollout's frames back whole (the world model's cameras and size) with each plan, so the
+    # loop can condition the next plan on the motion it is committed to (`PlanRequest.committed`).
+    keep_imagined: bool = False
 
 
 REQUESTS_PER_EPISODE = 10_000  # request seeds of one episode: seed * 10_000 + the request's number
@@ -58,6 +61,25 @@ class PlanRequest:
     instruction: str
     seed: int
     privileged_state: object | None = None  # only for test-instrument world models (the oracle)
+    # Imagined frames continuing the observation at the world model's fps (camera -> (C, H, W, 3)): the part of
+    # the executing plan the robot will carry out while this one is made. The world model sees them after the
+    # observed frames, and the plan starts C frames after `time`, where the robot will be when it lands.
+    committed: Mapping[str, np.ndarray] | None = None
+
+    def start_time(self, fps: float) -> float:
+        """The time of the plan's action 0: the observation's, or the last committed frame's."""
+        if not self.committed:
+            return self.time
+        return self.time + len(next(iter(self.committed.values()))) / fps
+
+    def conditioning_frames(self) -> Mapping[str, np.ndarray]:
+        """What the world model conditions on: each camera's observed frames, then its committed ones."""
+        if not self.committed:
+            return self.frames
+        return {
+            camera: np.concatenate([frames, self.committed[camera]]) if camera in self.committed else frames
+            for camera, frames in self.frames.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -86,11 +108,12 @@ class Planner:
         scores: list[float] = []
         best: tuple[float, np.ndarray] | None = None
         preview: dict[str, np.ndarray] = {}
+        imagined: dict[str, np.ndarray] = {}
         attempt = 0
         for attempt in range(1, self.settings.attempts + 1):
             rollout = self.world_model.rollout(
                 RolloutRequest(
-                    frames=request.frames,
+                    frames=request.conditioning_frames(),
                     instruction=request.instruction,
                     horizon=self.settings.horizon,
                     seed=request.seed * 1000 + attempt,
@@ -114,21 +137,26 @@ class Planner:
                 if best is None or score > best[0]:
                     best = (score, smoothed)
                     preview = self._preview(videos, index)
+                    if self.settings.keep_imagined:
+                        imagined = {camera: batch[index] for camera, batch in rollout.frames.items()}
             if best is not None and best[0] >= self.settings.threshold:
                 break
         seconds = time.perf_counter() - began
         if best is None or not best[0] >= self.settings.threshold:
             reason = "no finite rollout" if best is None else f"best reward {best[0]:.3f} < {self.settings.threshold}"
             return PlanOutcome(None, tuple(scores), seconds, reason)
+        metadata = {"rollout": preview} if preview else {}
+        if imagined:
+            metadata["imagined"] = imagined
         plan = Plan(
-            start_time=request.time,
+            start_time=request.start_time(self.decoder.fps),
             fps=self.decoder.fps,
             actions=best[1],
             model_id=self.world_model.model_id,
             score=best[0],
             latency_s=seconds,
             attempts=attempt,
-            metadata={"rollout": preview} if preview else {},
+            metadata=metadata,
         )
         return PlanOutcome(plan, tuple(scores), seconds)
 

@@ -131,6 +131,7 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
             instruction=message["instruction"],
             seed=message["seed"],
             privileged_state=message["state"],  # the world model that reads it decodes it
+            committed=message.get("committed"),
         )
         began = time.perf_counter()
         try:
@@ -161,6 +162,7 @@ def _reply(request_id: int, outcome: PlanOutcome) -> dict:
             "score": plan.score,
             "attempts": plan.attempts,
             "rollout": plan.metadata.get("rollout", {}),
+            "imagined": plan.metadata.get("imagined", {}),
         }
     return {
         "id": request_id,
@@ -232,6 +234,7 @@ class PlannerProcess:
                     "instruction": request.instruction,
                     "seed": request.seed,
                     "state": _to_wire(request.privileged_state),
+                    "committed": dict(request.committed) if request.committed else None,
                 }
             )
         )
@@ -260,7 +263,7 @@ class PlannerProcess:
                 score=data["score"],
                 latency_s=message["seconds"],
                 attempts=data["attempts"],
-                metadata={"rollout": data["rollout"]} if data.get("rollout") else {},
+                metadata={key: data[key] for key in ("rollout", "imagined") if data.get(key)},
             )
         return message["id"], PlanOutcome(plan, tuple(message["scores"]), message["seconds"], message["reason"])
 

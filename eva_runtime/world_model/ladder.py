@@ -45,6 +45,9 @@ class Rung(_Strict):
     synchronous: bool = False
     # Synchronous only: drop each plan's first seconds as an asynchronous loop does (LoopSettings.synchronous_skip_s).
     synchronous_skip_s: float | None = Field(None, ge=0.0, le=10.0)
+    # Asynchronous: condition each plan on this many frames the robot is committed to (LoopSettings.committed_frames);
+    # the world model must have been trained on that much history.
+    committed_frames: int | None = Field(None, ge=1, le=64)
     # Retime plans to this share of the joints' caps (control/retiming.py); None: the loop's default, 0: off.
     retime_headroom: float | None = Field(None, ge=0.0, le=1.0)
     # Follow the curve within this share of the caps before the safety filter (control/cap_tracker.py); None: the
@@ -62,6 +65,8 @@ class Rung(_Strict):
     def _skip_needs_synchronous(self) -> Rung:
         if self.synchronous_skip_s and not self.synchronous:
             raise ValueError("synchronous_skip_s needs synchronous: true")
+        if self.committed_frames and self.synchronous:
+            raise ValueError("committed_frames is for asynchronous planning (a synchronous plan starts at rest)")
         return self
 
     @field_validator("gripper_latch")
@@ -137,7 +142,7 @@ def run_ladder(
             config.first_seed,
             out / "ladder.db",
             world_model=world_model_overrides(rung, root) or None,
-            planner={"samples": rung.samples, "attempts": 1} if rung.samples > 1 else None,
+            planner=planner_overrides(rung),
             max_steps=steps,
             loop=loop_overrides(rung),
         )
@@ -213,6 +218,14 @@ def world_model_overrides(rung: Rung, root: Path) -> dict:
     return overrides
 
 
+def planner_overrides(rung: Rung) -> dict | None:
+    """The rung's `PlannerSettings` changes: best-of-N in one attempt; whole imagined videos for a commitment."""
+    overrides = {"samples": rung.samples, "attempts": 1} if rung.samples > 1 else {}
+    if rung.committed_frames:
+        overrides["keep_imagined"] = True
+    return overrides or None
+
+
 def loop_overrides(rung: Rung) -> dict:
     """The rung's `LoopSettings` changes (fields it leaves unset keep the loop's defaults); retime_headroom 0
     switches retiming off, track_headroom 0 the cap tracker."""
@@ -222,6 +235,7 @@ def loop_overrides(rung: Rung) -> dict:
         "execute_fraction": rung.execute_fraction,
         "gripper_latch": rung.gripper_latch,
         "history_frames": rung.history_frames,
+        "committed_frames": rung.committed_frames,
     }
     overrides = {key: value for key, value in fields.items() if value is not None}
     if rung.synchronous:
