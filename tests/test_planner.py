@@ -99,7 +99,7 @@ def test_committed_frames_follow_the_observed_ones_and_the_plan_starts_after_the
     # after the observation, and the plan's action 0 belongs to the last of them.
     motions = [jerky(1), calm()]
     gate, model = planner([motions], samples=2, attempts=1, threshold=-1e9, keep_imagined=True)
-    observed = np.full((5, 8, 8, 3), 1, np.uint8)
+    observed = np.full((5, 16, 16, 3), 1, np.uint8)  # a camera's size; the committed frames are the model's
     committed = np.full((4, 8, 8, 3), 2, np.uint8)
     outcome = gate.plan(PlanRequest(1.5, {"cam_high": observed}, "do it", seed=7, committed={"cam_high": committed}))
     seen = model.requests[0].frames["cam_high"]

@@ -73,13 +73,15 @@ class PlanRequest:
         return self.time + len(next(iter(self.committed.values()))) / fps
 
     def conditioning_frames(self) -> Mapping[str, np.ndarray]:
-        """What the world model conditions on: each camera's observed frames, then its committed ones."""
+        """What the world model conditions on: each camera's observed frames, then its committed ones. The committed
+        frames are the model's own (its size); the observed ones are shrunk to it as the model itself would."""
         if not self.committed:
             return self.frames
-        return {
-            camera: np.concatenate([frames, self.committed[camera]]) if camera in self.committed else frames
-            for camera, frames in self.frames.items()
-        }
+        joined = dict(self.frames)
+        for camera, committed in self.committed.items():
+            observed = resize_video(np.asarray(self.frames[camera]), committed.shape[1:3])
+            joined[camera] = np.concatenate([observed, committed])
+        return joined
 
 
 @dataclass(frozen=True)
