@@ -117,13 +117,11 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
     warm_up = getattr(planner.world_model, "warm_up", None)
     if warm_up is not None:
         warm_up()  # build simulators and renderers now, not inside the first plan's latency
+    requests = _NewestRequest(connection)
     connection.send_bytes(pack({"ready": True, "model_id": planner.world_model.model_id}))
     while True:
-        try:
-            message = unpack(connection.recv_bytes())
-            while connection.poll(0):  # only the newest request matters; older ones are stale
-                message = unpack(connection.recv_bytes())
-        except (EOFError, ConnectionResetError):  # the runtime closed the pipe: its run is over, not a fault
+        message = requests.take()
+        if message is None:  # the runtime closed the pipe: its run is over, not a fault
             return
         request = PlanRequest(
             time=message["time"],
@@ -147,6 +145,44 @@ def _serve(connection, spec_json: str, parent_pid: int) -> None:
             connection.send_bytes(pack(_reply(message["id"], outcome)))
         except OSError:  # BrokenPipeError: the runtime closed the pipe (PlannerProcess.close) while we planned
             return
+
+
+class _NewestRequest:
+    """Requests read on a thread of their own, the newest kept (older ones are stale). The planner's thread then
+    never has to read while it writes: a reply larger than the pipe's buffer (a plan's imagined frames) blocks its
+    writer until the runtime reads it, and a runtime writing a large request at the same moment (a new episode's)
+    would wait on a reader that is itself waiting; with this thread the request is always read."""
+
+    def __init__(self, connection) -> None:
+        import threading
+
+        self._connection = connection
+        self._newest: dict | None = None
+        self._closed = False
+        self._ready = threading.Condition()
+        threading.Thread(target=self._read, name="planner-requests", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = unpack(self._connection.recv_bytes())
+            except (EOFError, ConnectionResetError, OSError):
+                message = None
+            with self._ready:
+                if message is None:
+                    self._closed = True
+                else:
+                    self._newest = message
+                self._ready.notify()
+            if message is None:
+                return
+
+    def take(self) -> dict | None:
+        """The newest unanswered request, waiting for one; None once the pipe is closed."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._newest is not None or self._closed)
+            message, self._newest = self._newest, None
+            return message
 
 
 def _reply(request_id: int, outcome: PlanOutcome) -> dict:
