@@ -34,4 +34,3 @@ def test_a_large_request_is_read_while_a_large_reply_waits_for_its_reader() -> N
     assert not replying.is_alive()
     runtime.close()
     assert requests.take() is None  # a closed pipe ends the planner's loop
-
