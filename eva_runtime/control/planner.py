@@ -111,11 +111,12 @@ class Planner:
         best: tuple[float, np.ndarray] | None = None
         preview: dict[str, np.ndarray] = {}
         imagined: dict[str, np.ndarray] = {}
+        frames = request.conditioning_frames()  # the same for every attempt: resized and joined once
         attempt = 0
         for attempt in range(1, self.settings.attempts + 1):
             rollout = self.world_model.rollout(
                 RolloutRequest(
-                    frames=request.conditioning_frames(),
+                    frames=frames,
                     instruction=request.instruction,
                     horizon=self.settings.horizon,
                     seed=request.seed * 1000 + attempt,

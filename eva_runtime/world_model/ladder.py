@@ -62,7 +62,7 @@ class Rung(_Strict):
     note: str = ""
 
     @model_validator(mode="after")
-    def _skip_needs_synchronous(self) -> Rung:
+    def _options_fit_the_planning_mode(self) -> Rung:
         if self.synchronous_skip_s and not self.synchronous:
             raise ValueError("synchronous_skip_s needs synchronous: true")
         if self.committed_frames and self.synchronous:
