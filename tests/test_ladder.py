@@ -129,6 +129,7 @@ def test_the_shipped_ladder_loads_and_names_real_bundles() -> None:
         ("rungs:\n  - {name: a, bundle: b, synchronous_skip_s: 1.0}\n", "synchronous_skip_s needs synchronous"),
         ("rungs:\n  - {name: a, bundle: b, synchronous: true, committed_frames: 12}\n", "for asynchronous planning"),
         ("rungs:\n  - {name: a, bundle: b, synchronous: true, synchronous_skip_s: -1}\n", "synchronous_skip_s"),
+        ("rungs:\n  - {name: a, bundle: b, sampling_draw: 1001}\n", "sampling_draw"),
     ],
 )
 def test_a_bad_ladder_file_is_refused_with_its_key(tmp_path: Path, text: str, problem: str) -> None:
@@ -147,11 +148,13 @@ def test_a_rungs_loop_changes_become_loop_settings_and_the_rest_keep_the_default
         "  - {name: untracked, bundle: b, track_headroom: 0}\n"
         "  - {name: skipping, bundle: b, synchronous: true, synchronous_skip_s: 1.0}\n"
         "  - {name: committed, bundle: b, committed_frames: 12}\n"
+        "  - {name: redrawn, bundle: b, sampling_draw: 3}\n"
     )
     rungs = load_ladder(path).rungs
-    plain, sync, untracked, skipping, committed = (LoopSettings(**loop_overrides(rung)) for rung in rungs)
+    plain, sync, untracked, skipping, committed, redrawn = (LoopSettings(**loop_overrides(rung)) for rung in rungs)
     assert replace(committed, committed_frames=0) == LoopSettings() and committed.committed_frames == 12
     assert planner_overrides(rungs[4]) == {"keep_imagined": True} and planner_overrides(rungs[0]) is None
+    assert planner_overrides(rungs[5]) == {"sampling_draw": 3} and redrawn == LoopSettings()  # the planner's only
     assert replace(skipping, synchronous_skip_s=0.0) == replace(LoopSettings(), synchronous=True)
     assert skipping.synchronous_skip_s == 1.0
     assert plain == LoopSettings()

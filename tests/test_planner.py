@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eva_runtime.control.planner import Planner, PlannerSettings, PlanRequest
 from eva_runtime.control.planner_process import PlannerSpec
@@ -120,6 +122,35 @@ def test_a_rollout_below_the_threshold_is_resampled_with_a_new_seed_until_one_pa
     assert outcome.plan is not None and outcome.plan.attempts == 3 and len(outcome.scores) == 3
     seeds = [r.seed for r in model.requests]
     assert len(set(seeds)) == 3  # every attempt samples anew
+
+
+def test_another_sampling_draw_samples_the_same_requests_with_other_noise() -> None:
+    threshold = score(calm()) + 1.0  # every attempt fails, so every attempt's seed is seen
+    default, model = planner([[calm()]] * 3, attempts=3, threshold=threshold)
+    default.plan(request())
+    # Draw 0 keeps the seeds every earlier closed-loop result was sampled with: request seed x 1000 + attempt.
+    assert [r.seed for r in model.requests] == [7001, 7002, 7003]
+    redrawn, other = planner([[calm()]] * 3, attempts=3, threshold=threshold, sampling_draw=1)
+    redrawn.plan(request())
+    seeds = [r.seed for r in other.requests]
+    assert len(set(seeds)) == 3 and not set(seeds) & {7001, 7002, 7003}
+
+
+@pytest.mark.parametrize("draw", [-1, 1001])
+def test_a_sampling_draw_out_of_range_is_refused(draw: int) -> None:
+    with pytest.raises(ValueError, match="sampling_draw"):
+        PlannerSettings(sampling_draw=draw)
+
+
+@given(
+    st.tuples(st.integers(0, 1000), st.integers(0, 10**11 - 1), st.integers(1, 999)),
+    st.tuples(st.integers(0, 1000), st.integers(0, 10**11 - 1), st.integers(1, 999)),
+)
+def test_attempt_seeds_are_distinct_for_distinct_draws_requests_and_attempts_and_fit_a_generator(a, b) -> None:
+    seed_a = PlannerSettings(sampling_draw=a[0]).attempt_seed(a[1], a[2])
+    seed_b = PlannerSettings(sampling_draw=b[0]).attempt_seed(b[1], b[2])
+    assert (seed_a == seed_b) == (a == b)
+    assert 0 <= seed_a < 2**63 and 0 <= seed_b < 2**63
 
 
 def test_when_no_attempt_passes_the_plan_is_rejected_with_every_score() -> None:

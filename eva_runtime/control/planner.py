@@ -39,8 +39,25 @@ class PlannerSettings:
     # Send the executed rollout's frames back whole (the world model's cameras and size) with each plan, so the
     # loop can condition the next plan on the motion it is committed to (`PlanRequest.committed`).
     keep_imagined: bool = False
+    # Which draw of the sampler's noise: 0 is the default; k > 0 samples every plan of the same requests with other
+    # noise (the same observations, the same model). Closed loop, a model's success moves with its noise alone, so
+    # two models are told apart against that spread (`eva eval ladder`, a rung's `sampling_draw`).
+    sampling_draw: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sampling_draw <= MAX_SAMPLING_DRAW:
+            raise ValueError(f"sampling_draw must be in [0, {MAX_SAMPLING_DRAW}], got {self.sampling_draw}")
+
+    def attempt_seed(self, request_seed: int, attempt: int) -> int:
+        """The sampler's seed for one attempt at a request: distinct across requests, attempts and draws."""
+        return self.sampling_draw * DRAW_STRIDE + request_seed * ATTEMPTS_PER_REQUEST + attempt
 
 
+ATTEMPTS_PER_REQUEST = 1000
+# Request seeds stay below 10**11 (episode seeds below 10**7), so their attempt seeds below 10**14; draws above
+# that keep every seed under 2**63, which torch's and numpy's generators take.
+DRAW_STRIDE = 10**14
+MAX_SAMPLING_DRAW = 1000
 REQUESTS_PER_EPISODE = 10_000  # request seeds of one episode: seed * 10_000 + the request's number
 
 
@@ -119,7 +136,7 @@ class Planner:
                     frames=frames,
                     instruction=request.instruction,
                     horizon=self.settings.horizon,
-                    seed=request.seed * 1000 + attempt,
+                    seed=self.settings.attempt_seed(request.seed, attempt),
                     samples=self.settings.samples,
                     privileged_state=request.privileged_state,
                 )

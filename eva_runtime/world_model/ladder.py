@@ -37,6 +37,9 @@ class Rung(_Strict):
     bundle: str  # relative to the YAML file's directory's parent (the repository root) or absolute
     degrade: dict = Field(default_factory=dict)  # `Degradation` fields
     samples: int = Field(1, ge=1, le=32)  # best-of-N
+    # Another draw of the sampler's noise for every plan (PlannerSettings.sampling_draw): the same model resampled,
+    # the spread a difference between two rungs is read against.
+    sampling_draw: int = Field(0, ge=0, le=1000)
     interpolation: Literal["bspline", "linear"] = "bspline"  # the executor's curve through plan actions
     blend_s: float | None = Field(None, ge=0.0, le=2.0)  # the executor's junction (None: the loop's default)
     execute_fraction: float | None = Field(None, gt=0.0, le=1.0)  # share of each plan executed (None: the loop's)
@@ -219,10 +222,13 @@ def world_model_overrides(rung: Rung, root: Path) -> dict:
 
 
 def planner_overrides(rung: Rung) -> dict | None:
-    """The rung's `PlannerSettings` changes: best-of-N in one attempt; whole imagined videos for a commitment."""
+    """The rung's `PlannerSettings` changes: best-of-N in one attempt; whole imagined videos for a commitment; another
+    draw of the sampler's noise."""
     overrides = {"samples": rung.samples, "attempts": 1} if rung.samples > 1 else {}
     if rung.committed_frames:
         overrides["keep_imagined"] = True
+    if rung.sampling_draw:
+        overrides["sampling_draw"] = rung.sampling_draw
     return overrides or None
 
 
