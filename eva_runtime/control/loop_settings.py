@@ -67,11 +67,16 @@ class LoopSettings:
     history_fps: float = 12.5
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.synchronous_skip_s <= 10.0 or (self.synchronous_skip_s and not self.synchronous):
-            skip = self.synchronous_skip_s
-            raise ValueError(f"synchronous_skip_s must be in [0, 10] s and needs synchronous, got {skip}")
-        if self.committed_frames < 0 or (self.committed_frames and self.synchronous):
-            raise ValueError(f"committed_frames must be >= 0 and asynchronous, got {self.committed_frames}")
+        skip, committed = self.synchronous_skip_s, self.committed_frames
+        if not 0.0 <= skip <= 10.0:
+            raise ValueError(f"synchronous_skip_s must be in [0, 10] s, got {skip}")
+        if skip and not self.synchronous:
+            raise ValueError(f"synchronous_skip_s needs synchronous planning, got {skip} s with asynchronous")
+        if committed < 0:
+            raise ValueError(f"committed_frames must be >= 0, got {committed}")
+        if committed and self.synchronous:
+            why = "a synchronous plan starts at rest"
+            raise ValueError(f"committed_frames is for asynchronous planning ({why}), got {committed}")
         if self.track_headroom is not None:  # refused here, not first when a loop is built from these settings
             checked_headroom(self.track_headroom, "track_headroom (None: no tracker)")
         if self.stream_cameras and not self.pace:  # unpaced, simulated time outruns a camera thread's renders

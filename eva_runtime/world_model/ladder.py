@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from eva_runtime.config_files import ConfigFileError, load_model
 from eva_runtime.control.gripper_latch import checked_band
+from eva_runtime.control.loop_settings import LoopSettings
 from eva_runtime.records.success_rate import wilson_interval
 from eva_runtime.world_model.ladder_open_loop import render_open_loop
 
@@ -65,11 +66,9 @@ class Rung(_Strict):
     note: str = ""
 
     @model_validator(mode="after")
-    def _options_fit_the_planning_mode(self) -> Rung:
-        if self.synchronous_skip_s and not self.synchronous:
-            raise ValueError("synchronous_skip_s needs synchronous: true")
-        if self.committed_frames and self.synchronous:
-            raise ValueError("committed_frames is for asynchronous planning (a synchronous plan starts at rest)")
+    def _loop_options_make_loop_settings(self) -> Rung:
+        # The loop's own checks (e.g. a commitment only for asynchronous planning), at load, with the file's name
+        LoopSettings(**loop_overrides(self))
         return self
 
     @field_validator("gripper_latch")
