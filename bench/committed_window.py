@@ -87,8 +87,11 @@ def main() -> None:
     from eva_runtime.records.success_rate import mean_interval
     from eva_runtime.training.wm_data import load_videos
 
-    grippers = [int(i) for i in np.flatnonzero(load_bundle(args.bundle).embodiment.gripper_mask())]
-    videos = {v.name: v.actions for v in load_videos(args.data, "cam_high", 12.5, (64, 64))[: args.episodes]}
+    bundle = load_bundle(args.bundle)
+    grippers = [int(i) for i in np.flatnonzero(bundle.embodiment.gripper_mask())]
+    idm = bundle.manifest.idm  # the recorded actions at the rate and size the IDM decoded the rollouts at
+    loaded = load_videos(args.data, idm.cameras[0], idm.fps, tuple(idm.image_size))
+    videos = {v.name: v.actions for v in loaded[: args.episodes]}
     scored = {
         "skipped": window_scores(args.out, "skipped", c, horizon, videos, grippers),
         "committed": window_scores(args.out, "committed", 0, horizon, videos, grippers),
