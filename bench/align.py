@@ -73,6 +73,7 @@ def _timed_iterations(
     from eva_runtime.training.align import _batch
     from eva_runtime.training.flow_grpo import GrpoSettings, grpo_iteration
     from eva_runtime.training.sde import NoiseSchedule
+    from eva_runtime.training.update_batch import RolloutBatch, Trainee
     from eva_runtime.world_model.wan.lora import add_lora
     from eva_runtime.world_model.wan.sampling import flow_sigmas
 
@@ -92,22 +93,14 @@ def _timed_iterations(
             window = {first, first + 1}
         began = time.perf_counter()
         grpo_iteration(
-            transformer,
-            transformer,
-            optimizer,
-            lambda loss: loss.backward(),
-            latents,
-            texts,
-            conditioned,
-            keys,
-            torch.randn(latents.shape, generator=generator),
-            sigmas,
+            Trainee(transformer, transformer, optimizer, lambda loss: loss.backward(), parameters),
+            RolloutBatch(
+                latents, texts, conditioned, keys, torch.randn(latents.shape, generator=generator), sigmas, generator
+            ),
             NoiseSchedule(),
             reward,
             GrpoSettings(),
             window,
-            generator,
-            parameters,
         )
         times.append(time.perf_counter() - began)
     return times

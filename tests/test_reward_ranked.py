@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eva_runtime.training.reward_ranked import RankedSettings, best_of_groups, ranked_iteration
+from eva_runtime.training.update_batch import RolloutBatch, Trainee
 from tests.wan_helpers import KnownDirection
 
 torch.set_num_threads(1)
@@ -63,20 +64,20 @@ def test_a_few_iterations_raise_a_reward_with_a_known_direction() -> None:
     for iteration in range(25):
         noise = torch.randn(problem.condition.shape, generator=torch.Generator().manual_seed(iteration))
         telemetry, final = ranked_iteration(
-            problem.transformer,
-            problem.transformer,
-            optimizer,
-            lambda loss: loss.backward(),
-            problem.condition,
-            problem.embeds,
-            1,
-            problem.keys,
-            noise,
-            problem.sigmas,
+            Trainee(
+                problem.transformer, problem.transformer, optimizer, lambda loss: loss.backward(), problem.parameters
+            ),
+            RolloutBatch(
+                problem.condition,
+                problem.embeds,
+                1,
+                problem.keys,
+                noise,
+                problem.sigmas,
+                torch.Generator().manual_seed(100 + iteration),
+            ),
             problem.reward,
             ranked,
-            torch.Generator().manual_seed(100 + iteration),
-            problem.parameters,
         )
         assert final.shape == problem.condition.shape and np.isfinite(telemetry["loss"])
         assert telemetry["ranked_group_fraction"] == 1.0 and telemetry["kept_reward_mean"] >= telemetry["reward_mean"]

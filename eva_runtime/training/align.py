@@ -132,6 +132,12 @@ class _Adapter:
     optimizer: Any
     parameters: list
 
+    def trainee(self, backward) -> Any:
+        """What an update trains (`training/update_batch.py:Trainee`), its gradients through `backward`."""
+        from eva_runtime.training.update_batch import Trainee
+
+        return Trainee(self.model, self.unwrapped, self.optimizer, backward, self.parameters)
+
 
 @dataclass(frozen=True)
 class _UpdateInputs:
@@ -252,6 +258,13 @@ class _Draw:
     generator: Any
     noise: Any
 
+    def batch(self, sigmas) -> Any:
+        """The draw as the rollouts to sample (`training/update_batch.py:RolloutBatch`) with the sampler's sigmas."""
+        from eva_runtime.training.update_batch import RolloutBatch
+
+        latents, texts, keys = self.condition_latents, self.texts, self.keys
+        return RolloutBatch(latents, texts, self.conditioned, keys, self.noise, sigmas, self.generator)
+
 
 def _draw(accelerator, data: AlignData, config: AlignConfig, iteration: int) -> _Draw:
     import torch
@@ -274,22 +287,12 @@ def _grpo_update(
 
     draw = _draw(accelerator, data, config, iteration)
     telemetry, _ = grpo_iteration(
-        adapter.model,
-        adapter.unwrapped,
-        adapter.optimizer,
-        accelerator.backward,
-        draw.condition_latents,
-        draw.texts,
-        draw.conditioned,
-        draw.keys,
-        draw.noise,
-        update.sigmas,
+        adapter.trainee(accelerator.backward),
+        draw.batch(update.sigmas),
         update.schedule,
         data.reward_fn.for_conditions(draw.chosen, config.group_size),
         update.settings,
         _fast_window(config, draw.rng),
-        draw.generator,
-        adapter.parameters,
     )
     return telemetry, draw.chosen
 
@@ -305,20 +308,10 @@ def _ranked_update(
     ranked = config.ranked
     shift = float(data.pipeline.scheduler.config.shift)
     telemetry, _ = ranked_iteration(
-        adapter.model,
-        adapter.unwrapped,
-        adapter.optimizer,
-        accelerator.backward,
-        draw.condition_latents,
-        draw.texts,
-        draw.conditioned,
-        draw.keys,
-        draw.noise,
-        update.sigmas,
+        adapter.trainee(accelerator.backward),
+        draw.batch(update.sigmas),
         data.reward_fn.for_conditions(draw.chosen, config.group_size),
         RankedSettings(ranked.keep, ranked.updates, ranked.min_spread, shift),
-        draw.generator,
-        adapter.parameters,
         _recorded_clips(draw.chosen, data) if ranked.anchor else None,
     )
     return telemetry, draw.chosen

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from eva_runtime.training.sde import NoiseSchedule, RecordedRollout, sample_with_logprob, sde_step_with_logprob, step_kl
+from eva_runtime.training.update_batch import RolloutBatch, Trainee
 from eva_runtime.world_model.wan.sampling import Denoiser
 
 __all__ = [
@@ -126,34 +127,21 @@ def _set_adapters(model, enabled: bool) -> None:
 
 
 def grpo_iteration(
-    model,
-    unwrapped,
-    optimizer,
-    backward: Callable[[torch.Tensor], None],
-    condition_latents: torch.Tensor,
-    prompt_embeds: torch.Tensor,
-    conditioned: int,
-    keys: Sequence[str],
-    noise: torch.Tensor,
-    sigmas: torch.Tensor,
+    trainee: Trainee,
+    batch: RolloutBatch,
     schedule: NoiseSchedule,
     reward_fn: Callable[[torch.Tensor], tuple[torch.Tensor, dict]],
     settings: GrpoSettings,
     stochastic_steps: set[int] | None = None,
-    generator: torch.Generator | None = None,
-    parameters: Sequence[torch.nn.Parameter] = (),
 ) -> tuple[dict, RecordedRollout]:
-    """One GRPO update on a batch of B = sum of group sizes rollouts; returns telemetry and the rollouts.
-
-    `model` is what gradients flow through (possibly a DDP wrapper), `unwrapped` the transformer itself (its
-    adapters are switched off for the reference); `backward` is `accelerator.backward` or `Tensor.backward`.
-    """
-    conditioning = _Conditioning(prompt_embeds, condition_latents, conditioned)
+    """One GRPO update on a batch of B = sum of group sizes rollouts; returns telemetry and the rollouts."""
+    model, unwrapped, sigmas = trainee.model, trainee.unwrapped, batch.sigmas
+    conditioning = _Conditioning(batch.prompt_embeds, batch.condition_latents, batch.conditioned)
     unwrapped.eval()
     sampler = conditioning.denoiser(unwrapped)
-    rollout = sample_with_logprob(sampler, noise, sigmas, schedule, stochastic_steps, generator)
+    rollout = sample_with_logprob(sampler, batch.noise, sigmas, schedule, stochastic_steps, batch.generator)
     rewards, reward_stats = reward_fn(rollout.final)
-    advantages, flat_groups = group_advantages(rewards, keys, settings.advantage_clip)
+    advantages, flat_groups = group_advantages(rewards, batch.keys, settings.advantage_clip)
     steps = trained_steps(rollout, settings.train_last_step)
     mask = sampler.mask(rollout.final)
     telemetry: dict = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False))}
@@ -161,19 +149,17 @@ def grpo_iteration(
     telemetry.update(reward_stats)
     collected: dict[str, list[float]] = {}
     for _epoch in range(settings.inner_epochs):
-        optimizer.zero_grad(set_to_none=True)
+        trainee.optimizer.zero_grad(set_to_none=True)
         for index in steps:
             loss, stats = _step_loss(
                 model, unwrapped, conditioning, rollout, index, sigmas, schedule, mask, advantages, settings
             )
             stats["loss"] = loss.item()
             # Gradients accumulate over the trained steps; one optimiser step per epoch.
-            backward(loss / len(steps))
+            trainee.backward(loss / len(steps))
             for name, value in stats.items():
                 collected.setdefault(name, []).append(value)
-        if parameters:
-            torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-        optimizer.step()
+        trainee.step(settings.max_grad_norm)
     for name, values in collected.items():
         reducer = {"ratio_min": min, "ratio_max": max}.get(name)
         telemetry[name] = float(reducer(values)) if reducer else float(np.mean(values))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from eva_runtime.training.update_batch import RolloutBatch, Trainee
 from eva_runtime.training.wm_sft import flow_matching_loss
 from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample
 
@@ -58,51 +59,44 @@ def best_of_groups(rewards: torch.Tensor, keys: Sequence[str], keep: int, min_sp
 
 
 def ranked_iteration(
-    model,
-    unwrapped,
-    optimizer,
-    backward: Callable[[torch.Tensor], None],
-    condition_latents: torch.Tensor,
-    prompt_embeds: torch.Tensor,
-    conditioned: int,
-    keys: Sequence[str],
-    noise: torch.Tensor,
-    sigmas: torch.Tensor,
+    trainee: Trainee,
+    batch: RolloutBatch,
     reward_fn: Callable[[torch.Tensor], tuple[torch.Tensor, dict]],
     settings: RankedSettings,
-    generator: torch.Generator,
-    parameters: Sequence[torch.nn.Parameter] = (),
     anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """Sample, rank, and fine-tune on the best; returns telemetry and the sampled latents (B, z, t, h, w).
 
     `anchor`: clean latents of recorded clips and their prompt embeddings, trained on beside the kept rollouts in
-    every update (SFT replay, which keeps the frames as sharp as the data's)."""
+    every update (SFT replay, which keeps the frames as sharp as the data's). The batch's generator draws the
+    training times and noise (required here)."""
+    if batch.generator is None:
+        raise ValueError("ranked_iteration needs the batch's generator (it draws the fine-tuning noise)")
+    unwrapped, embeds, conditioned = trainee.unwrapped, batch.prompt_embeds, batch.conditioned
     unwrapped.eval()
     with torch.no_grad():
-        final = euler_sample(Denoiser(unwrapped, prompt_embeds, condition_latents, conditioned), noise, sigmas)
+        denoiser = Denoiser(unwrapped, embeds, batch.condition_latents, conditioned)
+        final = euler_sample(denoiser, batch.noise, batch.sigmas)
     rewards, reward_stats = reward_fn(final)
-    picks = best_of_groups(rewards, keys, settings.keep, settings.min_spread)
+    picks = best_of_groups(rewards, batch.keys, settings.keep, settings.min_spread)
     telemetry: dict = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False))}
     telemetry.update(reward_stats)
-    groups = len(set(keys))
+    groups = len(set(batch.keys))
     telemetry["ranked_group_fraction"] = len(picks) / (settings.keep * groups)
     if not picks:
         return telemetry, final
     telemetry["kept_reward_mean"] = float(rewards[picks].mean())
-    kept, texts = final[picks].detach(), prompt_embeds[picks]
+    kept, texts = final[picks].detach(), embeds[picks]
     if anchor is not None:
         kept, texts = torch.cat([kept, anchor[0].to(kept.dtype)]), torch.cat([texts, anchor[1].to(texts.dtype)])
         telemetry["anchored"] = len(anchor[0])
     unwrapped.train()
     losses = []
     for _ in range(settings.updates):
-        optimizer.zero_grad(set_to_none=True)
-        loss = flow_matching_loss(model, kept, texts, conditioned, generator, settings.shift)
-        backward(loss)
-        if parameters:
-            torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-        optimizer.step()
+        trainee.optimizer.zero_grad(set_to_none=True)
+        loss = flow_matching_loss(trainee.model, kept, texts, conditioned, batch.generator, settings.shift)
+        trainee.backward(loss)
+        trainee.step(settings.max_grad_norm)
         losses.append(loss.item())
     unwrapped.eval()
     telemetry["loss"] = float(np.mean(losses))
