@@ -1,6 +1,6 @@
 """`eva eval ladder`: the closed-loop ladder from the oracle to the learned world model (one YAML of rungs);
-`eva eval paired`: two of its rungs compared seed by seed; `eva eval ladder-plot`: rungs of several runs in one
-figure."""
+`eva eval paired`: two of its rungs compared seed by seed; `eva eval draws`: two models over several sampling
+draws each; `eva eval ladder-plot`: rungs of several runs in one figure."""
 
 from __future__ import annotations
 
@@ -82,6 +82,24 @@ def eval_paired_command(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     typer.echo(render_paired(comparison))
+
+
+@eval_app.command("draws")
+def eval_draws_command(
+    a: Annotated[list[str], typer.Option(help="LADDER_JSON:RUNG_NAME of model A, repeated once per draw.")],
+    b: Annotated[list[str], typer.Option(help="LADDER_JSON:RUNG_NAME of model B, repeated once per draw.")],
+) -> None:
+    """Model B against model A over several draws of the sampler's noise each (rungs with `sampling_draw`), on
+    the same seeds: pooled success (Wilson 95 %), the share of seeds a model's own draws disagree on, and the mean
+    per-seed change in success share and plan executability (95 %); a Markdown table."""
+    from eva_runtime.world_model.ladder_draws import compare_draws, load_draws, render_draws
+
+    try:
+        comparison = compare_draws(load_draws(a), load_draws(b))
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    typer.echo(render_draws(comparison))
 
 
 @eval_app.command("ladder-plot")

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PairedComparison", "compare_rungs", "find_rung", "mcnemar_exact_p", "render_paired"]
+__all__ = ["PairedComparison", "compare_rungs", "find_rung", "mcnemar_exact_p", "mean_and_half_width", "render_paired"]
 
 Z95 = 1.959963984540054
 
@@ -48,7 +48,8 @@ def mcnemar_exact_p(a_only: int, b_only: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def _mean_and_half_width(differences: list[float]) -> tuple[float, float] | None:
+def mean_and_half_width(differences: list[float]) -> tuple[float, float] | None:
+    """The mean and its 95 % normal half-width; None for fewer than two values."""
     if len(differences) < 2:
         return None
     mean = sum(differences) / len(differences)
@@ -78,9 +79,9 @@ def compare_rungs(a: dict, b: dict) -> PairedComparison:
         b_only=b_only,
         neither=sum(not x and not y for x, y in pairs),
         mcnemar_p=mcnemar_exact_p(a_only, b_only),
-        stage_change=_mean_and_half_width(_per_seed_differences(a, b, "per_episode_stage")),
-        reach_change_m=_mean_and_half_width(_per_seed_differences(a, b, "per_episode_reach_m")),
-        plan_score_change=_mean_and_half_width(_per_seed_differences(a, b, "per_episode_plan_score")),
+        stage_change=mean_and_half_width(_per_seed_differences(a, b, "per_episode_stage")),
+        reach_change_m=mean_and_half_width(_per_seed_differences(a, b, "per_episode_reach_m")),
+        plan_score_change=mean_and_half_width(_per_seed_differences(a, b, "per_episode_plan_score")),
     )
 
 
