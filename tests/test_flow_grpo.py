@@ -20,7 +20,6 @@ from eva_runtime.training.flow_grpo import (
     trained_steps,
 )
 from eva_runtime.training.sde import NoiseSchedule, sample_with_logprob, sde_step_with_logprob, step_kl
-from eva_runtime.training.update_batch import RolloutBatch, Trainee
 from eva_runtime.world_model.wan.latents import encode_frames
 from eva_runtime.world_model.wan.lora import add_lora
 from eva_runtime.world_model.wan.sampling import Denoiser, euler_sample, flow_sigmas
@@ -187,20 +186,9 @@ def test_a_few_iterations_raise_a_reward_with_a_known_direction() -> None:
     before = problem.evaluate()
     settings_ = GrpoSettings(clip_range=0.2, kl_beta=0.001, train_last_step=True)
     for iteration in range(25):
-        noise = torch.randn(problem.condition.shape, generator=torch.Generator().manual_seed(iteration))
         telemetry, _ = grpo_iteration(
-            Trainee(
-                problem.transformer, problem.transformer, optimizer, lambda loss: loss.backward(), problem.parameters
-            ),
-            RolloutBatch(
-                problem.condition,
-                problem.embeds,
-                1,
-                problem.keys,
-                noise,
-                problem.sigmas,
-                torch.Generator().manual_seed(100 + iteration),
-            ),
+            problem.trainee(optimizer),
+            problem.batch(iteration),
             schedule,
             problem.reward,
             settings_,

@@ -10,7 +10,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eva_runtime.training.reward_ranked import RankedSettings, best_of_groups, ranked_iteration
-from eva_runtime.training.update_batch import RolloutBatch, Trainee
 from tests.wan_helpers import KnownDirection
 
 torch.set_num_threads(1)
@@ -62,20 +61,9 @@ def test_a_few_iterations_raise_a_reward_with_a_known_direction() -> None:
     ranked = RankedSettings(keep=1, updates=2, shift=float(problem.pipeline.scheduler.config.shift))
     before = problem.evaluate()
     for iteration in range(25):
-        noise = torch.randn(problem.condition.shape, generator=torch.Generator().manual_seed(iteration))
         telemetry, final = ranked_iteration(
-            Trainee(
-                problem.transformer, problem.transformer, optimizer, lambda loss: loss.backward(), problem.parameters
-            ),
-            RolloutBatch(
-                problem.condition,
-                problem.embeds,
-                1,
-                problem.keys,
-                noise,
-                problem.sigmas,
-                torch.Generator().manual_seed(100 + iteration),
-            ),
+            problem.trainee(optimizer),
+            problem.batch(iteration),
             problem.reward,
             ranked,
         )

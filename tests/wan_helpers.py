@@ -160,6 +160,22 @@ class KnownDirection:
             self.keys += [condition_key(frame, INSTRUCTION)] * groups_of
         self.sigmas = flow_sigmas(self.pipeline.scheduler, 4)
 
+    def trainee(self, optimizer):
+        """The adapted transformer as an update trains it (no accelerate: its own backward)."""
+        from eva_runtime.training.update_batch import Trainee
+
+        return Trainee(self.transformer, self.transformer, optimizer, lambda loss: loss.backward(), self.parameters)
+
+    def batch(self, iteration: int):
+        """Iteration's rollouts to sample: the two conditions' groups, noise and generator seeded by `iteration`."""
+        import torch
+
+        from eva_runtime.training.update_batch import RolloutBatch
+
+        noise = torch.randn(self.condition.shape, generator=torch.Generator().manual_seed(iteration))
+        generator = torch.Generator().manual_seed(100 + iteration)
+        return RolloutBatch(self.condition, self.embeds, 1, self.keys, noise, self.sigmas, generator)
+
     @staticmethod
     def reward(latents):
         score = (latents[:, 0, 1:] - latents[:, 0, :1]).mean((-1, -2, -3))
