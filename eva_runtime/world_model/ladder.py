@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from eva_runtime.config_files import ConfigFileError, load_model
 from eva_runtime.control.gripper_latch import checked_band
 from eva_runtime.control.loop_settings import LoopSettings
+from eva_runtime.control.planner import MAX_SAMPLING_DRAW
 from eva_runtime.records.success_rate import wilson_interval
 from eva_runtime.world_model.ladder_open_loop import render_open_loop
 
@@ -40,7 +41,7 @@ class Rung(_Strict):
     samples: int = Field(1, ge=1, le=32)  # best-of-N
     # Another draw of the sampler's noise for every plan (PlannerSettings.sampling_draw): the same model resampled,
     # the spread a difference between two rungs is read against.
-    sampling_draw: int = Field(0, ge=0, le=1000)
+    sampling_draw: int = Field(0, ge=0, le=MAX_SAMPLING_DRAW)
     interpolation: Literal["bspline", "linear"] = "bspline"  # the executor's curve through plan actions
     blend_s: float | None = Field(None, ge=0.0, le=2.0)  # the executor's junction (None: the loop's default)
     execute_fraction: float | None = Field(None, gt=0.0, le=1.0)  # share of each plan executed (None: the loop's)
