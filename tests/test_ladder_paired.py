@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from eva_runtime.cli import app
-from eva_runtime.world_model.ladder_paired import compare_rungs, mcnemar_exact_p, render_paired
+from eva_runtime.world_model.ladder_paired import compare_rungs, find_rung, mcnemar_exact_p, render_paired
 
 
 def _row(name: str, outcomes: list[bool], stages: list[int], reaches: list[float | None], first_seed=1000) -> dict:
@@ -108,3 +108,14 @@ def test_the_command_prints_the_table_and_exits_2_naming_the_rungs_it_has(tmp_pa
     assert "| sft | aligned | 3 | 1 | 0 | 1 | 1 | 1.000 |" in result.output
     missing = runner.invoke(app, ["eval", "paired", "--ladder", str(ladder), "--a", "sft", "--b", "nonesuch"])
     assert missing.exit_code == 2 and "'aligned'" in missing.output
+
+
+def test_a_missing_or_unparsable_ladder_file_is_a_value_error_naming_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match=r"broken\.json: not a ladder\.json"):
+        find_rung(broken, "sft")
+    with pytest.raises(ValueError, match=r"missing\.json"):
+        find_rung(tmp_path / "missing.json", "sft")
+    result = CliRunner().invoke(app, ["eval", "paired", "--ladder", str(broken), "--a", "x", "--b", "y"])
+    assert result.exit_code == 2 and "not a ladder.json" in " ".join(result.output.split())

@@ -78,7 +78,7 @@ def eval_paired_command(
 
     try:
         comparison = compare_rungs(find_rung(ladder, a), find_rung(ladder_b or ladder, b))
-    except (OSError, ValueError) as error:
+    except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     typer.echo(render_paired(comparison))

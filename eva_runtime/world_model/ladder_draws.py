@@ -11,7 +11,6 @@ the comparison is the mean per-seed difference with a 95 % normal interval, besi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +94,7 @@ def load_draws(specs: list[str]) -> ModelDraws:
         path, colon, rung = spec.partition(":")
         if not (colon and path and rung):
             raise ValueError(f"a draw is LADDER_JSON:RUNG_NAME, got {spec!r}")
-        try:
-            rows.append(find_rung(Path(path), rung))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: {error}") from None
+        rows.append(find_rung(Path(path), rung))
     return ModelDraws.from_rows(rows)
 
 

@@ -92,8 +92,14 @@ def _per_seed_differences(a: dict, b: dict, key: str) -> list[float]:
 
 
 def find_rung(path: Path, name: str) -> dict:
-    """The row named `name` in a ladder.json; a ValueError naming the rungs the file has otherwise."""
-    rows = json.loads(Path(path).read_text())
+    """The row named `name` in a ladder.json; a ValueError naming the file and what is wrong with it otherwise (not
+    readable, not JSON, or the rungs it has)."""
+    try:
+        rows = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a ladder.json ({error})") from None
     for row in rows:
         if row.get("rung") == name:
             return row

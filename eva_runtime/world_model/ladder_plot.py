@@ -36,10 +36,7 @@ def load_rungs(specs: list[str]) -> list[PlottedRung]:
     rungs = []
     for spec in specs:
         label, path, rung = parse_rung_spec(spec)
-        try:
-            rungs.append(PlottedRung(label, find_rung(path, rung)))
-        except OSError as error:
-            raise ValueError(f"{path}: {error.strerror or error}") from None
+        rungs.append(PlottedRung(label, find_rung(path, rung)))
     return rungs
 
 
